@@ -62,10 +62,6 @@ def _config(cls, path: Path | None, overrides: dict[str, Any]):
         return load_config(cls, path, overrides)
 
 
-def _not_built(stage: str, issue: str) -> None:
-    _fail(f"`dail {stage}` is not built yet ({issue}); see the README's status section.")
-
-
 # --------------------------------------------------------------------------- data
 
 
@@ -243,23 +239,61 @@ def select(
     data: Annotated[Optional[str], typer.Option(help="Candidate problems JSONL or split name.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Selected problems JSONL.")] = None,
     n: Annotated[Optional[int], typer.Option(help="Samples per problem.")] = None,
+    max_new_tokens: Annotated[Optional[int], typer.Option()] = None,
+    batch_size: Annotated[Optional[int], typer.Option()] = None,
+    limit: Annotated[Optional[int], typer.Option(help="First N candidates only.")] = None,
+    seed: Annotated[Optional[int], typer.Option()] = None,
+    device: Annotated[Optional[str], typer.Option()] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Keep the problems the base model fails in all of n samples (the paper's training set rule)."""
-    _config(SelectConfig, config, {"model": model, "data": data, "out": str(out) if out else None, "n": n})
-    _not_built("select", "issue: the whole pipeline")
+    cfg = _config(SelectConfig, config, {
+        "model": model, "data": data, "out": str(out) if out else None, "n": n,
+        "sampling.max_new_tokens": max_new_tokens, "batch_size": batch_size, "limit": limit,
+        "seed": seed, "device": device,
+    })
+    from .pipeline import select as run_select
+
+    with _user_errors():
+        run_select(cfg)
+
+
+def _run(config: Path, overrides: dict[str, Any]) -> dict:
+    from .config import RunConfig
+    from .pipeline import run as run_pipeline
+
+    cfg = _config(RunConfig, config, overrides)
+    with _user_errors():
+        result = run_pipeline(cfg)
+    console.print(f"report: {result['report']}  ({result['seconds']:.0f} s)")
+    return result
 
 
 @app.command()
-def run(config: ConfigOpt = None) -> None:
+def run(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Run config TOML (see configs/).")],
+    name: Annotated[Optional[str], typer.Option(help="Override the run name.")] = None,
+    out_dir: Annotated[Optional[str], typer.Option(help="Override the parent directory of runs.")] = None,
+    device: Annotated[Optional[str], typer.Option()] = None,
+) -> None:
     """A full experiment into runs/NAME/: select, waypoints, expand, train, eval, report."""
-    _not_built("run", "issue: the whole pipeline")
+    _run(config, {"name": name, "out_dir": out_dir, "device": device})
+
+
+def _demo_config() -> Path:
+    # configs/ lives in the checkout; an editable install finds it beside src/.
+    for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
+        if (base / "configs" / "demo.toml").exists():
+            return base / "configs" / "demo.toml"
+    _fail("configs/demo.toml not found: run `dail demo` from the dail checkout, or `dail run --config FILE`")
 
 
 @app.command()
-def demo() -> None:
-    """The full pipeline on the embedded model and the bundled arithmetic splits."""
-    _not_built("demo", "issue: the whole pipeline")
+def demo(
+    out_dir: Annotated[Optional[str], typer.Option(help="Override the parent directory of runs.")] = None,
+) -> None:
+    """The full pipeline on the embedded model and the bundled arithmetic splits (configs/demo.toml)."""
+    _run(_demo_config(), {"out_dir": out_dir})
 
 
 def main() -> None:

@@ -26,6 +26,8 @@ __all__ = [
     "TrainConfig",
     "EvalConfig",
     "SelectConfig",
+    "RunConfig",
+    "METHODS",
     "WaypointsConfig",
     "load_config",
     "save_config",
@@ -210,17 +212,24 @@ class SelectConfig(_ModelStage):
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
 
-def _format_error(err: ValidationError, source: str) -> str:
+def _error_lines(err: ValidationError, prefix: str = "") -> list[str]:
     lines = []
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "<root>"
+        key = prefix + ".".join(str(p) for p in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
-            lines.append(f"{source}: unknown key '{key}'")
+            lines.append(f"unknown key '{key}'")
         elif e["type"] == "missing":
-            lines.append(f"{source}: missing required key '{key}'")
+            lines.append(f"missing required key '{key}'")
+        elif not e["loc"]:  # a whole-model check names its keys itself
+            lines.append(msg if not prefix else f"[{prefix.rstrip('.')}] {msg}")
         else:
-            lines.append(f"{source}: key '{key}': {e['msg'].removeprefix('Value error, ')}")
-    return "\n".join(lines)
+            lines.append(f"key '{key}': {msg}")
+    return lines
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    return "\n".join(f"{source}: {line}" for line in _error_lines(err))
 
 
 def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
@@ -297,3 +306,57 @@ def _toml_table(tree: dict, prefix: str) -> str:
 def save_config(config: BaseModel, path: str | Path) -> None:
     """Write the resolved config beside an output, atomically."""
     atomic_write_text(path, to_toml(config))
+
+
+METHODS = ("base", "sft-expert", "star", "dail-nll", "dail")
+
+
+def _check_section(cls: type[BaseModel], name: str, section: dict[str, Any], fill: dict[str, Any]) -> None:
+    """Validate a [section] of a run config as the stage config it becomes, naming `section.key`."""
+    clash = sorted(set(section) & set(fill))
+    if clash:
+        raise ValueError(f"{name}.{clash[0]} is set by the run itself; set it at the top level or leave it out")
+    try:
+        cls.model_validate({**section, **fill})
+    except ValidationError as e:
+        raise ValueError("; ".join(_error_lines(e, prefix=f"{name}."))) from None
+
+
+class RunConfig(_Config):
+    """`dail run`: a whole experiment into `runs/NAME/` (select, waypoints, expand, train, eval, report)."""
+
+    name: str = Field(..., description="Run name: the output goes to OUT_DIR/NAME.")
+    out_dir: str = Field("runs", description="Parent directory of runs.")
+    model: str = Field(DEFAULT_MODEL, description="Base model of every role and method.")
+    train_data: str = Field(..., description="Problems with expert solutions (JSONL or bundled split name).")
+    eval_data: list[str] = Field(..., min_length=1, description="Evaluation splits (JSONL paths or bundled split names).")
+    methods: list[Literal["base", "sft-expert", "star", "dail-nll", "dail"]] = Field(
+        default_factory=lambda: ["base", "sft-expert", "dail"], description="Methods to train and evaluate."
+    )
+    select: bool = Field(False, description="Keep only training problems the base model fails in all of select_n samples.")
+    select_n: int = Field(32, ge=1, description="Samples per problem for `select`.")
+    star_tau: float = Field(2.0, gt=1, description="tau of the STaR baseline's expansion (> 1: privileged tokens only).")
+    seed: int = Field(0, description="Seed of every stage.")
+    device: str = Field("auto", description="cpu, cuda, cuda:N, or auto.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16", "float64"] = Field("auto", description="Weights dtype.")
+    launcher: Literal["none", "accelerate"] = Field("none", description="Run model stages in-process or via `accelerate launch`.")
+    num_processes: int = Field(1, ge=1, description="Processes for launcher = accelerate.")
+    prompts: PromptConfig = Field(default_factory=PromptConfig)
+    expand: dict[str, Any] = Field(default_factory=dict, description="ExpandConfig keys (n, tau, sampling, batch_size, limit, ...).")
+    train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig keys shared by every trained method (epochs, lr, lora, ...).")
+    eval: dict[str, Any] = Field(default_factory=dict, description="EvalConfig keys (n, k, sampling, budgets, batch_size, limit, ...).")
+
+    @field_validator("methods")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v) or not v:
+            raise ValueError("must be a non-empty list without repeats")
+        return v
+
+    @model_validator(mode="after")
+    def _sections(self) -> RunConfig:
+        run_keys = {"model": self.model, "seed": self.seed, "device": self.device, "dtype": self.dtype}
+        _check_section(ExpandConfig, "expand", self.expand, {**run_keys, "data": "-", "out": "-"})
+        _check_section(TrainConfig, "train", self.train, {**run_keys, "problems": "-", "out": "-"})
+        _check_section(EvalConfig, "eval", self.eval, {**run_keys, "data": "-", "out": "-"})
+        return self
