@@ -199,6 +199,10 @@ def read_traces(path: str | os.PathLike, *, kept_only: bool = True) -> list[Trac
     return [t for t in rows if t.kept] if kept_only else rows
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write a file so a reader never sees it half-written (temp file, fsync, rename)."""
     path = Path(path)
@@ -209,6 +213,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs are ordinary files
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -1,0 +1,80 @@
+"""Bundled problem sets: the fixed splits, their shipped files, and a resolver from name or path.
+
+The splits are drawn by the generator in `dail.datasets.arith` from fixed seeds and shipped as
+JSONL next to this file, so loading one runs no generator and needs no network. The tests
+regenerate them and compare byte for byte; after changing a template, rewrite them with
+
+    python -c "from dail.datasets import SPLITS, write_split; [write_split(s) for s in SPLITS]"
+
+This package does not download data sets; other data comes in as a JSONL file of
+`dail.data.Problem` rows.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from dail.data import Problem, read_problems, write_jsonl
+from dail.datasets.arith import generate, problem_at
+
+__all__ = ["SPLITS", "generate", "load_split", "resolve_problems", "split_path", "split_problems",
+           "write_split"]
+
+# name -> (problems, seed); order matters (see `split_problems`). Fixed for good: the shipped files.
+SPLITS: dict[str, tuple[int, int]] = {"arith-train": (400, 1729), "arith-test": (200, 4104)}
+
+
+def _check(name: str) -> None:
+    if name not in SPLITS:
+        raise ValueError(f"unknown split {name!r}; bundled splits: {', '.join(SPLITS)}")
+
+
+def split_path(name: str) -> Path:
+    """Where the shipped file of split `name` lives (inside the installed package)."""
+    _check(name)
+    return Path(__file__).parent / f"{name}.jsonl"
+
+
+def split_problems(name: str) -> list[Problem]:
+    """Split `name` generated afresh, never repeating a text of itself or of an earlier split."""
+    _check(name)
+    # Disjoint by construction: an index whose text was already used is passed over (ids keep
+    # the index, so a gap marks it). Test therefore never repeats train.
+    seen: set[str] = set()
+    for earlier in SPLITS:
+        if earlier == name:
+            break
+        seen |= {p.problem for p in split_problems(earlier)}
+    n, seed = SPLITS[name]
+    out: list[Problem] = []
+    index = 0
+    while len(out) < n:
+        problem = problem_at(seed, index, prefix=name)
+        index += 1
+        if problem.problem not in seen:
+            seen.add(problem.problem)
+            out.append(problem)
+    return out
+
+
+def write_split(name: str, path: str | os.PathLike | None = None) -> Path:
+    """Generate split `name` and write it as JSONL (by default over its shipped file)."""
+    out = Path(path) if path is not None else split_path(name)
+    write_jsonl(out, split_problems(name))
+    return out
+
+
+def load_split(name: str) -> list[Problem]:
+    """The problems of a bundled split, read from its shipped file."""
+    return read_problems(split_path(name))
+
+
+def resolve_problems(spec: str | os.PathLike) -> list[Problem]:
+    """Problems from a bundled split name or a path to a JSONL file."""
+    if str(spec) in SPLITS:
+        return load_split(str(spec))
+    path = Path(spec)
+    if not path.is_file():
+        raise ValueError(f"{str(spec)!r} is neither a bundled split ({', '.join(SPLITS)}) nor a file")
+    return read_problems(path)
