@@ -25,7 +25,7 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
-from .config import EvalConfig, ExpandConfig, RunConfig, SelectConfig, TrainConfig, load_config, save_config
+from .config import EvalConfig, ExpandConfig, RunConfig, SelectConfig, TrainConfig, load_config, save_config, to_toml
 from .data import JsonlAppender, Problem, atomic_write_text, read_done_keys, read_problems, write_jsonl
 
 __all__ = ["run", "select", "run_dir", "split_name", "TRAINED"]
@@ -104,6 +104,12 @@ def select(cfg: SelectConfig) -> dict:
     return summary
 
 
+def _write_if_changed(path: Path, text: str) -> None:
+    # A rerun of a finished run must leave every file as it was.
+    if not path.exists() or path.read_text(encoding="utf-8") != text:
+        atomic_write_text(path, text)
+
+
 def _expand_done(cfg: ExpandConfig, problems: list[Problem]) -> bool:
     want = {(p.id, s) for p in problems[: cfg.limit] for s in range(cfg.n)}
     return want <= read_done_keys(cfg.out)
@@ -113,7 +119,10 @@ def run(cfg: RunConfig) -> dict:
     """Run (or resume) a whole experiment; returns the path of the report and the metrics table."""
     root = run_dir(cfg)
     root.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, root / "config.toml")
+    saved = root / "config.toml"
+    if saved.exists() and saved.read_text(encoding="utf-8") != to_toml(cfg):
+        console.print(f"[yellow]warning:[/] {saved} differs from this config; stages already complete are not rerun")
+    _write_if_changed(saved, to_toml(cfg))
     log = _Log(root / "log.jsonl")
     common = {"model": cfg.model, "seed": cfg.seed, "device": cfg.device, "dtype": cfg.dtype}
     prompts = cfg.prompts.model_dump()
@@ -195,7 +204,7 @@ def run(cfg: RunConfig) -> dict:
     table = _table(root, cfg)
     seconds = round(time.time() - started, 1)
     log("done", seconds=seconds)
-    atomic_write_text(root / "metrics.json", json.dumps({"methods": table, "seconds": seconds}, indent=2))
+    _write_if_changed(root / "metrics.json", json.dumps({"methods": table}, indent=2) + "\n")
     return {"run_dir": str(root), "report": str(html), "table": table, "seconds": seconds}
 
 
