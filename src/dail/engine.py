@@ -1,0 +1,472 @@
+"""Batched decoding for any causal LM from transformers: KV cache, sampling transforms, per-sequence RNG.
+
+What it does. `Engine.generate` decodes a batch of *groups* of rows -- one row per group for plain
+sampling, two (learner, privileged) for the mixed rollout of `dail.expand` -- over a preallocated
+`transformers.StaticCache`: `prefill` runs each distinct prompt once (the n samples of a problem
+share theirs) in length-sorted chunks and assembles the cache, then `step` runs ONE forward per
+generated token for every live row. A small `choose` callback turns a step's logits
+`[G, R, V]` into one token per group; that token is appended to every row of its group. Per token
+the engine records the token, a `source` tag set by `choose` (the provenance mask: learner or
+privileged) and the raw log-prob of the token under every row of the group.
+
+Layout. Left padding: row i's prompt ends at column P (the longest prompt) and generated tokens
+follow at P, P+1, ... in every row, which is what `StaticCache` (one write column for the whole
+batch) needs; the attention mask hides each row's padding and per-row `position_ids` start at 0 on
+its first real token, so a padded row computes exactly what it would alone. The cache is sized
+once per batch (P + max_new_tokens - 1 columns) and never grows.
+
+Finished rows are COMPACTED, not masked: at the step's one sync point the host learns which groups
+ended, and their rows are dropped from the cache, the mask, the positions and the keys. Why: on CPU
+(and on GPU at useful batch sizes) a forward costs in proportion to its rows, and trace lengths are
+long-tailed, so masking would spend most of the compute of a batch on rows that already ended. The
+price is a copy of the cache per compaction (at most once per group) and batch shapes that shrink;
+a later CUDA-graph engine should compact to a few bucketed sizes instead of every size.
+
+Randomness is counter-based: the uniform of draw `d` at step `t` of a sequence is the
+`t * DRAWS_PER_STEP + d + 1`-th output of splitmix64 seeded with the sequence's key
+(`row_key(seed, problem id, sample index)`), computed in int64 tensor arithmetic on the device.
+Tokens are drawn by inverse CDF over the transformed distribution. So a sequence's tokens depend on
+nothing but its key and its own logits -- not on batch size, order, or process count -- and sampling
+needs no generator object and no host round trip.
+
+Draw convention: draw 0 is the learner's (and plain sampling's default), draw 1 the privileged
+model's; `Engine.sample(..., draw=1)` therefore reproduces a mixed rollout that always rejects.
+
+What it deliberately does not do: tokenisation and prompts (`dail.prompts`), the mixed acceptance
+rule (`dail.expand`), continuous batching (a finished group's slot is not refilled), CUDA graphs or
+torch.compile, caches other than key/value attention caches (linear-attention / SSM layers raise).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "DRAWS_PER_STEP",
+    "Choose",
+    "Generation",
+    "Engine",
+    "problem_hash",
+    "row_key",
+    "uniforms",
+    "apply_temperature",
+    "top_k_filter",
+    "top_p_filter",
+    "transform",
+    "inverse_cdf",
+    "sampler",
+    "sampling_dtype",
+    "default_eos_ids",
+    "reference_sample",
+]
+
+DRAWS_PER_STEP = 2  # counter layout: n = t * DRAWS_PER_STEP + draw; draw 0 learner, 1 privileged
+
+_MASK64 = (1 << 64) - 1
+_GOLDEN = 0x9E3779B97F4A7C15  # splitmix64's increment (2^64 / golden ratio)
+_M1 = 0xBF58476D1CE4E5B9
+_M2 = 0x94D049BB133111EB
+
+
+# ---------------------------------------------------------------------------------------------
+# counter-based randomness
+
+
+def _signed(x: int) -> int:
+    """An unsigned 64-bit value as the int64 with the same bits."""
+    x &= _MASK64
+    return x - (1 << 64) if x >> 63 else x
+
+
+def _mix64_int(z: int) -> int:
+    # splitmix64's finaliser on Python ints (host side, exact).
+    z &= _MASK64
+    z = ((z ^ (z >> 30)) * _M1) & _MASK64
+    z = ((z ^ (z >> 27)) * _M2) & _MASK64
+    return z ^ (z >> 31)
+
+
+def _shr(z: Tensor, s: int) -> Tensor:
+    # torch's >> on int64 is arithmetic; masking off the sign-extended bits makes it logical.
+    return (z >> s) & ((1 << (64 - s)) - 1)
+
+
+def _mix64(z: Tensor) -> Tensor:
+    # The same finaliser in int64 tensor arithmetic: multiplication wraps mod 2^64 like uint64.
+    z = (z ^ _shr(z, 30)) * _signed(_M1)
+    z = (z ^ _shr(z, 27)) * _signed(_M2)
+    return z ^ _shr(z, 31)
+
+
+def problem_hash(problem_id: str) -> int:
+    """A problem id hashed to 63 bits (blake2b), stable across processes and Python versions."""
+    digest = hashlib.blake2b(problem_id.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def row_key(seed: int, problem_id: str, sample: int) -> int:
+    """The int64 key of one sequence's random stream, from (seed, problem id, sample index)."""
+    z = 0
+    for part in (seed, problem_hash(problem_id), sample):
+        # Adding the increment keeps a zero field from landing on the finaliser's fixed point 0.
+        z = _mix64_int((z ^ (part & _MASK64)) + _GOLDEN)
+    return _signed(z)
+
+
+def uniforms(keys: Tensor, t: int | Tensor, draw: int, dtype: torch.dtype = torch.float64) -> Tensor:
+    """Uniforms in [0, 1) for draw `draw` at step `t` of each key's stream; `keys` [G] int64 -> [G]."""
+    if not 0 <= draw < DRAWS_PER_STEP:
+        raise ValueError(f"draw must be in [0, {DRAWS_PER_STEP}), got {draw}")
+    if isinstance(t, Tensor):
+        counter = (t.to(torch.int64) * DRAWS_PER_STEP + (draw + 1)) * _signed(_GOLDEN)  # wraps
+        bits = _mix64(keys + counter)
+    else:
+        # A Python int offset is a kernel argument, not a host-to-device copy.
+        bits = _mix64(keys + _signed((t * DRAWS_PER_STEP + draw + 1) * _GOLDEN))
+    # Exactly as many bits as the mantissa holds: the result is exact and can never round up to 1.
+    m = 1 - int(math.log2(torch.finfo(dtype).eps))  # mantissa bits: 53 for float64, 24 for float32
+    return _shr(bits, 64 - m).to(dtype) * (2.0**-m)
+
+
+# ---------------------------------------------------------------------------------------------
+# sampling transforms (pure functions over the last dimension)
+
+
+def apply_temperature(logits: Tensor, temperature: float) -> Tensor:
+    """Logits divided by the temperature (> 0)."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    return logits if temperature == 1.0 else logits / temperature
+
+
+def top_k_filter(logits: Tensor, k: int) -> Tensor:
+    """Logits outside the k largest set to -inf (ties with the k-th value are kept); k=0 disables."""
+    if k <= 0 or k >= logits.shape[-1]:
+        return logits
+    kth = logits.topk(k, dim=-1).values[..., -1:]  # [..., 1]
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def top_p_filter(probs: Tensor, p: float) -> Tensor:
+    """Renormalised probs on the smallest set of most likely tokens whose mass is >= p, zero elsewhere.
+
+    A token is kept when the mass of the tokens more likely than it is < p: the token that crosses
+    p is kept, the most likely token always is, and tokens tied with the last kept one are kept too
+    (the set never depends on token order).
+    """
+    if p >= 1.0:
+        return probs
+    if p <= 0:
+        raise ValueError(f"top_p must be in (0, 1], got {p}")
+    flat = probs.reshape(-1, probs.shape[-1])  # [M, V]
+    vocab = flat.shape[-1]
+    # A full sort of the vocabulary costs as much as a decode step on CPU; the nucleus of an LM is
+    # almost always inside its top few hundred tokens. So on CPU, threshold from the top-k head and
+    # sort in full only the rows whose nucleus is wider. Elsewhere sort everything: no host branch.
+    k = min(vocab, _TOP_P_HEAD) if flat.device.type == "cpu" else vocab
+    theta, inside = _nucleus_threshold(flat.topk(k, dim=-1).values, p)  # [M], [M]
+    if k < vocab and not bool(inside.all()):  # CPU only: a host read, not a device sync
+        wide = (~inside).nonzero()[:, 0]
+        theta[wide] = _nucleus_threshold(flat[wide].sort(dim=-1, descending=True).values, p)[0]
+    kept = flat * (flat >= theta[:, None])  # [M, V]
+    return (kept / kept.sum(-1, keepdim=True)).view_as(probs)
+
+
+_TOP_P_HEAD = 256
+
+
+def _nucleus_threshold(head: Tensor, p: float) -> tuple[Tensor, Tensor]:
+    """(smallest kept probability, whether the nucleus ends inside `head`) from probs sorted descending [M, k]."""
+    total = head.cumsum(-1)  # [M, k]
+    before = F.pad(total[:, :-1], (1, 0))  # [M, k] mass of the tokens sorted before each one
+    n_kept = (before < p).sum(-1)  # [M] >= 1: the first token has nothing before it
+    theta = head.gather(-1, (n_kept - 1)[:, None])[:, 0]  # [M]
+    return theta, total[:, -1] >= p
+
+
+def transform(logits: Tensor, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0) -> Tensor:
+    """T(logits) -> probabilities: temperature, then top-k, then top-p; exactly 0 outside the kept set."""
+    logits = top_k_filter(apply_temperature(logits, temperature), top_k)
+    return top_p_filter(torch.softmax(logits, dim=-1), top_p)
+
+
+def inverse_cdf(probs: Tensor, u: Tensor) -> Tensor:
+    """Token drawn from each row of `probs` [..., V] by inverse CDF of the uniforms `u` [...] -> [...]."""
+    cdf = probs.cumsum(-1)  # [..., V], nondecreasing; constant after the last token with mass
+    total = cdf[..., -1:]  # [..., 1]; scaling u by it tolerates rows that do not sum to exactly 1
+    # u * total < total in exact arithmetic; clamping below total keeps rounding from ever picking
+    # an index past the last token with mass (which could be a zero-probability token or V).
+    x = torch.minimum(u.unsqueeze(-1) * total, torch.nextafter(total, torch.zeros_like(total)))  # [..., 1]
+    return torch.searchsorted(cdf, x, right=True).squeeze(-1)  # [...]
+
+
+# ---------------------------------------------------------------------------------------------
+# the engine
+
+Choose = Callable[[Tensor, Tensor, int], tuple[Tensor, Tensor]]
+"""choose(logits [G, R, V], keys [G] int64, t) -> (token [G] int64, source [G] int64)."""
+
+
+def sampler(temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, draw: int = 0) -> Choose:
+    """The `choose` of plain sampling: one row per group, token ~ T(logits) with the given draw."""
+
+    def choose(logits: Tensor, keys: Tensor, t: int) -> tuple[Tensor, Tensor]:
+        q = transform(logits[:, 0], temperature, top_p, top_k)  # [G, V]
+        token = inverse_cdf(q, uniforms(keys, t, draw, q.dtype))  # [G]
+        return token, torch.zeros_like(token)
+
+    return choose
+
+
+@dataclass
+class Generation:
+    """One finished group: its tokens, their sources, and raw log-probs under each row."""
+
+    index: int  # position of the group in the request list
+    token_ids: list[int] = field(default_factory=list)
+    source: list[int] = field(default_factory=list)  # choose's tag per token
+    logprobs: list[list[float]] = field(default_factory=list)  # [R][T]: log_softmax(raw logits)[token]
+    finish: str = "length"  # "eos" | "length"
+
+
+def default_eos_ids(model, *extra: int | Iterable[int] | None) -> list[int]:
+    """EOS ids of a model's generation config, plus any given (ints, lists or None)."""
+    found: set[int] = set()
+    gen = getattr(model, "generation_config", None)
+    for ids in (getattr(gen, "eos_token_id", None), *extra):
+        if ids is None:
+            continue
+        found.update([ids] if isinstance(ids, int) else ids)
+    return sorted(found)
+
+
+def sampling_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype of the sampling math for logits of `dtype`: float64 stays, anything else is float32."""
+    # bf16 has 8 mantissa bits, too coarse for a CDF over 100k+ tokens.
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _token_logprob(logits: Tensor, token: Tensor) -> Tensor:
+    """log_softmax(logits)[token] per row without materialising log_softmax; [N, V], [N] -> [N]."""
+    return logits.gather(-1, token[:, None])[:, 0] - logits.logsumexp(-1)
+
+
+def _chunks(lengths: Sequence[int], budget: int, waste: float = 0.25) -> Iterator[tuple[int, int]]:
+    """[lo, hi) ranges over ascending `lengths`: padded size (rows x longest) within `budget`, and at
+    most `waste` of it padding (prefill compute grows with padded tokens)."""
+    lo, real = 0, 0
+    for hi, n in enumerate(lengths):
+        if hi > lo and ((hi + 1 - lo) * n > budget or real + n < (1 - waste) * (hi + 1 - lo) * n):
+            yield lo, hi
+            lo, real = hi, 0
+        real += n
+    if lengths:
+        yield lo, len(lengths)
+
+
+@dataclass
+class _Batch:
+    """Decode state of the live groups; rows of group g are g*R ... g*R+R-1."""
+
+    cache: object  # transformers.StaticCache
+    mask: Tensor  # [N, S] bool: False on left padding only (causality masks the future)
+    pos: Tensor  # [N] position of each row's next token
+    keys: Tensor  # [G] int64 stream keys
+    logits: Tensor  # [N, V] logits for the next token (sampling dtype)
+    live: list[int]  # request index of each live group
+
+
+class Engine:
+    """Batched decoding of groups of rows over a static KV cache, one forward per step."""
+
+    def __init__(self, model, eos_token_ids: Iterable[int] | None = None, prefill_tokens: int = 8192):
+        self.model = model
+        self.prefill_tokens = prefill_tokens  # padded tokens per prefill forward (bounds its memory)
+        self.device = next(model.parameters()).device
+        ids = sorted(set(eos_token_ids)) if eos_token_ids is not None else default_eos_ids(model)
+        self.eos = torch.tensor(ids, dtype=torch.long, device=self.device)  # [E]
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        self._keep_last = "logits_to_keep" in inspect.signature(base.forward).parameters
+
+    def _forward(self, ids: Tensor, pos: Tensor, mask: Tensor, cache, last: Tensor | None = None) -> Tensor:
+        """Logits [N, V] in the sampling dtype at column `last` [N] of each row (default: the final one)."""
+        kw = {}
+        if self._keep_last:  # project only the positions we sample from: [N, P, V] logits are huge
+            kw["logits_to_keep"] = 1 if last is None else last[:, None]
+        logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                            use_cache=True, **kw).logits  # [N, 1 or q, V]
+        if last is not None and not self._keep_last:
+            logits = logits[torch.arange(len(last), device=logits.device), last][:, None]
+        return logits[:, -1].to(sampling_dtype(logits.dtype))  # [N, V]
+
+    def prefill(self, prompts: Sequence[Sequence[Sequence[int]]], keys: Sequence[int], max_new_tokens: int) -> _Batch:
+        """Prefill every distinct prompt once into a fresh cache sized for the whole decode, left-padded."""
+        from transformers import StaticCache
+
+        rows = [tuple(p) for group in prompts for p in group]  # N rows, group-major
+        if any(len(r) == 0 for r in rows):
+            raise ValueError("empty prompt: every row needs at least one token")
+        # The n samples of a problem share their prompts: prefill each distinct prompt once, in
+        # length-sorted chunks so that a short prompt is not padded to the longest of the batch.
+        unique = sorted(set(rows), key=lambda r: (len(r), r))  # U
+        slot = {r: i for i, r in enumerate(unique)}
+        src = torch.tensor([slot[r] for r in rows], device=self.device)  # [N] distinct prompt of each row
+        lens = torch.tensor([len(r) for r in rows], device=self.device)  # [N]
+        width = len(unique[-1])  # P; every prompt ends at column P
+        cache = StaticCache(config=self.model.config, max_cache_len=width + max_new_tokens - 1)
+        # Prefill assembly and compaction handle plain key/value layers only (full attention).
+        unsupported = {type(layer).__name__ for layer in cache.layers} - {"StaticLayer"}
+        if unsupported:
+            raise NotImplementedError(f"unsupported cache layers for this model: {', '.join(sorted(unsupported))}")
+        logits = []
+        for lo, hi in _chunks([len(r) for r in unique], self.prefill_tokens):
+            part, chunk_logits = self._prefill_chunk(unique[lo:hi])  # DynamicCache [C, H, w, D], [C, V]
+            logits.append(chunk_logits)
+            here = ((src >= lo) & (src < hi)).nonzero()[:, 0]  # [n] rows fed by this chunk
+            # The chunk is right-padded; row n's prompt moves to columns [P - len_n, P) of the cache.
+            # Columns left of it get copies of column 0: masked, but finite (0 * NaN would poison).
+            shift = (torch.arange(width, device=self.device)[None, :] - (width - lens[here])[:, None]).clamp(min=0)
+            for big, small in zip(cache.layers, part.layers):
+                if not big.is_initialized:
+                    shape = (len(rows), small.keys.shape[1], 0)
+                    big.lazy_initialization(small.keys.new_empty(*shape, small.keys.shape[-1]),
+                                            small.values.new_empty(*shape, small.values.shape[-1]))
+                for dst, kv in ((big.keys, small.keys), (big.values, small.values)):
+                    kv = kv.index_select(0, src[here] - lo)  # [n, H, w, D]
+                    idx = shift[:, None, :, None].expand(-1, kv.shape[1], -1, kv.shape[-1])  # [n, H, P, D]
+                    dst[here, :, :width] = kv.gather(2, idx)
+        for layer in cache.layers:
+            layer.cumulative_length.fill_(width)
+        columns = torch.arange(width + max_new_tokens - 1, device=self.device)
+        mask = columns[None, :] >= (width - lens)[:, None]  # [N, S]
+        return _Batch(cache, mask, lens.clone(), torch.tensor(list(keys), dtype=torch.long, device=self.device),
+                      torch.cat(logits)[src], list(range(len(prompts))))
+
+    def _prefill_chunk(self, prompts: Sequence[Sequence[int]]) -> tuple[object, Tensor]:
+        """One forward over right-padded prompts into a throwaway DynamicCache; logits [C, V] at each end."""
+        from transformers import DynamicCache
+
+        # Right padding here, unlike the decode layout: a left pad would be a query that may attend
+        # to nothing, which some attention paths (eager in float64) turn into NaN. Right pads see
+        # the real tokens before them, and causality hides them from every real token.
+        width = len(prompts[-1])  # sorted by length: the last is the longest
+        ids = torch.zeros(len(prompts), width, dtype=torch.long)  # [C, w]; pad id is irrelevant
+        mask = torch.zeros(len(prompts), width, dtype=torch.bool)  # [C, w]
+        for i, p in enumerate(prompts):
+            ids[i, : len(p)] = torch.tensor(p)
+            mask[i, : len(p)] = True
+        pos = torch.arange(width).expand(len(prompts), -1)  # [C, w]
+        last = mask.sum(1) - 1  # [C]
+        cache = DynamicCache(config=self.model.config)
+        dev = self.device
+        logits = self._forward(ids.to(dev), pos.to(dev), mask.to(dev), cache, last.to(dev))
+        return cache, logits
+
+    def step(self, batch: _Batch, token: Tensor) -> None:
+        """Append each group's token to all its rows: one forward for every live row."""
+        rows = batch.mask.shape[0] // len(batch.live)
+        ids = token.repeat_interleave(rows)[:, None]  # [N, 1]
+        batch.logits = self._forward(ids, batch.pos[:, None], batch.mask, batch.cache)
+        batch.pos += 1
+
+    @staticmethod
+    def compact(batch: _Batch, keep: list[int]) -> None:
+        """Drop every group not in `keep` (indices into the live groups) from the batch and its cache."""
+        rows = batch.mask.shape[0] // len(batch.live)
+        g = torch.tensor(keep, dtype=torch.long, device=batch.keys.device)  # [G']
+        r = (g[:, None] * rows + torch.arange(rows, device=g.device)).flatten()  # [N']
+        for layer in batch.cache.layers:
+            if layer.is_initialized:
+                layer.keys, layer.values = layer.keys.index_select(0, r), layer.values.index_select(0, r)
+                layer.batch_size = len(r)
+        batch.mask, batch.pos, batch.logits = batch.mask[r], batch.pos[r], batch.logits[r]
+        batch.keys = batch.keys[g]
+        batch.live = [batch.live[i] for i in keep]
+
+    @torch.inference_mode()
+    def generate(self, prompts: Sequence[Sequence[Sequence[int]]], keys: Sequence[int], choose: Choose, *,
+                 max_new_tokens: int, stop_on_eos: bool = True) -> Iterator[Generation]:
+        """Decode groups of prompts (same number of rows each) and yield each group as it finishes."""
+        if not prompts:
+            return
+        if len(keys) != len(prompts) or len({len(g) for g in prompts}) != 1:
+            raise ValueError("need one key per group and the same number of rows in every group")
+        R = len(prompts[0])
+        batch = self.prefill(prompts, keys, max_new_tokens)
+        acc = {i: Generation(i, logprobs=[[] for _ in range(R)]) for i in batch.live}
+        for t in range(max_new_tokens):
+            G = len(batch.live)
+            token, source = choose(batch.logits.view(G, R, -1), batch.keys, t)  # [G], [G]
+            logprob = _token_logprob(batch.logits, token.repeat_interleave(R)).view(G, R)  # [G, R]
+            eos = torch.isin(token, self.eos) if stop_on_eos else torch.zeros_like(token, dtype=torch.bool)
+            # One transfer for everything the host needs; token ids < 2^24 are exact in float32.
+            packed = torch.cat([token[:, None], source[:, None], eos[:, None]], 1).to(logprob.dtype)  # [G, 3]
+            rows = torch.cat([packed, logprob], 1).tolist()  # sync point: the step's tokens and EOS flags
+            keep = []
+            for j, (tok, src, hit, *lps) in enumerate(rows):
+                gen = acc[batch.live[j]]
+                gen.token_ids.append(int(tok))
+                gen.source.append(int(src))
+                for r in range(R):
+                    gen.logprobs[r].append(lps[r])
+                if hit or t + 1 == max_new_tokens:
+                    gen.finish = "eos" if hit else "length"
+                    yield acc.pop(batch.live[j])
+                else:
+                    keep.append(j)
+            if not keep:
+                return
+            if len(keep) < G:
+                self.compact(batch, keep)
+                token = token[torch.tensor(keep, device=token.device)]
+            self.step(batch, token)
+
+    def sample(self, prompts: Sequence[Sequence[int]], keys: Sequence[int], *, max_new_tokens: int,
+               temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, draw: int = 0,
+               batch_size: int | None = None, stop_on_eos: bool = True) -> list[Generation]:
+        """Plain sampling of each prompt with its key; results in request order."""
+        choose = sampler(temperature, top_p, top_k, draw)
+        size = batch_size or max(len(prompts), 1)
+        out: list[Generation] = [None] * len(prompts)  # type: ignore[list-item]
+        for start in range(0, len(prompts), size):
+            chunk = [[p] for p in prompts[start:start + size]]
+            for gen in self.generate(chunk, keys[start:start + size], choose,
+                                     max_new_tokens=max_new_tokens, stop_on_eos=stop_on_eos):
+                gen.index += start
+                out[gen.index] = gen
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# reference: slow and plainly correct
+
+
+@torch.inference_mode()
+def reference_sample(model, prompt: Sequence[int], key: int, *, max_new_tokens: int, temperature: float = 1.0,
+                     top_p: float = 1.0, top_k: int = 0, draw: int = 0,
+                     eos_token_ids: Iterable[int] = ()) -> Generation:
+    """Plain sampling of one prompt, token by token, each step a full forward of the sequence without cache."""
+    device = next(model.parameters()).device
+    eos, ids, gen = set(eos_token_ids), list(prompt), Generation(0, logprobs=[[]])
+    for t in range(max_new_tokens):
+        logits = model(input_ids=torch.tensor([ids], device=device), use_cache=False).logits[0, -1]  # [V]
+        logits = logits.to(sampling_dtype(logits.dtype))
+        q = transform(logits, temperature, top_p, top_k)  # [V]
+        key_t = torch.tensor([key], dtype=torch.long, device=device)
+        token = int(inverse_cdf(q, uniforms(key_t, t, draw, q.dtype)[0]))
+        gen.token_ids.append(token)
+        gen.source.append(0)
+        gen.logprobs[0].append(float(torch.log_softmax(logits, -1)[token]))
+        ids.append(token)
+        if token in eos:
+            gen.finish = "eos"
+            break
+    return gen

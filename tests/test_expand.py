@@ -1,0 +1,245 @@
+"""Tests for dail.expand: the batched mixed rollout equals the slow reference token for token on tiny
+random float64 models (batch sizes, prompt lengths, order); its limits (tau > 1 is privileged
+sampling, a trivial transform with tau = 0 is learner sampling); the filters; and the stage end to
+end with a resumed, killed run on a tiny word-level tokenizer and model."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+from dail.config import ExpandConfig, load_config
+from dail.data import Problem, read_traces, write_jsonl
+from dail.engine import Engine, row_key, transform
+from dail.expand import LEARNER, PRIVILEGED, SOURCES, reference_rollout, rollout, run, verdict
+
+F64 = torch.float64
+VOCAB = 97
+EOS = (5, 11)
+
+
+def tiny_llama() -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+    return LlamaForCausalLM(config).to(F64).eval()
+
+
+def tiny_qwen2() -> Qwen2ForCausalLM:
+    torch.manual_seed(1)
+    config = Qwen2Config(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+    return Qwen2ForCausalLM(config).to(F64).eval()
+
+
+@pytest.fixture(scope="module", params=["llama", "qwen2"])
+def model(request):
+    return {"llama": tiny_llama, "qwen2": tiny_qwen2}[request.param]()
+
+
+def pairs_of(n: int, seed: int = 0) -> list[tuple[list[int], list[int]]]:
+    """(learner, privileged) prompts; the privileged one is longer, as it holds the solution."""
+    rng = random.Random(seed)
+    ids = [i for i in range(VOCAB) if i not in EOS]
+    out = []
+    for _ in range(n):
+        learner = [rng.choice(ids) for _ in range(rng.randint(1, 12))]
+        out.append((learner, learner + [rng.choice(ids) for _ in range(rng.randint(1, 20))]))
+    return out
+
+
+def keys_of(n: int) -> list[int]:
+    return [row_key(0, f"problem-{i // 2}", i % 2) for i in range(n)]
+
+
+MIXED = {"temperature": 0.8, "top_p": 0.7, "top_k": 30}
+
+
+# --------------------------------------------------------------------------------------------------
+# engine rollout vs reference
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 8])
+@pytest.mark.parametrize("tau", [0.0, 0.05])
+def test_rollout_equals_reference(model, batch_size, tau):
+    pairs, keys = pairs_of(8), keys_of(8)
+    engine = Engine(model, eos_token_ids=EOS)
+    got = {}
+    for start in range(0, 8, batch_size):
+        for gen in rollout(engine, pairs[start:start + batch_size], keys[start:start + batch_size],
+                           max_new_tokens=20, tau=tau, **MIXED):
+            got[start + gen.index] = gen
+    sources = set()
+    for i in range(8):
+        want = reference_rollout(model, *pairs[i], keys[i], max_new_tokens=20, tau=tau, eos_token_ids=EOS, **MIXED)
+        assert got[i].token_ids == want.token_ids
+        assert got[i].source == want.source
+        assert got[i].finish == want.finish
+        torch.testing.assert_close(torch.tensor(got[i].logprobs), torch.tensor(want.logprobs), rtol=1e-9, atol=1e-9)
+        sources.update(want.source)
+    assert sources == {LEARNER, PRIVILEGED}  # both branches of the rule were exercised
+
+
+def test_rollout_is_invariant_to_request_order(model):
+    pairs, keys = pairs_of(8, seed=1), keys_of(8)
+    engine = Engine(model, eos_token_ids=EOS)
+    want = {g.index: g for g in rollout(engine, pairs, keys, max_new_tokens=16, **MIXED)}
+    order = list(range(8))
+    random.Random(2).shuffle(order)
+    got = rollout(engine, [pairs[i] for i in order], [keys[i] for i in order], max_new_tokens=16, **MIXED)
+    for gen in got:
+        i = order[gen.index]
+        assert (gen.token_ids, gen.source, gen.finish) == (want[i].token_ids, want[i].source, want[i].finish)
+
+
+def test_tau_above_one_is_privileged_sampling(model):
+    pairs, keys = pairs_of(6, seed=3), keys_of(6)
+    engine = Engine(model, eos_token_ids=EOS)
+    mixed = {g.index: g for g in rollout(engine, pairs, keys, max_new_tokens=16, tau=1.5, **MIXED)}
+    # every step rejects, so the token is draw 1 from q_P: plain sampling of the privileged prompt with draw 1
+    plain = engine.sample([p for _, p in pairs], keys, max_new_tokens=16, draw=PRIVILEGED, **MIXED)
+    for i in range(6):
+        assert set(mixed[i].source) == {PRIVILEGED}
+        assert mixed[i].token_ids == plain[i].token_ids and mixed[i].finish == plain[i].finish
+        torch.testing.assert_close(torch.tensor(mixed[i].logprobs[PRIVILEGED]), torch.tensor(plain[i].logprobs[0]))
+
+
+def test_tau_above_one_first_token_follows_q_privileged():
+    model = tiny_llama()
+    learner, privileged = [3, 4, 6], [3, 4, 6, 7, 8, 9, 10]
+    n = 4000
+    keys = [row_key(9, "dist", s) for s in range(n)]
+    engine = Engine(model, eos_token_ids=())
+    first = [g.token_ids[0] for g in rollout(engine, [(learner, privileged)] * n, keys, max_new_tokens=1,
+                                             tau=2.0, **MIXED)]
+    with torch.no_grad():
+        q = transform(model(input_ids=torch.tensor([privileged])).logits[0, -1], **MIXED)  # [V]
+    freq = torch.bincount(torch.tensor(first), minlength=VOCAB).to(F64) / n
+    assert float((freq - q).abs().sum()) / 2 < 0.05  # total variation
+    assert float(freq[q == 0].sum()) == 0.0  # nothing outside the privileged nucleus
+
+
+def test_trivial_transform_with_tau_zero_is_learner_sampling(model):
+    pairs, keys = pairs_of(6, seed=4), keys_of(6)
+    engine = Engine(model, eos_token_ids=EOS)
+    mixed = {g.index: g for g in rollout(engine, pairs, keys, max_new_tokens=16, top_p=1.0, top_k=0, tau=0.0)}
+    plain = engine.sample([learner for learner, _ in pairs], keys, max_new_tokens=16, draw=LEARNER)
+    for i in range(6):
+        assert set(mixed[i].source) == {LEARNER}  # q_P > 0 everywhere: every learner token stands
+        assert mixed[i].token_ids == plain[i].token_ids
+        torch.testing.assert_close(torch.tensor(mixed[i].logprobs[LEARNER]), torch.tensor(plain[i].logprobs[0]))
+
+
+# --------------------------------------------------------------------------------------------------
+# filters
+
+LEAK = [re.compile(p) for p in ExpandConfig(data="x", out="y").leak_patterns]
+VERIFIABLE = Problem(id="v", problem="2 + 2?", solution="4", answer="4")
+OPEN = Problem(id="o", problem="Describe 4.", solution="It is 4.")
+
+
+@pytest.mark.parametrize("text, finish, problem, answer, reason", [
+    ("so \\boxed{4}", "eos", VERIFIABLE, "4", None),
+    ("so \\boxed{5}", "eos", VERIFIABLE, "5", "wrong_answer"),
+    ("I am not sure", "eos", VERIFIABLE, None, "no_answer"),
+    ("As the expert solution says, \\boxed{4}", "eos", VERIFIABLE, "4", "leak"),
+    ("so \\boxed{4} and on and on", "length", VERIFIABLE, "4", "length"),
+    ("The expert solution says \\boxed{4}", "length", VERIFIABLE, "4", "length"),  # length is checked first
+    ("no box here", "eos", OPEN, None, None),  # unverifiable: kept without an answer
+    ("the reference solution: 4", "eos", OPEN, None, "leak"),
+])
+def test_verdict(text, finish, problem, answer, reason):
+    assert verdict(text, finish, problem, LEAK) == (answer, reason)
+
+
+# --------------------------------------------------------------------------------------------------
+# the stage, end to end
+
+WORDS = "<pad> </s> <unk> what is two plus three four five seven the answer boxed { } \\ expert solution " \
+        "add to get so = + ? . , : here an write your own complete detailed step by reasoning for problem " \
+        "filling in every skips do not mention put final within please reason and"
+
+
+def word_tokenizer():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(dict.fromkeys(WORDS.split()))}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    core.decoder = decoders.WordPiece()
+    return PreTrainedTokenizerFast(tokenizer_object=core, eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
+
+
+@pytest.fixture
+def stage(tmp_path, monkeypatch):
+    tokenizer = word_tokenizer()
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
+    model = LlamaForCausalLM(config).eval()
+    loads = []
+
+    def fake_load(name, **kw):
+        loads.append((name, kw))
+        return model, tokenizer
+
+    monkeypatch.setattr("dail.models.load", fake_load)
+    problems = [Problem(id=f"q{i}", problem="what is two plus " + "three " * (i + 1) + "?",
+                        solution="add to get five . the answer is \\boxed{5}", answer="5") for i in range(3)]
+    write_jsonl(tmp_path / "problems.jsonl", problems)
+    cfg = ExpandConfig(data=str(tmp_path / "problems.jsonl"), out=str(tmp_path / "run" / "traces.jsonl"), n=3,
+                       batch_size=4, seed=5, device="cpu", sampling={"max_new_tokens": 6, "top_p": 0.9})
+    return cfg, loads
+
+
+def test_run_writes_every_trace_with_verdict_config_and_log(stage):
+    cfg, loads = stage
+    summary = run(cfg)
+    assert loads == [(cfg.model, {"dtype": cfg.dtype, "device": "cpu"})]
+    traces = read_traces(cfg.out, kept_only=False)
+    assert sorted((t.problem_id, t.sample) for t in traces) == [(f"q{i}", s) for i in range(3) for s in range(3)]
+    for t in traces:
+        assert t.seed == 5 and len(t.token_ids) <= 6 and set(t.source) <= set(SOURCES)
+        assert t.kept == (t.reject_reason is None)
+        assert t.reject_reason in {"length", "no_answer", "wrong_answer", "leak", None}
+        assert (t.finish == "length") == (t.reject_reason == "length")
+    assert summary["traces"] == summary["new_traces"] == 9
+    assert summary["kept"] + sum(summary["rejected"].values()) == 9
+    assert summary["new_tokens"] == sum(len(t.token_ids) for t in traces)
+    assert 0.0 <= summary["acceptance_rate"] <= 1.0
+    assert summary["privileged_share"] == pytest.approx(1 - summary["acceptance_rate"])
+    assert load_config(ExpandConfig, summary["config"]) == cfg
+    log = [json.loads(line) for line in (Path(cfg.out).parent / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["stage"] == "expand" and log[-1]["traces"] == 9
+
+
+def test_rerun_after_a_kill_skips_done_traces_and_reproduces_the_lost_ones(stage):
+    cfg, loads = stage
+    run(cfg)
+    lines = open(cfg.out).read().splitlines(keepends=True)
+    with open(cfg.out, "w") as f:  # a kill: two traces lost, the next one torn mid-line
+        f.writelines(lines[:6])
+        f.write(lines[6][:20])
+    summary = run(cfg)
+    assert summary["new_traces"] == 3 and summary["traces"] == 9
+    again = open(cfg.out).read().splitlines(keepends=True)
+    assert again[:6] == lines[:6]
+    # other batch composition on the rerun, same traces: randomness is per (seed, problem, sample);
+    # float32 log-probs may differ in the last bits with the batch's shape
+    def by_key(rows):
+        return {(r["problem_id"], r["sample"]): r for r in map(json.loads, rows)}
+
+    old, new = by_key(lines[6:]), by_key(again[6:])
+    assert old.keys() == new.keys()
+    for key, row in old.items():
+        for f in ("logprob_learner", "logprob_privileged"):
+            assert new[key].pop(f) == pytest.approx(row.pop(f), rel=1e-4, abs=1e-5)
+        assert row == new[key]
+    assert run(cfg)["new_traces"] == 0 and len(loads) == 2  # nothing left to do: the model is not even loaded
