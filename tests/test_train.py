@@ -1,0 +1,366 @@
+"""The training loop on tiny random models: it learns, touches only LoRA, resumes exactly, and its
+update does not depend on how a step is split into micro-batches.
+
+Fixtures live here (not in conftest.py): a 2-layer Llama with the embedded tokenizer's vocabulary,
+initialised with a large std so its next-token distributions are peaked (a default-init tiny model is
+near uniform, and every objective would see ~zero signal), four bundled problems, and traces written
+by hand with the `Trace` schema: the privileged role's greedy continuations, so the privileged
+reference favours the trace tokens as it does for real mixed-policy traces.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest
+import torch
+
+from dail import models, train
+from dail.config import ConfigError, PromptConfig, TrainConfig
+from dail.data import DataError, Trace, write_jsonl
+
+TRACE_LENGTHS = (5, 9, 7, 12)  # unequal on purpose: a per-micro-batch mean would weight rows differently
+
+
+# --------------------------------------------------------------------------------------------------
+# fixtures
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory) -> str:
+    """A random 2-layer Llama (hidden 32, peaked logits) saved with the embedded tokenizer."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(models.resolve("smollm2-135m").path)
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, tie_word_embeddings=True, initializer_range=0.5,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+    )
+    path = tmp_path_factory.mktemp("tiny-train")
+    LlamaForCausalLM(config).save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def data(tiny_dir, tmp_path_factory) -> dict[str, str]:
+    """problems.jsonl (4 bundled problems), traces.jsonl (4 kept greedy traces + 1 rejected)."""
+    from dail.datasets import resolve_problems
+    from dail.prompts import render
+
+    root = tmp_path_factory.mktemp("train-data")
+    problems = resolve_problems("arith-train")[:4]
+    write_jsonl(root / "problems.jsonl", problems)
+    model, tok = models.load(tiny_dir)
+    traces = []
+    with torch.no_grad():
+        for p, n in zip(problems, TRACE_LENGTHS):
+            ids = render(tok, "privileged", p, PromptConfig())
+            out: list[int] = []
+            for _ in range(n):  # greedy under the privileged prompt, no cache: tiny and short
+                out.append(int(model(torch.tensor([ids + out])).logits[0, -1].argmax()))
+            traces.append(_trace(tok, p.id, out))
+    rejected = _trace(tok, problems[0].id, [5, 6, 7], sample=1)
+    rejected.kept, rejected.reject_reason = False, "wrong_answer"
+    write_jsonl(root / "traces.jsonl", traces + [rejected])
+    return {"problems": str(root / "problems.jsonl"), "traces": str(root / "traces.jsonl")}
+
+
+def _trace(tok, problem_id: str, ids: list[int], sample: int = 0) -> Trace:
+    n = len(ids)
+    return Trace(problem_id=problem_id, sample=sample, seed=0, text=tok.decode(ids), token_ids=ids, source="P" * n,
+                 logprob_learner=[0.0] * n, logprob_privileged=[0.0] * n, finish="length")
+
+
+def _cfg(tiny_dir: str, data: dict, out: Path, **kw) -> TrainConfig:
+    base = dict(model=tiny_dir, traces=data["traces"], problems=data["problems"], out=str(out), batch_size=4,
+                lr=1e-2, warmup_ratio=0.0, lora={"r": 4}, seed=0)
+    return TrainConfig(**{**base, **kw})
+
+
+def _log(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def nll_run(tiny_dir, data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("nll") / "adapter"
+    model, summary = train.fit(_cfg(tiny_dir, data, out, objective="nll", max_steps=16))
+    return model, summary, out
+
+
+@pytest.fixture(scope="module")
+def contrastive_run(tiny_dir, data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("contrastive") / "adapter"
+    model, summary = train.fit(_cfg(tiny_dir, data, out, objective="contrastive", max_steps=16))
+    return model, summary, out
+
+
+def _probe_ids() -> torch.Tensor:
+    return torch.tensor([[1, 17, 300, 4021, 9, 77, 2048, 11], [5, 6, 7, 8, 9, 10, 11, 12]])  # [2, 8]
+
+
+# --------------------------------------------------------------------------------------------------
+# plan and gather
+
+
+def test_step_plan_is_a_seeded_shuffle_per_epoch():
+    order = [train.step_rows(10, 4, seed=3, step=s, per_epoch=3) for s in range(6)]
+    assert sorted(sum(order[:3], [])) == list(range(10)) and sorted(sum(order[3:], [])) == list(range(10))
+    assert order[:3] != order[3:]  # a new order each epoch...
+    assert order == [train.step_rows(10, 4, seed=3, step=s, per_epoch=3) for s in range(6)]  # ...reproducible
+
+
+def test_plan_steps_counts_epochs_and_max_steps(tiny_dir, data, tmp_path):
+    cfg = _cfg(tiny_dir, data, tmp_path, epochs=2.5, batch_size=3)
+    assert train.plan_steps(10, cfg) == (4, 10)
+    assert train.plan_steps(10, cfg.model_copy(update={"max_steps": 7})) == (4, 7)
+    assert train.plan_steps(10, cfg, num_processes=2) == (3, 8)  # a 1-row last step cannot feed 2 processes
+
+
+def test_split_keeps_the_last_micro_batch_full():
+    assert [len(m) for m in train._split(list(range(6)), 4)] == [1, 1, 2, 2]
+    assert [len(m) for m in train._split([0], 3)] == [0, 0, 1]
+
+
+def test_logits_are_gathered_at_the_positions_that_predict_trace_tokens(tiny_dir, data, tmp_path):
+    cfg = _cfg(tiny_dir, data, tmp_path, objective="contrastive")
+    model, tok = models.load(tiny_dir, dtype="float64")  # float64: padding and batching change no digit that matters
+    rows = train.build_rows(cfg, tok)
+    assert len(rows) == 4  # the rejected trace is left out
+    lm = train._TracePositions(models.attach_lora(model, r=4))
+    with torch.no_grad():
+        for role in ("learner", "privileged", "negative"):
+            ids, index = train._collate(rows, role, tok.pad_token_id, "cpu")  # [B, L], [N]
+            got = lm(ids, index)  # [N, V]
+            want = []
+            for r in rows:  # each row alone, unpadded, through the ordinary forward
+                seq = torch.tensor([r.prompts[role] + r.target])
+                p = len(r.prompts[role])
+                want.append(model(seq).logits[0, p - 1:p - 1 + len(r.target)])
+            torch.testing.assert_close(got, torch.cat(want), rtol=1e-10, atol=1e-10)
+
+
+# --------------------------------------------------------------------------------------------------
+# it learns, and only the adapter moves
+
+
+def test_nll_training_lowers_the_trace_nll(nll_run):
+    _, summary, out = nll_run
+    log = _log(out)
+    assert [r["step"] for r in log] == list(range(1, 17))
+    assert {"step", "epoch", "loss", "lr", "tokens", "grad_norm", "nll", "elapsed"} <= set(log[0])
+    assert log[0]["tokens"] == sum(TRACE_LENGTHS)  # every kept row, one step per epoch
+    assert log[-1]["nll"] < log[0]["nll"] - 1.0
+    assert summary["steps"] == 16 and summary["rows"] == 4
+    assert (out / "adapter_config.json").exists() and (out / "adapter_model.safetensors").exists()
+    assert (out / "train_config.toml").exists() and (out / "checkpoints" / "step-16" / "state.json").exists()
+
+
+def test_contrastive_training_lowers_its_loss_and_the_trace_nll(contrastive_run):
+    _, _, out = contrastive_run
+    log = _log(out)
+    for key in ("kl_privileged", "kl_negative", "margin", "nll"):
+        assert key in log[0]
+    assert log[-1]["loss"] < log[0]["loss"] - 1.0
+    assert log[-1]["kl_privileged"] < log[0]["kl_privileged"]
+    assert log[-1]["nll"] < log[0]["nll"] - 1.0  # the privileged model favours the trace; the learner follows
+    assert log[-1]["margin"] == pytest.approx(log[0]["margin"], abs=1e-4)  # references are frozen
+
+
+def _fresh_base(tiny_dir: str):
+    return models.load(tiny_dir)[0]
+
+
+def test_only_lora_parameters_change(contrastive_run, tiny_dir):
+    model, _, _ = contrastive_run
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+    base = _fresh_base(tiny_dir).state_dict()
+    trained = {n.replace(".base_layer", ""): t for n, t in model.get_base_model().state_dict().items() if "lora_" not in n}
+    assert trained.keys() == base.keys()
+    for name, tensor in base.items():
+        assert torch.equal(trained[name], tensor), name
+    assert any(p.abs().sum() > 0 for n, p in model.named_parameters() if "lora_B" in n)  # B starts at zero
+
+
+def test_disabled_adapter_is_exactly_the_base_model(contrastive_run, tiny_dir):
+    model, _, _ = contrastive_run
+    ids = _probe_ids()
+    with torch.no_grad():
+        want = _fresh_base(tiny_dir)(ids).logits
+        with model.disable_adapter():
+            assert torch.equal(model(ids).logits, want)
+        assert not torch.allclose(model(ids).logits, want)  # the adapter did learn something
+
+
+def test_saved_adapter_loads_back_with_dail_and_with_peft(contrastive_run, tiny_dir):
+    from peft import PeftModel
+
+    model, _, out = contrastive_run
+    ids = _probe_ids()
+    with torch.no_grad():
+        want = model(ids).logits
+        via_dail, _ = models.load(tiny_dir, adapter=out)
+        via_peft = PeftModel.from_pretrained(_fresh_base(tiny_dir), str(out)).eval()
+        torch.testing.assert_close(via_dail(ids).logits, want, rtol=0, atol=1e-6)
+        torch.testing.assert_close(via_peft(ids).logits, want, rtol=0, atol=1e-6)
+
+
+def test_sft_expert_trains_on_solutions_without_traces(tiny_dir, data, tmp_path):
+    cfg = _cfg(tiny_dir, data, tmp_path / "sft", objective="sft-expert", traces=None, max_steps=8)
+    _, summary = train.fit(cfg)
+    log = _log(tmp_path / "sft")
+    assert summary["rows"] == 4 and log[-1]["loss"] < log[0]["loss"] - 1.0
+    tok = models.load_tokenizer(tiny_dir)
+    rows = train.build_rows(cfg, tok)
+    assert all(r.target[-1] == tok.eos_token_id for r in rows) and set(rows[0].prompts) == {"learner"}
+
+
+# --------------------------------------------------------------------------------------------------
+# resume and gradient accumulation
+
+
+def test_resume_gives_the_losses_of_an_uninterrupted_run(tiny_dir, data, tmp_path):
+    out = tmp_path / "run"
+    # batch 2 over 4 rows: the checkpoint at step 3 sits mid-epoch; dropout > 0 exercises the RNG.
+    cfg = _cfg(tiny_dir, data, out, objective="contrastive", max_steps=6, save_every=3, batch_size=2,
+               schedule="cosine", warmup_ratio=0.2, lora={"r": 4, "dropout": 0.1})
+    straight, _ = train.fit(cfg)
+    log_straight = _log(out)
+    weights_straight = {n: p.detach().clone() for n, p in straight.named_parameters() if "lora_" in n}
+    state = json.loads((out / "checkpoints" / "step-3" / "state.json").read_text())
+    assert (state["step"], state["epoch"], state["position"]) == (3, 1, 2)
+
+    # Interrupted after step 3 as a kill would leave it: later checkpoints and the final adapter gone.
+    shutil.rmtree(out / "checkpoints" / "step-6")
+    for f in ("adapter_config.json", "adapter_model.safetensors"):
+        (out / f).unlink()
+    with pytest.raises(ConfigError, match="already holds a training run"):
+        train.fit(cfg)
+    resumed, summary = train.fit(cfg.model_copy(update={"resume": True}))
+    assert summary["start_step"] == 3
+    log_resumed = _log(out)
+    assert [r["step"] for r in log_resumed] == list(range(1, 7))  # lines of redone steps not duplicated
+    for key in ("loss", "lr", "grad_norm", "kl_privileged", "kl_negative", "nll", "tokens"):
+        torch.testing.assert_close(torch.tensor([r[key] for r in log_resumed], dtype=torch.float64),
+                                   torch.tensor([r[key] for r in log_straight], dtype=torch.float64),
+                                   rtol=1e-6, atol=1e-7, msg=key)
+    for n, p in resumed.named_parameters():
+        if "lora_" in n:
+            torch.testing.assert_close(p.detach(), weights_straight[n], rtol=1e-6, atol=1e-7)
+
+    _, again = train.fit(cfg.model_copy(update={"resume": True}))  # a finished run resumes to a no-op
+    assert again["start_step"] == 6 and len(_log(out)) == 6
+    with pytest.raises(ConfigError, match="another training plan .*total_steps 6 there, 8 now"):
+        train.fit(cfg.model_copy(update={"resume": True, "max_steps": 8}))
+
+
+def _one_step(cfg: TrainConfig, rows) -> tuple[dict, dict]:
+    """Accumulated gradients and updated LoRA weights after the first optimizer step."""
+    s = train.setup(cfg, len(rows))
+    grads: dict[str, torch.Tensor] = {}
+    for name, p in s.peft_model.named_parameters():
+        if p.requires_grad:  # fires after each accumulation: the last value is the full gradient
+            p.register_post_accumulate_grad_hook(lambda p, name=name: grads.__setitem__(name, p.grad.clone()))
+    train.train_step(s, 0, rows)
+    return grads, {n: p.detach().clone() for n, p in s.peft_model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize("objective", ["contrastive", "contrastive-target", "nll"])
+def test_gradient_accumulation_gives_the_full_batch_update(tiny_dir, data, tmp_path, objective):
+    # Adam's first step is nearly sign(g), blind to how g is scaled; the gradients are compared too.
+    cfg = _cfg(tiny_dir, data, tmp_path, objective=objective, dtype="float64", lr=1e-4, max_grad_norm=None,
+               schedule="constant", max_steps=1)
+    rows = train.build_rows(cfg, models.load_tokenizer(tiny_dir))
+    assert len({len(r.target) for r in rows}) > 1
+    grads_full, weights_full = _one_step(cfg, rows)
+    grads_acc, weights_acc = _one_step(cfg.model_copy(update={"grad_accum": 4}), rows)  # micro-batches of 1
+    assert grads_full.keys() == grads_acc.keys() and any(g.abs().sum() > 0 for g in grads_full.values())
+    for name in grads_full:
+        torch.testing.assert_close(grads_acc[name], grads_full[name], rtol=1e-10, atol=1e-12, msg=name)
+        torch.testing.assert_close(weights_acc[name], weights_full[name], rtol=1e-10, atol=1e-12, msg=name)
+
+
+_LAUNCHED = """
+import sys
+from dail.config import TrainConfig
+from dail.train import run
+run(TrainConfig.model_validate_json(open(sys.argv[1]).read()))
+"""
+
+
+def test_two_processes_with_accumulation_give_the_single_process_run(tiny_dir, data, tmp_path):
+    # DDP on CPU (gloo): 2 processes x 2 micro-batches of 1 row must log what 1 process x 4 rows logs.
+    cfg = _cfg(tiny_dir, data, tmp_path / "one", objective="contrastive", dtype="float64", max_steps=3)
+    one, _ = train.fit(cfg)
+    (tmp_path / "cfg.json").write_text(cfg.model_copy(update={"out": str(tmp_path / "two"), "grad_accum": 2}).model_dump_json())
+    (tmp_path / "launch.py").write_text(_LAUNCHED)
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         str(tmp_path / "launch.py"), str(tmp_path / "cfg.json")],
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    log_one, log_two = _log(tmp_path / "one"), _log(tmp_path / "two")
+    for key in ("loss", "grad_norm", "kl_privileged", "kl_negative", "margin", "nll", "tokens"):
+        torch.testing.assert_close(torch.tensor([r[key] for r in log_two]), torch.tensor([r[key] for r in log_one]),
+                                   rtol=1e-9, atol=1e-12, msg=key)
+    two, _ = models.load(tiny_dir, dtype="float64", adapter=tmp_path / "two")
+    ids = _probe_ids()
+    with torch.no_grad():
+        torch.testing.assert_close(two(ids).logits, one(ids).logits, rtol=1e-9, atol=1e-9)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(tiny_dir, data, tmp_path):
+    cfg = _cfg(tiny_dir, data, tmp_path, objective="contrastive", dtype="float64", max_grad_norm=None, max_steps=1)
+    rows = train.build_rows(cfg, models.load_tokenizer(tiny_dir))
+    grads, _ = _one_step(cfg, rows)
+    grads_ckpt, _ = _one_step(cfg.model_copy(update={"gradient_checkpointing": True}), rows)
+    for name in grads:
+        torch.testing.assert_close(grads_ckpt[name], grads[name], rtol=1e-10, atol=1e-12, msg=name)
+
+
+def test_schedule_warms_up_linearly_and_never_runs_a_step_at_zero():
+    cosine = [train._lr_lambda("cosine", 2, 10)(s) for s in range(10)]
+    assert cosine[:3] == pytest.approx([1 / 3, 2 / 3, 1.0]) and all(0 < f <= 1 for f in cosine)
+    assert cosine == sorted(cosine[:3]) + sorted(cosine[3:], reverse=True)
+    assert [train._lr_lambda("linear", 0, 4)(s) for s in range(4)] == [1.0, 0.75, 0.5, 0.25]
+    assert {train._lr_lambda("constant", 1, 4)(s) for s in range(1, 4)} == {1.0}
+
+
+# --------------------------------------------------------------------------------------------------
+# bad input
+
+
+def test_trace_naming_an_unknown_problem_names_the_file_and_the_id(tiny_dir, data, tmp_path):
+    tok = models.load_tokenizer(tiny_dir)
+    bad = tmp_path / "traces.jsonl"
+    write_jsonl(bad, [_trace(tok, "no-such-problem", [5, 6])])
+    with pytest.raises(DataError) as info:
+        train.run(_cfg(tiny_dir, data, tmp_path / "out", traces=str(bad)))
+    assert str(bad) in str(info.value) and "no-such-problem" in str(info.value) and ":1:" in str(info.value)
+
+
+def test_no_kept_traces_is_a_clear_error(tiny_dir, data, tmp_path):
+    tok = models.load_tokenizer(tiny_dir)
+    bad = tmp_path / "traces.jsonl"
+    row = _trace(tok, "x", [5, 6])
+    row.kept, row.reject_reason = False, "length"
+    write_jsonl(bad, [row])
+    with pytest.raises(DataError, match=r"no kept traces to train on \(1 rows: 1 length\)"):
+        train.run(_cfg(tiny_dir, data, tmp_path / "out", traces=str(bad)))
+
+
+def test_trace_objectives_need_a_traces_file(tiny_dir, data, tmp_path):
+    with pytest.raises(ConfigError, match="traces: required for objective 'nll'"):
+        train.run(_cfg(tiny_dir, data, tmp_path / "out", traces=None, objective="nll"))
