@@ -1,0 +1,115 @@
+"""End to end: `dail run` on a tiny random model writes every artefact, resumes, and skips done work."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from dail import pipeline
+from dail.cli import app
+from dail.config import RunConfig, load_config
+from dail.data import read_traces, write_jsonl
+from dail.datasets import load_split
+
+METHODS = ["base", "sft-expert", "star", "dail-nll", "dail"]
+
+
+@pytest.fixture
+def run_config(tmp_path, tiny_model_dir) -> Path:
+    write_jsonl(tmp_path / "train.jsonl", load_split("arith-train")[:3])
+    write_jsonl(tmp_path / "test.jsonl", load_split("arith-test")[:2])
+    text = f"""
+name = "e2e"
+out_dir = "{tmp_path / 'runs'}"
+model = "{tiny_model_dir}"
+train_data = "{tmp_path / 'train.jsonl'}"
+eval_data = ["{tmp_path / 'test.jsonl'}"]
+methods = {json.dumps(METHODS)}
+device = "cpu"
+[expand]
+n = 2
+batch_size = 4
+[expand.sampling]
+max_new_tokens = 12
+[train]
+max_steps = 2
+batch_size = 2
+kept_only = false   # a random model answers nothing right: train on every trace
+save_every = 1
+[train.lora]
+r = 2
+alpha = 4
+[eval]
+n = 2
+k = [1, 2]
+batch_size = 4
+[eval.sampling]
+max_new_tokens = 12
+"""
+    path = tmp_path / "e2e.toml"
+    path.write_text(text)
+    return path
+
+
+def _events(root: Path) -> list[dict]:
+    return [json.loads(line) for line in (root / "log.jsonl").read_text().splitlines()]
+
+
+def _snapshot(root: Path) -> dict[str, float]:
+    return {str(p): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file() and p.name != "log.jsonl"}
+
+
+@pytest.mark.slow
+def test_run_writes_everything_and_resumes(run_config, monkeypatch):
+    cfg = load_config(RunConfig, run_config)
+    root = pipeline.run_dir(cfg)
+
+    # Killed in training, right after expansion finished.
+    def killed(_cfg):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("dail.train.run", killed)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run(cfg)
+    traces_before = (root / "traces.jsonl").read_bytes()
+    monkeypatch.undo()
+
+    result = CliRunner().invoke(app, ["run", "--config", str(run_config)])
+    assert result.exit_code == 0, result.output
+    # Expansion was complete: the resumed run skipped it and left the traces untouched.
+    resumed = _events(root)
+    assert {"event": "skip", "stage": "expand:traces.jsonl"}.items() <= next(
+        e for e in resumed if e.get("stage") == "expand:traces.jsonl" and e["event"] == "skip").items()
+    assert (root / "traces.jsonl").read_bytes() == traces_before
+
+    # Every artefact of the layout.
+    for name in ["config.toml", "waypoints.jsonl", "traces.jsonl", "traces-star.jsonl", "report.html",
+                 "metrics.json", "log.jsonl"]:
+        assert (root / name).is_file(), name
+    assert list((root / "plots").glob("*.png"))
+    for method in METHODS:
+        if method != "base":
+            assert (root / "adapter" / method / "adapter_config.json").is_file(), method
+        eval_dir = root / "eval" / method / "test"
+        assert (eval_dir / "samples.jsonl").is_file() and (eval_dir / "metrics.json").is_file(), method
+    traces = read_traces(root / "traces.jsonl", kept_only=False)
+    assert len(traces) == 3 * 2
+    star = read_traces(root / "traces-star.jsonl", kept_only=False)
+    assert all(set(t.source) <= {"P"} for t in star)
+    report = (root / "report.html").read_text()
+    for method in METHODS:
+        assert method in report
+    summary = json.loads((root / "metrics.json").read_text())
+    assert set(summary["methods"]) == set(METHODS)
+
+    # A finished run: rerunning recomputes nothing.
+    before = _snapshot(root)
+    n_events = len(_events(root))
+    result = CliRunner().invoke(app, ["run", "--config", str(run_config)])
+    assert result.exit_code == 0, result.output
+    after = _events(root)[n_events:]
+    assert {e["event"] for e in after} <= {"skip", "done"}
+    assert _snapshot(root) == before

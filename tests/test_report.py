@@ -1,0 +1,211 @@
+"""Tests for dail.report: finding evaluations, tables, plots, and the trace viewer (synthetic inputs)."""
+
+from __future__ import annotations
+
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from dail import report
+from dail.data import DataError, Trace, write_jsonl
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+VOID = {"meta", "input", "img", "br", "hr", "link"}
+
+
+class StrictHTML(HTMLParser):
+    """Fails on a closing tag that does not match the open one; records text and scripts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[str] = []
+        self.text: list[str] = []
+        self.tags: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        if tag not in VOID:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag):
+        assert self.stack and self.stack[-1] == tag, f"</{tag}> closes <{self.stack[-1] if self.stack else None}>"
+        self.stack.pop()
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def parse_html(path: Path) -> StrictHTML:
+    parser = StrictHTML()
+    parser.feed(path.read_text(encoding="utf-8"))
+    parser.close()
+    assert parser.stack == [], f"unclosed: {parser.stack}"
+    assert "script" not in parser.tags  # every piece of data text was escaped
+    return parser
+
+
+def metrics(p1: float, slope: float, tokens: float, ks=(1, 2, 4, 8, 16), budgets=(64, 128, 256, 512), **extra) -> dict:
+    """A plausible metrics.json: pass@k rising with log k, pass@1 rising with the budget."""
+    pk = {str(k): min(1.0, p1 + slope * i) for i, k in enumerate(ks)}
+    acc_b = {str(b): p1 * min(1.0, b / (1.5 * tokens)) for b in budgets}
+    return {"pass_at_k": pk, "accuracy": p1, "mean_tokens": tokens, "mean_tokens_correct": tokens * 0.8,
+            "n_problems": 50, "n_samples": 50 * ks[-1], "budgets": list(budgets), "accuracy_at_budget": acc_b,
+            "pass_at_k_budget": {b: {"1": v} for b, v in acc_b.items()},
+            "config": {"data": "arith-test", "n": ks[-1]}, **extra}
+
+
+def put(path: Path, obj: dict) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "metrics.json").write_text(json.dumps(obj))
+    return path
+
+
+@pytest.fixture
+def runs(tmp_path) -> Path:
+    """Two run layouts and a loose eval directory."""
+    r1 = tmp_path / "runs" / "exp1"
+    put(r1 / "eval" / "base" / "arith-test", metrics(0.20, 0.08, 300))
+    put(r1 / "eval" / "dail" / "arith-test", metrics(0.28, 0.10, 180))
+    put(r1 / "eval" / "base" / "gpqa", metrics(0.25, 0.05, 500, ks=(1, 2, 4)))
+    put(r1 / "eval" / "dail" / "gpqa", metrics(0.27, 0.06, 420, ks=(1, 2, 4)))
+    (r1 / "metrics.json").write_text(json.dumps({"methods": {}, "seconds": 1}))  # the pipeline's own summary
+    put(tmp_path / "runs" / "exp2" / "eval" / "arith-test", metrics(0.22, 0.09, 260))
+    put(tmp_path / "loose", metrics(0.1, 0.02, 700, label="sft-expert <b>"))
+    return tmp_path
+
+
+def test_find_evals_reads_both_run_layouts_and_labels(runs) -> None:
+    entries = report.find_evals([runs / "runs" / "exp1", runs / "runs" / "exp2", runs / "loose"])
+    got = [(e.method, e.split) for e in entries]
+    assert got == [("base", "arith-test"), ("base", "gpqa"), ("dail", "arith-test"), ("dail", "gpqa"),
+                   ("exp2", "arith-test"), ("sft-expert <b>", "arith-test")]
+    # An eval directory given directly is placed by its path; the same one twice counts once.
+    again = report.find_evals([runs / "runs" / "exp1" / "eval" / "dail" / "gpqa", runs / "runs" / "exp2" / "eval" / "arith-test",
+                               runs / "runs" / "exp2" / "eval" / "arith-test" / "metrics.json"])
+    assert [(e.method, e.split) for e in again] == [("dail", "gpqa"), ("exp2", "arith-test")]
+
+
+def test_clashing_method_names_get_the_run_name(tmp_path) -> None:
+    for run in ("a", "b"):
+        put(tmp_path / run / "eval" / "base" / "test", metrics(0.2, 0.1, 100))
+    entries = report.find_evals([tmp_path / "a", tmp_path / "b"])
+    assert [e.method for e in entries] == ["a/base", "b/base"]
+
+
+def test_bad_inputs_are_data_errors(tmp_path) -> None:
+    with pytest.raises(DataError, match="no such file"):
+        report.find_evals([tmp_path / "missing"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="neither an eval directory"):
+        report.find_evals([tmp_path / "empty"])
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "metrics.json").write_text("{nope")
+    with pytest.raises(DataError, match="invalid JSON"):
+        report.find_evals([tmp_path / "broken"])
+
+
+def test_report_writes_tables_and_plots(runs) -> None:
+    out = runs / "report"
+    result = report.run([str(runs / "runs" / "exp1"), str(runs / "runs" / "exp2"), str(runs / "loose")], str(out))
+    assert result["traces_html"] is None
+    for name in ("pass_at_k.png", "token_budget.png"):
+        data = (out / "plots" / name).read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 10_000
+    md = (out / "report.md").read_text()
+    assert "## arith-test" in md and "## gpqa" in md
+    for method in ("base", "dail", "exp2", "sft-expert &lt;b&gt;"):  # inline HTML in a name is escaped
+        assert f"| {method} |" in md
+    arith = md.split("## arith-test")[1].split("## gpqa")[0]
+    assert "| dail | **28.0** | **38.0** |" in arith  # best pass@1, pass@2 in bold, percentages
+    assert "| pass@1 | pass@2 | pass@4 | pass@8 | pass@16 | accuracy | mean tokens |" in arith
+    gpqa = md.split("## gpqa")[1].split("## Sources")[0]
+    assert "pass@16" not in gpqa and "| base | 25.0 | 30.0 | 35.0 |" in gpqa
+    page = parse_html(out / "report.html")
+    text = "".join(page.text)
+    assert "sft-expert <b>" in text and page.tags.count("img") == 2 and page.tags.count("table") == 4
+
+
+def test_run_dir_that_is_also_the_output(runs) -> None:
+    # The pipeline writes the report into the run directory itself, beside its own metrics.json.
+    run = runs / "runs" / "exp1"
+    report.run([str(run)], str(run))
+    report.run([str(run)], str(run))  # again, now that report.* and plots/ are in there too
+    assert "| dail |" in (run / "report.md").read_text()
+
+
+def make_traces(tokenizer) -> list[Trace]:
+    """Traces with known sources, one with text that would break unescaped HTML."""
+    texts = ["First <script>alert('x')</script> & \"quoted\" — 数学 ok.\nSo \\boxed{42}",
+             "Second trace: 6 × 7 = 42.\n\nThe answer is \\boxed{42}."]
+    traces = []
+    for i, text in enumerate(texts):
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        source = "".join("P" if j % 5 == 3 else "L" for j in range(len(ids)))
+        traces.append(Trace(problem_id=f"p<{i}>", sample=0, seed=0, text=text, token_ids=ids, source=source,
+                            logprob_learner=[-0.5] * len(ids), logprob_privileged=[-0.2] * len(ids), finish="eos",
+                            answer="42", kept=i == 1, reject_reason=None if i == 1 else "leak"))
+    return traces
+
+
+def test_traces_viewer_with_tokenizer_and_margins(tmp_path, tokenizer) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    traces = make_traces(tokenizer)
+    write_jsonl(run / "traces.jsonl", traces)
+    write_jsonl(run / "diagnostics.jsonl", [{"step": 1, "loss": 0.3}] + [
+        {"problem_id": t.problem_id, "sample": t.sample, "margin": [((j % 7) - 3) / 2 for j in range(len(t.token_ids))]}
+        for t in traces])
+    result = report.run([str(run)], str(tmp_path / "out"), tokenizer=tokenizer)
+    assert result["entries"] == [] and result["plots"] == []  # traces only: no evaluations yet
+    page = parse_html(Path(result["traces_html"]))
+    raw = Path(result["traces_html"]).read_text()
+    text = "".join(page.text)
+    assert "<script>alert('x')</script>" in text  # shown as text, escaped in the markup
+    assert "2 traces: 1 kept, 1 rejected (leak: 1)" in text and "rejected: leak" in text
+    assert "decoded per token by the tokenizer" in text and "l_P − l_N for 2 of 2 shown" in text
+    # One span per token that adds text; the spans' text is the trace text.
+    assert raw.count('class="t P"') == sum(s == "P" for t in traces for s, p in zip(t.source, _pieces(tokenizer, t)) if p)
+    assert "l_P − l_N" in text and "--m:rgba(" in raw
+    t0 = traces[0]
+    acc0 = t0.source.count("L") / len(t0.token_ids)
+    assert f"acceptance {100 * acc0:.1f}%" in text
+    parse_html(tmp_path / "out" / "report.html")
+    assert 'href="traces.html"' in (tmp_path / "out" / "report.html").read_text()
+
+
+def _pieces(tokenizer, t: Trace) -> list[str]:
+    from dail.evaluate import token_pieces
+
+    return token_pieces(tokenizer, t.token_ids)
+
+
+def test_traces_viewer_without_tokenizer_is_approximate(tmp_path, tokenizer) -> None:
+    traces = make_traces(tokenizer)
+    write_jsonl(tmp_path / "t.jsonl", traces)
+    put(tmp_path / "ev", metrics(0.3, 0.1, 200))
+    result = report.run([str(tmp_path / "ev")], str(tmp_path / "out"), traces=str(tmp_path / "t.jsonl"))
+    page = parse_html(Path(result["traces_html"]))
+    text = "".join(page.text)
+    assert "approximate" in text and "l_P − l_N" not in text  # no margins: no margin mode
+    # The text is all there, shared out over the tokens.
+    for t in traces:
+        assert t.text in text
+    pieces = report._approx_pieces("abcdef", 4)
+    assert len(pieces) == 4 and "".join(pieces) == "abcdef" and all(pieces)
+
+
+def test_compute_margins_from_a_tiny_model(tiny_model_dir, tokenizer) -> None:
+    from dail.data import Problem
+    from dail.models import load
+
+    model, tok = load(tiny_model_dir)
+    traces = make_traces(tokenizer)
+    problems = {t.problem_id: Problem(id=t.problem_id, problem="What is 6 × 7?", solution="6 × 7 = 42.",
+                                      waypoints="= 42", answer="42") for t in traces[:1]}
+    margins = report.compute_margins(model, tok, traces, problems)
+    assert list(margins) == [(traces[0].problem_id, 0)]  # the second trace has no problem row
+    m = margins[(traces[0].problem_id, 0)]
+    assert len(m) == len(traces[0].token_ids) and all(isinstance(x, float) for x in m)
+    assert any(abs(x) > 0 for x in m)  # the two prompts differ, so the log-probs do
