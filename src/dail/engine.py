@@ -155,6 +155,9 @@ def top_k_filter(logits: Tensor, k: int) -> Tensor:
     return logits.masked_fill(logits < kth, float("-inf"))
 
 
+_TOP_P_HEAD = 256  # CPU: candidates of the nucleus taken by topk before any full sort
+
+
 def top_p_filter(probs: Tensor, p: float) -> Tensor:
     """Renormalised probs on the smallest set of most likely tokens whose mass is >= p, zero elsewhere.
 
@@ -178,9 +181,6 @@ def top_p_filter(probs: Tensor, p: float) -> Tensor:
         theta[wide] = _nucleus_threshold(flat[wide].sort(dim=-1, descending=True).values, p)[0]
     kept = flat * (flat >= theta[:, None])  # [M, V]
     return (kept / kept.sum(-1, keepdim=True)).view_as(probs)
-
-
-_TOP_P_HEAD = 256
 
 
 def _nucleus_threshold(head: Tensor, p: float) -> tuple[Tensor, Tensor]:
@@ -399,6 +399,8 @@ class Engine:
             return
         if len(keys) != len(prompts) or len({len(g) for g in prompts}) != 1:
             raise ValueError("need one key per group and the same number of rows in every group")
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         R = len(prompts[0])
         batch = self.prefill(prompts, keys, max_new_tokens)
         acc = {i: Generation(i, logprobs=[[] for _ in range(R)]) for i in batch.live}

@@ -17,8 +17,13 @@ Outputs in `cfg.out`:
 * `eval_config.toml` -- the resolved config. A rerun into the same directory must agree with it on
   everything that changes a sample (model, adapter, data, seed, sampling, prompts).
 
+Under `accelerate launch` each rank samples its shard of the problems into its own part file and
+rank 0 merges them into the samples.jsonl a single process writes (`dail.distributed`); every rank
+then computes the metrics from the merged file, and rank 0 alone writes metrics.json, the config
+and the console summary.
+
 Problems without an answer cannot be graded and are skipped (and counted). This module does not
-shard across processes and does not compare methods (`dail.report` does).
+compare methods (`dail.report` does).
 """
 
 from __future__ import annotations
@@ -35,8 +40,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from . import distributed as dist
 from .config import ConfigError, EvalConfig, load_config, save_config
-from .data import DataError, JsonlAppender, Problem, Sample, atomic_write_text, read_done_keys, read_jsonl
+from .data import DataError, JsonlAppender, Problem, Sample, atomic_write_text, read_jsonl
 from .grading import answer_kind, extract_answer_span, is_correct
 from .metrics import answer_token_index, budget_counts, pass_at_k_table
 
@@ -187,7 +193,7 @@ def _sample_all(cfg: EvalConfig, todo: list[tuple[Problem, int]], path: Path) ->
     from .models import load
     from .prompts import render
 
-    model, tokenizer = load(cfg.model, adapter=cfg.adapter, dtype=cfg.dtype, device=cfg.resolved_device())
+    model, tokenizer = load(cfg.model, adapter=cfg.adapter, dtype=cfg.dtype, device=dist.device_for(cfg.device))
     engine = Engine(model, default_eos_ids(model, tokenizer.eos_token_id))
     s = cfg.sampling
     choose = sampler(s.temperature, s.top_p, s.top_k)
@@ -197,7 +203,7 @@ def _sample_all(cfg: EvalConfig, todo: list[tuple[Problem, int]], path: Path) ->
     columns = (TextColumn("[bold]sampling"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
                TimeElapsedColumn(), TimeRemainingColumn())
     t0, tokens = time.perf_counter(), 0
-    with JsonlAppender(path) as out, Progress(*columns, console=console) as progress:
+    with JsonlAppender(path) as out, Progress(*columns, console=console, disable=not dist.is_main()) as progress:
         task = progress.add_task("sampling", total=len(todo), rate="")
         for start in range(0, len(todo), cfg.batch_size):
             chunk = todo[start : start + cfg.batch_size]
@@ -247,18 +253,30 @@ def run(cfg: EvalConfig) -> dict[str, Any]:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     problems, skipped = _problems(cfg)
-    if skipped:
+    main = dist.is_main()
+    if skipped and main:
         console.print(f"[yellow]warning:[/] {skipped} problem(s) without an answer skipped (not verifiable)")
     _check_resume(cfg, out / "eval_config.toml")
-    save_config(cfg, out / "eval_config.toml")
+    dist.barrier()  # every rank has checked the old config before rank 0 replaces it
+    if main:
+        save_config(cfg, out / "eval_config.toml")
     samples_path = out / "samples.jsonl"
-    done = read_done_keys(samples_path)
+    done = dist.done_keys(samples_path)
+    write_path = dist.write_path(samples_path)
     wanted = [(p, i) for p in problems for i in range(cfg.n)]
-    todo = [(p, i) for p, i in wanted if (p.id, i) not in done]
+    todo = [(p, i) for p in dist.shard(problems) for i in range(cfg.n) if (p.id, i) not in done]
     if todo:
-        if len(todo) < len(wanted):
-            console.print(f"resuming: {len(wanted) - len(todo)} sample(s) done, {len(todo)} to go")
-        _sample_all(cfg, todo, samples_path)
+        n_done = sum((p.id, i) in done for p, i in wanted)
+        if n_done and main:
+            console.print(f"resuming: {n_done} sample(s) done, {len(wanted) - n_done} to go")
+        _sample_all(cfg, todo, write_path)
+    elif write_path != samples_path:
+        write_path.touch()  # every rank leaves its part, so a merge can tell a lost part from an idle rank
+    dist.barrier()
+    if write_path != samples_path:  # always so under a launcher; alone, only when parts of an earlier launch are about
+        if main:
+            dist.merge_parts(samples_path, [(p.id, i) for p, i in wanted], world=dist.world_size())
+        dist.barrier()
     # Metrics come from the file alone, so a resumed run counts what earlier runs wrote.
     keys = {(p.id, i) for p, i in wanted}
     rows: dict[tuple[str, int], Sample] = {}
@@ -270,8 +288,9 @@ def run(cfg: EvalConfig) -> dict[str, Any]:
     metrics = {"model": cfg.model, "adapter": cfg.adapter, "data": cfg.data,
                "n_skipped_unverifiable": skipped, **metrics,
                "config": cfg.model_dump(mode="json"), "versions": versions()}
-    atomic_write_text(out / "metrics.json", _json(metrics))
-    console.print(_summary(metrics, cfg))
+    if main:
+        atomic_write_text(out / "metrics.json", _json(metrics))
+        console.print(_summary(metrics, cfg))
     return metrics
 
 

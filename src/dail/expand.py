@@ -17,9 +17,14 @@ order, the first failing check names the reason. The resolved config is saved as
 `<out>.config.toml` (e.g. traces.config.toml) and a summary line is appended to `log.jsonl` beside
 the output.
 
-What it deliberately does not do: sharding across processes (a later issue), training-time
-filtering (training reads `kept`), or any sampling arithmetic of its own (all of it is
-`dail.engine`'s).
+Rows are written in canonical order (problem-file order, then sample index; a finished trace waits
+for those before it in its batch), so the file is always a prefix of that order plus, after a
+resume, the rest in the same order. Under `accelerate launch` each rank decodes its shard of the
+problems into its own part file and rank 0 merges them into the same bytes (`dail.distributed`);
+only rank 0 writes the config, the summary and the log line.
+
+What it deliberately does not do: training-time filtering (training reads `kept`), or any sampling
+arithmetic of its own (all of it is `dail.engine`'s).
 """
 
 from __future__ import annotations
@@ -35,8 +40,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from . import distributed as dist
 from .config import ExpandConfig, save_config
-from .data import DataError, JsonlAppender, Problem, Trace, read_done_keys, read_traces
+from .data import DataError, JsonlAppender, Problem, Trace, read_traces
 from .engine import (
     Choose,
     Engine,
@@ -182,38 +188,56 @@ def run(cfg: ExpandConfig) -> dict[str, Any]:
     leak = [re.compile(p) for p in cfg.leak_patterns]
     out = Path(cfg.out)
     config_path = out.with_suffix(".config.toml")
-    save_config(cfg, config_path)
-    done = read_done_keys(out)
-    todo = [(p, s) for p in problems for s in range(cfg.n) if (p.id, s) not in done]
+    if dist.is_main():
+        save_config(cfg, config_path)
+    done = dist.done_keys(out)
+    sink_path = dist.write_path(out)
+    todo = [(p, s) for p in dist.shard(problems) for s in range(cfg.n) if (p.id, s) not in done]
 
     sampling = cfg.sampling
     new = {"traces": 0, "tokens": 0, "privileged": 0, "seconds": 0.0}
     if todo:
-        model, tokenizer = load(cfg.model, dtype=cfg.dtype, device=cfg.resolved_device())
+        model, tokenizer = load(cfg.model, dtype=cfg.dtype, device=dist.device_for(cfg.device))
         prompts = {p.id: (render(tokenizer, "learner", p, cfg.prompts), render(tokenizer, "privileged", p, cfg.prompts))
                    for p, _ in todo}
         engine = Engine(model, eos_token_ids=default_eos_ids(model, tokenizer.eos_token_id))
         columns = [TextColumn("expand"), BarColumn(), MofNCompleteColumn(), TextColumn("accept {task.fields[accept]}"),
                    TimeElapsedColumn(), TimeRemainingColumn()]
         start = time.perf_counter()
-        with JsonlAppender(out) as sink, Progress(*columns, console=Console(stderr=True)) as bar:
-            task = bar.add_task("expand", total=len(problems) * cfg.n, completed=len(problems) * cfg.n - len(todo),
-                                accept="-")
+        mine = len(dist.shard(problems)) * cfg.n  # the bar counts this rank's shard (shown on rank 0 only)
+        with JsonlAppender(sink_path) as sink, \
+                Progress(*columns, console=Console(stderr=True), disable=not dist.is_main()) as bar:
+            task = bar.add_task("expand", total=mine, completed=mine - len(todo), accept="-")
             for i in range(0, len(todo), cfg.batch_size):
                 chunk = todo[i: i + cfg.batch_size]
+                ready: dict[int, Trace] = {}
+                written = 0
                 for gen in rollout(engine, [prompts[p.id] for p, _ in chunk],
                                    [row_key(cfg.seed, p.id, s) for p, s in chunk],
                                    max_new_tokens=sampling.max_new_tokens, temperature=sampling.temperature,
                                    top_p=sampling.top_p, top_k=sampling.top_k, tau=cfg.tau):
                     problem, sample = chunk[gen.index]
-                    sink.write(make_trace(gen, problem, sample, cfg.seed, tokenizer, leak))
+                    ready[gen.index] = make_trace(gen, problem, sample, cfg.seed, tokenizer, leak)
+                    while written in ready:  # canonical order: a trace waits for those before it
+                        sink.write(ready.pop(written))
+                        written += 1
                     new["traces"] += 1
                     new["tokens"] += len(gen.token_ids)
                     new["privileged"] += sum(gen.source)
                     rate = 1 - new["privileged"] / new["tokens"]
                     bar.update(task, advance=1, accept=f"{rate:.1%}")
         new["seconds"] = time.perf_counter() - start
+    elif sink_path != out:
+        sink_path.touch()  # every rank leaves its part, so a merge can tell a lost part from an idle rank
 
+    dist.barrier()
+    if sink_path != out:  # always so under a launcher; alone, only when parts of an earlier launch are about
+        if dist.is_main():
+            dist.merge_parts(out, [(p.id, s) for p in problems for s in range(cfg.n)], world=dist.world_size())
+        dist.barrier()
+    ranks = dist.gather(new)
+    new = {k: sum(r[k] for r in ranks) for k in ("traces", "tokens", "privileged")} | \
+        {"seconds": max(r["seconds"] for r in ranks)}
     summary = summarise(out)
     summary.update({
         "new_traces": new["traces"],
@@ -224,9 +248,10 @@ def run(cfg: ExpandConfig) -> dict[str, Any]:
         "out": str(out),
         "config": str(config_path),
     })
-    _print_summary(summary)
-    with JsonlAppender(out.parent / "log.jsonl") as log:
-        log.write({"stage": "expand", "time": datetime.now(timezone.utc).isoformat(timespec="seconds"), **summary})
+    if dist.is_main():
+        _print_summary(summary)
+        with JsonlAppender(out.parent / "log.jsonl") as log:
+            log.write({"stage": "expand", "time": datetime.now(timezone.utc).isoformat(timespec="seconds"), **summary})
     return summary
 
 

@@ -70,7 +70,10 @@ def _stage(cfg: RunConfig, root: Path, label: str, config: BaseModel, in_process
     path = root / "stages" / (label.replace(":", "-").replace("/", "-") + ".toml")
     save_config(config, path)
     command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(cfg.num_processes),
-               "-m", "dail", label.split(":")[0], "--config", str(path)]
+               "--num_machines", "1", "--dynamo_backend", "no"]
+    if cfg.device == "cpu":  # keep a CPU run on the CPU even on a GPU host
+        command.append("--cpu")
+    command += ["-m", "dail", label.split(":")[0], "--config", str(path)]
     console.print(f"[dim]$ {' '.join(command)}[/]")
     subprocess.run(command, check=True)
 

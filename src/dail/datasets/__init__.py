@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from dail.data import Problem, read_problems, write_jsonl
+from dail.data import DataError, Problem, read_problems, write_jsonl
 from dail.datasets.arith import generate, problem_at
 
 __all__ = ["SPLITS", "generate", "load_split", "resolve_problems", "split_path", "split_problems",
@@ -76,5 +76,5 @@ def resolve_problems(spec: str | os.PathLike) -> list[Problem]:
         return load_split(str(spec))
     path = Path(spec)
     if not path.is_file():
-        raise ValueError(f"{str(spec)!r} is neither a bundled split ({', '.join(SPLITS)}) nor a file")
+        raise DataError(spec, None, None, f"neither a bundled split ({', '.join(SPLITS)}) nor a file")
     return read_problems(path)

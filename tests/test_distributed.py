@@ -1,0 +1,124 @@
+"""Tests for dail.distributed: the interleaved shard, part files (resume, merge, a missing part), and
+`accelerate launch` of expand and eval on 2 CPU processes writing the same bytes as one process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dail import distributed as dist
+from dail.data import JsonlAppender, write_jsonl
+
+
+def test_alone_without_a_launcher():
+    assert (dist.rank(), dist.world_size(), dist.is_main()) == (0, 1, True)
+    assert dist.shard(list("abcde")) == list("abcde")
+    assert dist.device_for("cpu") == "cpu" and dist.device_for("cuda:3") == "cuda:3"
+    dist.barrier()
+    assert dist.gather({"x": 1}) == [{"x": 1}]
+
+
+def test_shard_is_interleaved(monkeypatch):
+    monkeypatch.setattr(dist, "world_size", lambda: 3)
+    shards = []
+    for r in range(3):
+        monkeypatch.setattr(dist, "rank", lambda r=r: r)
+        shards.append(dist.shard(list(range(8))))
+    assert shards == [[0, 3, 6], [1, 4, 7], [2, 5]]
+
+
+def row(pid: str, s: int) -> dict:
+    return {"problem_id": pid, "sample": s, "x": 0.1 + s}
+
+
+def test_parts_resume_and_merge_in_canonical_order(tmp_path):
+    out = tmp_path / "traces.jsonl"
+    order = [(p, s) for p in ("a", "b", "c") for s in range(2)]
+    assert dist.part_path(out, 1, 2).name == "traces.jsonl.part-1-of-2"
+    assert dist.write_path(out) == out  # alone, nothing about: the file itself
+    write_jsonl(out, [row("a", 0)])  # an earlier single-process run: a prefix of the order
+    part0, part1 = dist.part_path(out, 0, 2), dist.part_path(out, 1, 2)
+    with JsonlAppender(part0) as w:
+        w.write(row("a", 1))
+        w.write(row("c", 0))
+    part0.open("a").write('{"problem_id": "c", "sa')  # killed mid-row
+    with JsonlAppender(part1) as w:
+        w.write(row("b", 0))
+    assert dist.find_parts(out) == [part0, part1]
+    assert dist.write_path(out) == dist.part_path(out, 0, 1)  # parts about: never append to out
+    assert dist.done_keys(out) == {("a", 0), ("a", 1), ("c", 0), ("b", 0)}
+    with JsonlAppender(part0) as w:  # the resumed rank appends after its last complete row
+        w.write(row("c", 1))
+    with JsonlAppender(part1) as w:
+        w.write(row("b", 1))
+        w.write(row("a", 0))  # a duplicate of out's row is dropped by the merge
+    assert dist.merge_parts(out, order, world=2) == 5
+    assert dist.find_parts(out) == []
+    assert out.read_text() == "".join(json.dumps(row(p, s)) + "\n" for p, s in order)
+    assert dist.merge_parts(out, order) == 0  # nothing left to merge
+
+
+def test_merge_with_a_missing_part_names_it_and_keeps_the_others(tmp_path):
+    out = tmp_path / "samples.jsonl"
+    with JsonlAppender(dist.part_path(out, 0, 3)) as w:
+        w.write(row("a", 0))
+    dist.part_path(out, 2, 3).touch()
+    with pytest.raises(FileNotFoundError, match=r"samples\.jsonl\.part-1-of-3"):
+        dist.merge_parts(out, [("a", 0)], world=3)
+    assert not out.exists() and len(dist.find_parts(out)) == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# accelerate launch, 2 CPU processes, against one process
+
+SIZES = ["--n", "2", "--max-new-tokens", "12", "--seed", "3", "--device", "cpu", "--batch-size", "4"]
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error",
+               HF_HOME=str(tmp_path / "hf"), ACCELERATE_CONFIG_FILE=str(tmp_path / "no-accelerate-config.yaml"),
+               PYTHONWARNINGS="ignore")
+    env.pop("WORLD_SIZE", None)
+    return env
+
+
+def _dail(args: list[str], env: dict[str, str], processes: int = 0) -> None:
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes), "--cpu",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+              "0", "-m", "dail"] if processes else [sys.executable, "-m", "dail"]
+    done = subprocess.run(launch + args, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def problems(tmp_path_factory) -> str:
+    from dail.datasets import load_split
+
+    path = tmp_path_factory.mktemp("problems") / "problems.jsonl"
+    write_jsonl(path, load_split("arith-train")[:3])
+    return str(path)
+
+
+def test_expand_and_eval_on_two_processes_write_the_bytes_of_one(tmp_path, tiny_model_dir, problems):
+    env = _env(tmp_path)
+    common = ["--model", tiny_model_dir, "--data", problems, *SIZES]
+    for name in ("one", "two"):
+        launch = 2 if name == "two" else 0
+        _dail(["expand", *common, "--out", str(tmp_path / name / "traces.jsonl")], env, launch)
+        _dail(["eval", *common, "--k", "1,2", "--out", str(tmp_path / name / "eval")], env, launch)
+    for rel in ("traces.jsonl", "eval/samples.jsonl", "eval/metrics.json"):
+        one, two = (tmp_path / "one" / rel).read_bytes(), (tmp_path / "two" / rel).read_bytes()
+        # metrics.json records the config, whose `out` names the run's own directory
+        assert one.replace(b"/one/", b"/two/") == two, rel
+    assert len((tmp_path / "one" / "traces.jsonl").read_text().splitlines()) == 6
+    # no parts left behind; one log line and one config, from rank 0
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["eval", "log.jsonl", "traces.config.toml",
+                                                                     "traces.jsonl"]
+    assert len((tmp_path / "two" / "log.jsonl").read_text().splitlines()) == 1
+    assert sorted(p.name for p in (tmp_path / "two" / "eval").iterdir()) == ["eval_config.toml", "metrics.json",
+                                                                              "samples.jsonl"]
