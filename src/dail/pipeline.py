@@ -159,7 +159,8 @@ def run(cfg: RunConfig) -> dict:
     def make_waypoints() -> None:
         from .waypoints import write_waypoints
 
-        write_waypoints(_problems(train_data), waypoints_file)
+        # Every method trains on the same problems: the ones expansion uses.
+        write_waypoints(_problems(train_data)[: cfg.expand.get("limit")], waypoints_file)
 
     stage("waypoints", waypoints_file.exists(), None, make_waypoints)
     problems = read_problems(waypoints_file)
