@@ -31,6 +31,7 @@ import re
 from collections.abc import Iterable
 
 from dail.data import Problem, write_jsonl
+from dail.grading import _matching_brace  # one brace matcher for the project
 
 __all__ = ["partial_solution", "waypoints_for", "write_waypoints"]
 
@@ -64,20 +65,7 @@ _OPEN, _CLOSE = "([{", ")]}"
 
 def _closing_brace(text: str, open_at: int) -> int | None:
     """Index of the `}` matching the `{` at `open_at`; None when the group never closes."""
-    depth, i = 0, open_at
-    while i < len(text):
-        c = text[i]
-        if c == "\\":  # `\{` and `\}` are literal braces
-            i += 2
-            continue
-        if c == "{":
-            depth += 1
-        elif c == "}":
-            depth -= 1
-            if depth == 0:
-                return i
-        i += 1
-    return None
+    return _matching_brace(text, open_at + 1)
 
 
 def _unbox(text: str) -> tuple[str, str | None]:
