@@ -33,6 +33,16 @@ TRACE_LENGTHS = (5, 9, 7, 12)  # unequal on purpose: a per-micro-batch mean woul
 # fixtures
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: tiny models gain nothing from two, and on a shared 2-core machine the
+    second thread's spin-waits made this module 3x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory) -> str:
     """A random 2-layer Llama (hidden 32, peaked logits) saved with the embedded tokenizer."""
@@ -137,11 +147,11 @@ def test_logits_are_gathered_at_the_positions_that_predict_trace_tokens(tiny_dir
     model, tok = models.load(tiny_dir, dtype="float64")  # float64: padding and batching change no digit that matters
     rows = train.build_rows(cfg, tok)
     assert len(rows) == 4  # the rejected trace is left out
-    lm = train._TracePositions(models.attach_lora(model, r=4))
+    lm = train._TraceHidden(models.attach_lora(model, r=4))
     with torch.no_grad():
         for role in ("learner", "privileged", "negative"):
             ids, index = train._collate(rows, role, tok.pad_token_id, "cpu")  # [B, L], [N]
-            got = lm(ids, index)  # [N, V]
+            got = lm.head(lm(ids, index))  # [N, V]
             want = []
             for r in rows:  # each row alone, unpadded, through the ordinary forward
                 seq = torch.tensor([r.prompts[role] + r.target])
@@ -186,7 +196,8 @@ def test_only_lora_parameters_change(contrastive_run, tiny_dir):
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in n for n in trainable)
     base = _fresh_base(tiny_dir).state_dict()
-    trained = {n.replace(".base_layer", ""): t for n, t in model.get_base_model().state_dict().items() if "lora_" not in n}
+    trained = {n.replace(".base_layer", ""): t
+               for n, t in model.get_base_model().state_dict().items() if "lora_" not in n}
     assert trained.keys() == base.keys()
     for name, tensor in base.items():
         assert torch.equal(trained[name], tensor), name
@@ -303,7 +314,8 @@ def test_two_processes_with_accumulation_give_the_single_process_run(tiny_dir, d
     # DDP on CPU (gloo): 2 processes x 2 micro-batches of 1 row must log what 1 process x 4 rows logs.
     cfg = _cfg(tiny_dir, data, tmp_path / "one", objective="contrastive", dtype="float64", max_steps=3)
     one, _ = train.fit(cfg)
-    (tmp_path / "cfg.json").write_text(cfg.model_copy(update={"out": str(tmp_path / "two"), "grad_accum": 2}).model_dump_json())
+    cfg_two = cfg.model_copy(update={"out": str(tmp_path / "two"), "grad_accum": 2})
+    (tmp_path / "cfg.json").write_text(cfg_two.model_dump_json())
     (tmp_path / "launch.py").write_text(_LAUNCHED)
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",

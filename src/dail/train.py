@@ -8,11 +8,14 @@ of the model (DESIGN.md, "The three roles"). Objectives come from `dail.objectiv
 
 Logits only at trace positions. A row of role R is `prompt_R + trace[:-1]`, right-padded; the hidden
 state at column `len(prompt_R) - 1 + j` predicts trace token j. The decoder runs on the padded batch
-(`[B, L, H]`), the positions that predict trace tokens are gathered by one flat index (`[N, H]`, the
-same order -- row-major, then token -- for every role, so the N rows line up across roles), and only
-then the output head runs (`[N, V]`). A 150k vocabulary over the prompt positions would otherwise be
-most of the memory. With right padding no real position ever sees a pad (causal attention), so no
-attention mask is passed and SDPA can take its causal fast path.
+(`[B, L, H]`) and the positions that predict trace tokens are gathered by one flat index (`[N, H]`, the
+same order -- row-major, then token -- for every role, so the N rows line up across roles). Only then
+does the output head run, and in chunks of positions: per chunk, the student's `[C, V]` logits from
+a detached copy of its hidden states, the references' from theirs (no grad), the loss of the chunk and
+its backward into that copy; then one backward through the decoder. So no `[N, V]` tensor ever exists:
+a 150k vocabulary over thousands of trace positions would otherwise be most of the memory, three
+times over with the references. With right padding no real position ever sees a pad (causal
+attention), so no attention mask is passed and SDPA can take its causal fast path.
 
 Normalisation. Every loss is a sum over counted tokens divided by the number of trace tokens of the
 WHOLE optimizer step: all its micro-batches on all processes. Every process holds the same step plan
@@ -58,6 +61,9 @@ __all__ = ["Row", "Session", "StepStats", "build_rows", "fit", "plan_steps", "ru
 
 REFERENCE_OBJECTIVES = ("contrastive", "contrastive-target")  # need the privileged and negative forwards
 DIAGNOSTICS = ("kl_privileged", "kl_negative", "margin", "nll")
+# Logits are made and consumed a chunk of trace positions at a time: chunk = this // vocabulary size
+# (2^25 elements: 128 MiB per float32 [C, V] tensor; 682 positions at V = 49k, 220 at V = 152k).
+LOGIT_CHUNK_ELEMENTS = 2**25
 _STEP_DIR = re.compile(r"step-(\d+)")
 
 
@@ -103,8 +109,8 @@ def build_rows(cfg: TrainConfig, tokenizer) -> list[Row]:
     def prompts_of(p: Problem) -> dict[str, list[int]]:
         if p.id not in cache:
             try:
-                cache[p.id] = {r: render(tokenizer, r, p, cfg.prompts, waypoints=waypoints_for(p) if r == "negative" else None)
-                               for r in roles}
+                cache[p.id] = {r: render(tokenizer, r, p, cfg.prompts,
+                                         waypoints=waypoints_for(p) if r == "negative" else None) for r in roles}
             except ValueError as e:  # a problem without the solution a role needs
                 raise DataError(cfg.problems, None, "solution", str(e)) from None
         return cache[p.id]
@@ -114,7 +120,8 @@ def build_rows(cfg: TrainConfig, tokenizer) -> list[Row]:
         rows = []
         for p in problems.values():
             if not p.solution:
-                raise DataError(cfg.problems, None, "solution", f"problem {p.id!r} has no solution: sft-expert trains on it")
+                raise DataError(cfg.problems, None, "solution",
+                                f"problem {p.id!r} has no solution: sft-expert trains on it")
             target = tokenizer(p.solution, add_special_tokens=False)["input_ids"] + [eos]
             rows.append(Row(f"{p.id}#solution", prompts_of(p), target))
         if not rows:
@@ -178,23 +185,26 @@ def _step_seed(seed: int, step: int, rank: int) -> int:
 
 
 # --------------------------------------------------------------------------------------------------
-# the model: hidden states of the whole sequence, logits at trace positions only
+# the model: hidden states at trace positions only (the head runs in chunks, in _micro_batch)
 
 
-class _TracePositions(torch.nn.Module):
-    """Logits at gathered positions: decoder on `[B, L]`, gather `[N, H]`, output head `[N, V]`."""
+class _TraceHidden(torch.nn.Module):
+    """Final hidden states at gathered positions: decoder on `[B, L]`, then `[N, H]` by one flat index."""
 
     def __init__(self, peft_model):
         super().__init__()
         self.peft_model = peft_model  # the decoder and head are reached through it, never registered twice
 
     def forward(self, input_ids: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        base = self.peft_model.get_base_model()
         # No attention mask: rows are right-padded, so causal attention alone keeps pads out of
         # every position we gather.
-        hidden = base.get_decoder()(input_ids=input_ids, use_cache=False).last_hidden_state  # [B, L, H]
-        hidden = hidden.flatten(0, 1).index_select(0, index)  # [N, H]
-        return base.get_output_embeddings()(hidden)  # [N, V]
+        decoder = self.peft_model.get_base_model().get_decoder()
+        hidden = decoder(input_ids=input_ids, use_cache=False).last_hidden_state  # [B, L, H]
+        return hidden.flatten(0, 1).index_select(0, index)  # [N, H]
+
+    def head(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits `[C, V]` of hidden states `[C, H]` (the output embedding)."""
+        return self.peft_model.get_base_model().get_output_embeddings()(hidden)
 
 
 def _collate(rows: list[Row], role: str, pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -218,11 +228,12 @@ class Session:
     accelerator: Any
     peft_model: Any  # the learner; adapter disabled = the frozen reference
     tokenizer: Any
-    lm: _TracePositions  # unwrapped: the reference forwards go straight to it
+    lm: _TraceHidden  # unwrapped: the reference forwards and the head go straight to it
     wrapped: torch.nn.Module  # lm as accelerate prepared it (DDP under `accelerate launch`)
     optimizer: Any
     scheduler: torch.optim.lr_scheduler.LambdaLR
     pad_id: int
+    vocab_size: int
     steps_per_epoch: int
     total_steps: int
 
@@ -249,17 +260,21 @@ def setup(cfg: TrainConfig, n_rows: int) -> Session:
 
     on_cuda = cfg.resolved_device().startswith("cuda")
     bf16 = on_cuda and torch.cuda.is_bf16_supported() and cfg.dtype in ("auto", "bfloat16", "float32")
+    # cpu=True only where it changes something: accelerate's process state is shared by the whole
+    # process, and an earlier stage may have set it up already (a clash is an error there).
     accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, mixed_precision="bf16" if bf16 else "no",
-                              cpu=not on_cuda)
+                              cpu=not on_cuda and torch.cuda.is_available())
     per_epoch, total_steps = plan_steps(n_rows, cfg, accelerator.num_processes)
     model, tokenizer = load(cfg.model, dtype=cfg.dtype, device=accelerator.device)
     model.config.use_cache = False
     torch.manual_seed(cfg.seed)  # the adapter's initialisation
     lora = cfg.lora
-    peft_model = attach_lora(model, r=lora.r, alpha=lora.alpha, dropout=lora.dropout, target_modules=lora.target_modules)
+    peft_model = attach_lora(model, r=lora.r, alpha=lora.alpha, dropout=lora.dropout,
+                             target_modules=lora.target_modules)
     if cfg.gradient_checkpointing:
         # Non-reentrant: works with frozen inputs (no enable_input_require_grads) and with DDP.
-        peft_model.get_base_model().gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        peft_model.get_base_model().activation_checkpointing_enable(
+            activation_checkpointing_kwargs={"use_reentrant": False})
     peft_model.train()
     params = [p for p in peft_model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -267,10 +282,14 @@ def setup(cfg: TrainConfig, n_rows: int) -> Session:
     # process, so it stays unprepared.
     warmup = math.ceil(cfg.warmup_ratio * total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.schedule, warmup, total_steps))
-    lm = _TracePositions(peft_model)
+    head = peft_model.get_base_model().get_output_embeddings()
+    if any(p.requires_grad for p in head.parameters()):
+        # The head runs outside the prepared module, in chunks (see _micro_batch): DDP would not sync it.
+        raise ConfigError("lora.target_modules: adapting the output head is not supported")
+    lm = _TraceHidden(peft_model)
     wrapped, optimizer = accelerator.prepare(lm, optimizer)
     return Session(cfg, accelerator, peft_model, tokenizer, lm, wrapped, optimizer, scheduler, tokenizer.pad_token_id,
-                   per_epoch, total_steps)
+                   head.weight.shape[0], per_epoch, total_steps)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -289,34 +308,52 @@ class StepStats:
 
 
 def _micro_batch(s: Session, rows: list[Row], num_tokens: int, diagnose: bool) -> tuple[torch.Tensor, dict[str, float]]:
-    """Loss of a micro-batch normalised by the step's global token count, and diagnostic sums."""
+    """Backward of a micro-batch's loss normalised by the step's global token count; the loss, diagnostic sums.
+
+    The head and the loss run in chunks of trace positions on a detached copy of the student's hidden
+    states, each chunk's backward filling that copy's gradient; then ONE backward runs through the
+    decoder. So at most a chunk of `[C, V]` logits (of each role) is alive at a time, never `[N, V]`:
+    the references keep only their hidden states `[N, H]`.
+    """
     from .objectives import contrastive_diagnostics, contrastive_loss, contrastive_target_loss, nll_loss
 
-    cfg, dev = s.cfg, s.accelerator.device
+    cfg, acc, dev = s.cfg, s.accelerator, s.accelerator.device
     targets = torch.tensor([t for r in rows for t in r.target]).to(dev, non_blocking=True)  # [N]
     mask = torch.ones_like(targets, dtype=torch.bool)  # [N]: every gathered position counts
-    refs = []
+    refs: list[torch.Tensor] = []
     if cfg.objective in REFERENCE_OBJECTIVES:
         s.peft_model.eval()  # references without dropout, as at inference
-        with torch.no_grad(), s.peft_model.disable_adapter():
-            for role in ("privileged", "negative"):
-                refs.append(s.lm(*_collate(rows, role, s.pad_id, dev)))  # [N, V]
+        with torch.no_grad(), s.peft_model.disable_adapter(), acc.autocast():
+            refs = [s.lm(*_collate(rows, role, s.pad_id, dev)) for role in ("privileged", "negative")]  # [N, H] each
         s.peft_model.train()
-    student = s.wrapped(*_collate(rows, "learner", s.pad_id, dev))  # [N, V]
-    if cfg.objective == "contrastive":
-        loss = contrastive_loss(student, *refs, mask, cfg.gamma, num_tokens=num_tokens)
-    elif cfg.objective == "contrastive-target":
-        loss = contrastive_target_loss(student, *refs, mask, cfg.alpha, cfg.beta, num_tokens=num_tokens)
-    else:  # nll, sft-expert
-        loss = nll_loss(student, targets, mask, num_tokens=num_tokens)
-    # accelerate's backward divides by grad_accum and DDP averages over processes: undo both, the
-    # loss is already a share of the whole step's mean.
-    s.accelerator.backward(loss * (cfg.grad_accum * s.accelerator.num_processes))
-    diag: dict[str, float] = {}
-    if diagnose and refs:  # after backward: the graph's saved tensors are freed by now
-        d = contrastive_diagnostics(student.detach(), *refs, mask, targets)  # sync point (returns floats)
-        diag = {k: d[k] * d["tokens"] for k in DIAGNOSTICS}
-    return loss.detach(), diag
+    hidden = s.wrapped(*_collate(rows, "learner", s.pad_id, dev))  # [N, H], graph through the decoder
+    leaf = hidden.detach().requires_grad_()  # [N, H]
+    chunk = max(1, LOGIT_CHUNK_ELEMENTS // s.vocab_size)
+    loss = torch.zeros((), dtype=torch.float64, device=dev)
+    diag: Counter = Counter()
+    for start in range(0, len(targets), chunk):
+        part = slice(start, start + chunk)
+        with acc.autocast():  # outside the prepared module: its autocast does not reach here
+            student = s.lm.head(leaf[part])  # [C, V]
+            with torch.no_grad():
+                ref_logits = [s.lm.head(h[part]) for h in refs]  # [C, V] each
+            if cfg.objective == "contrastive":
+                part_loss = contrastive_loss(student, *ref_logits, mask[part], cfg.gamma, num_tokens=num_tokens)
+            elif cfg.objective == "contrastive-target":
+                part_loss = contrastive_target_loss(student, *ref_logits, mask[part], cfg.alpha, cfg.beta,
+                                                    num_tokens=num_tokens)
+            else:  # nll, sft-expert
+                part_loss = nll_loss(student, targets[part], mask[part], num_tokens=num_tokens)
+        part_loss.backward()  # into leaf.grad only: the head is frozen (checked in setup)
+        loss += part_loss.detach()
+        if diagnose and refs:
+            d = contrastive_diagnostics(student.detach(), *ref_logits, mask[part], targets[part])  # sync point (floats)
+            diag.update({k: d[k] * d["tokens"] for k in DIAGNOSTICS})
+        del student, ref_logits, part_loss  # before the next chunk allocates its own
+    # The decoder's backward: d(hidden . g)/d(hidden) = g. accelerate's backward divides by
+    # grad_accum and DDP averages over processes; undo both, the loss is already a share of the step's mean.
+    acc.backward((hidden * leaf.grad).sum() * (cfg.grad_accum * acc.num_processes))
+    return loss, dict(diag)
 
 
 def train_step(s: Session, step: int, rows: list[Row], *, diagnose: bool = False) -> StepStats:
@@ -329,10 +366,12 @@ def train_step(s: Session, step: int, rows: list[Row], *, diagnose: bool = False
     loss = torch.zeros((), dtype=torch.float64, device=acc.device)  # float64: a float64 model's losses log exactly
     diag: Counter = Counter()
     # ----------------------------------------------------------------------------------------------
+    # Sync points: none of its own. Inside, each loss call's boolean-mask gather (objectives) and,
+    # on log steps only, the diagnostics; clipping, AdamW and the schedule stay on the device.
     for micro in _split(local, cfg.grad_accum):  # the last micro-batch is never empty
         with acc.accumulate(s.wrapped):  # DDP: no gradient all-reduce until the last micro-batch
             if micro:
-                micro_loss, micro_diag = _micro_batch(s, micro, num_tokens, diagnose)
+                micro_loss, micro_diag = _micro_batch(s, micro, num_tokens, diagnose)  # forwards and backward
                 loss += micro_loss
                 diag.update(micro_diag)
     params = [p for group in s.optimizer.param_groups for p in group["params"]]
@@ -352,7 +391,8 @@ def _log_record(s: Session, stats: StepStats, step: int, per_epoch: int, elapsed
     """The log line of a step: losses summed over processes, diagnostics as token-weighted means."""
     names = [k for k in DIAGNOSTICS if k in stats.diag]
     acc = s.accelerator
-    local = torch.cat([stats.loss.view(1), torch.tensor([stats.diag[k] for k in names], dtype=torch.float64, device=acc.device)])
+    diag = torch.tensor([stats.diag[k] for k in names], dtype=torch.float64, device=acc.device)
+    local = torch.cat([stats.loss.view(1), diag])
     total = acc.reduce(local, "sum") if acc.num_processes > 1 else local  # collective: every process calls it
     # The grad norm is the same on every process (gradients were all-reduced): not summed.
     loss, grad_norm, *sums = torch.cat([total[:1], stats.grad_norm.double().view(1), total[1:]]).tolist()  # sync point
@@ -443,7 +483,8 @@ def _prepare_out(cfg: TrainConfig, out: Path) -> Path | None:
     """Check `out` against `resume`; the checkpoint to resume from, if any."""
     ckpts = _checkpoints(out)
     if not cfg.resume:
-        held = [n for n in ("adapter_config.json", "log.jsonl") if (out / n).exists()] + (["checkpoints/"] if ckpts else [])
+        held = [n for n in ("adapter_config.json", "log.jsonl") if (out / n).exists()]
+        held += ["checkpoints/"] if ckpts else []
         if held:
             raise ConfigError(f"out: {out} already holds a training run ({', '.join(held)}); "
                               "resume it (--resume) or choose another directory")
@@ -501,8 +542,9 @@ def fit(cfg: TrainConfig) -> tuple[Any, dict[str, Any]]:
             if (step + 1) % cfg.save_every == 0 or step + 1 == total:
                 if main:
                     epoch, position = divmod(step + 1, per_epoch)
-                    _save_checkpoint(s, out, step + 1, {"step": step + 1, "epoch": epoch, "position": position * cfg.batch_size,
-                                                        "tokens": tokens_seen, "elapsed": elapsed, "plan": plan})
+                    ckpt_state = {"step": step + 1, "epoch": epoch, "position": position * cfg.batch_size,
+                                  "tokens": tokens_seen, "elapsed": elapsed, "plan": plan}
+                    _save_checkpoint(s, out, step + 1, ckpt_state)
                 acc.wait_for_everyone()
     if main:
         log.close()
