@@ -45,3 +45,15 @@ def tiny_model_dir(tmp_path_factory, embedded_path) -> str:
     LlamaForCausalLM(config).save_pretrained(path)
     tok.save_pretrained(path)
     return str(path)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module: tiny models gain nothing from intra-op threads, and on a busy
+    machine every op of a 2-thread pool waits for the slower thread (~5x slower under load)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -24,14 +24,7 @@ VOCAB = 97
 EOS = (5, 11)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy machine every op of a 2-thread
-    pool waits for the slower thread: one thread makes these tests ~5x faster under load."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_llama() -> LlamaForCausalLM:

@@ -33,14 +33,7 @@ TRACE_LENGTHS = (5, 9, 7, 12)  # unequal on purpose: a per-micro-batch mean woul
 # fixtures
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: tiny models gain nothing from two, and on a shared 2-core machine the
-    second thread's spin-waits made this module 3x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
