@@ -57,3 +57,57 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# Decode modes of dail.engine.Engine that must all give the same tokens as the slow references.
+ENGINE_MODES = {
+    "per-step": {},  # the CPU default: a host read every step, exact batch sizes
+    "window-5-exact": {"sync_every": 5, "bucketed": False},
+    "window-4-buckets": {"sync_every": 4, "bucketed": True},
+    "graphs-emulated": {"sync_every": 16, "bucketed": True, "graphs": True},  # the GPU default's logic
+}
+
+
+def traced_graph_engine(model, **kw):
+    """An Engine whose steps are captured and replayed the way CUDA graphs are, but on CPU.
+
+    Each (bucket, choose) step is traced once into an aten graph (make_fx) and every later step
+    replays that trace: the step's Python never runs again, so any value it computed on the host
+    (a Python int step counter, a data-dependent branch) is frozen at capture time exactly as in a
+    CUDA graph, and the tokens come out wrong. `captures` counts (bucket, choose) captures.
+    """
+    from types import SimpleNamespace
+
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from dail.engine import Engine
+
+    class TracedGraphs(Engine):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.cuda_graphs = True  # the CPU constructor refuses it; the capture below needs no CUDA
+            self.captures: list[int] = []
+
+        def _capture(self, ws, groups, choose):
+            saved = [x.clone() for x in ws.state()]
+            traced = make_fx(lambda: self._step(ws, groups, choose))()  # tracing runs the step once
+            for x, value in zip(ws.state(), saved):
+                x.copy_(value)
+            self.captures.append(groups)
+            return SimpleNamespace(replay=traced)
+
+    return TracedGraphs(model, **kw)
+
+
+@pytest.fixture(params=list(ENGINE_MODES))
+def engine_mode(request):
+    """A factory `make(model, **kwargs) -> Engine` for one decode mode of ENGINE_MODES."""
+    from dail.engine import Engine
+
+    settings = dict(ENGINE_MODES[request.param])
+    graphs = settings.pop("graphs", False)
+
+    def make(model, **kwargs):
+        return (traced_graph_engine if graphs else Engine)(model, **settings, **kwargs)
+
+    return make

@@ -12,12 +12,14 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 import dail.engine as engine_mod
 from dail.engine import (
     Engine,
     apply_temperature,
+    bucket_sizes,
     inverse_cdf,
     problem_hash,
     reference_sample,
@@ -278,6 +280,114 @@ def test_engine_sample_equals_reference(model, batch_size):
                                           **SAMPLING))
         finishes.add(gen.finish)
     assert finishes == {"eos", "length"}  # rows left the batch early (compaction) and ran to the end
+
+
+@pytest.mark.parametrize("batch_size", [3, 8])
+def test_every_decode_mode_equals_reference(model, engine_mode, batch_size):
+    # Host reads every 4-16 steps (groups run on past EOS, unread), bucketed batches padded with
+    # copies, and steps replayed from a trace as CUDA graphs replay them: the same tokens.
+    prompts = prompts_of(8)
+    keys = [row_key(3, f"p{i}", 0) for i in range(8)]
+    got = engine_mode(model, eos_token_ids=EOS).sample(prompts, keys, max_new_tokens=24, batch_size=batch_size,
+                                                       **SAMPLING)
+    for i, gen in enumerate(got):
+        check_equal(gen, reference_sample(model, prompts[i], keys[i], max_new_tokens=24, eos_token_ids=EOS,
+                                          **SAMPLING))
+    assert {gen.finish for gen in got} == {"eos", "length"}
+
+
+def test_graphs_are_captured_once_per_bucket_and_reused_across_calls():
+    from conftest import traced_graph_engine
+
+    model = tiny_llama()
+    prompts, keys = prompts_of(12, seed=6), [row_key(5, "g", i) for i in range(12)]
+    sampling = {"temperature": 1.5, "top_p": 1.0}  # hot: most rows hit EOS, so the batch shrinks
+    engine = traced_graph_engine(model, eos_token_ids=EOS, sync_every=4, bucketed=True)
+    first = engine.sample(prompts, keys, max_new_tokens=60, **sampling)
+    assert engine.captures[0] == 16 and len(engine.captures) >= 3  # 12 groups run at 16, then smaller buckets
+    assert engine.captures == sorted(set(engine.captures), reverse=True)  # each bucket captured once
+    captured = list(engine.captures)
+    again = engine.sample(prompts, keys, max_new_tokens=60, **sampling)  # same workspace, same choose: replays
+    assert engine.captures == captured
+    assert [g.token_ids for g in again] == [g.token_ids for g in first]
+    for i, gen in enumerate(first):
+        check_equal(gen, reference_sample(model, prompts[i], keys[i], max_new_tokens=60, eos_token_ids=EOS,
+                                          **sampling))
+    # a decode that does not fit the workspace (prompts past its rounded-up width) gets a new one
+    long = [p * 20 for p in prompts[:2]]
+    engine.sample(long, keys[:2], max_new_tokens=60, **sampling)
+    assert len(engine.captures) > len(captured)
+
+
+def test_interleaved_generates_on_a_graph_engine_do_not_share_a_workspace():
+    from conftest import traced_graph_engine
+
+    model = tiny_llama()
+    prompts, keys = prompts_of(6, seed=8), [row_key(6, "i", i) for i in range(6)]
+    engine = traced_graph_engine(model, eos_token_ids=EOS, sync_every=4, bucketed=True)
+    choose = sampler(**SAMPLING)
+    outer = engine.generate([[p] for p in prompts[:3]], keys[:3], choose, max_new_tokens=20)
+    first = next(outer)  # the outer decode is suspended mid-way on the kept workspace ...
+    got = {g.index + 3: g for g in engine.generate([[p] for p in prompts[3:]], keys[3:], choose, max_new_tokens=20)}
+    got.update({g.index: g for g in [first, *outer]})  # ... and resumes after the inner one ran elsewhere
+    assert sorted(got) == list(range(6))
+    for i, gen in got.items():
+        check_equal(gen, reference_sample(model, prompts[i], keys[i], max_new_tokens=20, eos_token_ids=EOS,
+                                          **SAMPLING))
+
+
+class HostReads(TorchDispatchMode):
+    """Records every op that would make a GPU wait for the host or give a data-dependent shape."""
+
+    FORBIDDEN = ("_local_scalar_dense", "nonzero", "masked_select", "unique")
+
+    def __init__(self):
+        super().__init__()
+        self.seen: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = str(func)
+        boolean_index = name.startswith("aten.index.Tensor") and any(
+            isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in args[1])
+        if boolean_index or any(f in name for f in self.FORBIDDEN):
+            self.seen.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("mixed", [False, True])
+def test_a_decode_step_reads_nothing_back_to_the_host(model, mixed):
+    # What a CUDA graph may capture. (The vocabulary of 97 < 256 keeps top-p on its full sort, the
+    # GPU path; the CPU-only top-k head branch is the one deliberate host read in sampling.)
+    from dail.expand import mixed_choose
+
+    rows = 2 if mixed else 1
+    choose = mixed_choose(**SAMPLING, tau=0.05) if mixed else sampler(**SAMPLING)
+    engine = Engine(model, eos_token_ids=EOS, bucketed=True, sync_every=4)
+    prompts = [[p] * rows for p in prompts_of(3, seed=7)]
+    with torch.inference_mode():
+        ws, logits = engine.prefill(prompts, [1, 2, 3], max_new_tokens=8)
+        groups, _, gathered = engine._arrange(ws, 3, [0, 1, 2])  # 3 groups -> a bucket of 4
+        engine._choose(ws, groups, choose, logits[gathered])
+        with HostReads() as trap:
+            engine._step(ws, groups, choose)
+            engine._step(ws, groups, choose)
+    assert trap.seen == []
+    probe = HostReads()
+    with probe:  # and the trap does catch host reads
+        x = torch.tensor([1.0, 2.0])
+        bool(x.sum() > 1), x[x > 1]
+    assert probe.seen
+
+
+def test_bucket_sizes_and_settings():
+    assert bucket_sizes(256) == [1, 2, 4, 8, 16, 32, 64, 96, 128, 160, 192, 224, 256]
+    engine = Engine(tiny_llama(), eos_token_ids=EOS, bucketed=True)
+    assert [engine.bucket(n) for n in (1, 3, 5, 17, 33, 65, 250)] == [1, 4, 8, 32, 64, 96, 256]
+    assert Engine(tiny_llama(), eos_token_ids=EOS).bucket(5) == 5  # CPU default: exact sizes
+    with pytest.raises(ValueError, match="CUDA graphs need a model on a CUDA device"):
+        Engine(tiny_llama(), cuda_graphs=True)
+    with pytest.raises(ValueError, match="sync_every"):
+        Engine(tiny_llama(), sync_every=-1)
 
 
 def test_engine_is_invariant_to_order_duplicates_and_prefill_chunking(model):

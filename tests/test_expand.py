@@ -89,6 +89,17 @@ def test_rollout_equals_reference(model, batch_size, tau):
     assert sources == {LEARNER, PRIVILEGED}  # both branches of the rule were exercised
 
 
+def test_rollout_in_every_decode_mode_equals_reference(model, engine_mode):
+    pairs, keys = pairs_of(8, seed=5), keys_of(8)
+    got = {g.index: g for g in rollout(engine_mode(model, eos_token_ids=EOS), pairs, keys, max_new_tokens=20,
+                                       tau=0.05, **MIXED)}
+    for i in range(8):
+        want = reference_rollout(model, *pairs[i], keys[i], max_new_tokens=20, tau=0.05, eos_token_ids=EOS, **MIXED)
+        assert (got[i].token_ids, got[i].source, got[i].finish) == (want.token_ids, want.source, want.finish)
+        torch.testing.assert_close(torch.tensor(got[i].logprobs), torch.tensor(want.logprobs), rtol=1e-9, atol=1e-9)
+    assert {g.finish for g in got.values()} == {"eos", "length"}
+
+
 def test_rollout_is_invariant_to_request_order(model):
     pairs, keys = pairs_of(8, seed=1), keys_of(8)
     engine = Engine(model, eos_token_ids=EOS)

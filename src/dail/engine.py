@@ -3,7 +3,7 @@
 What it does. `Engine.generate` decodes a batch of *groups* of rows -- one row per group for plain
 sampling, two (learner, privileged) for the mixed rollout of `dail.expand` -- over a preallocated
 `transformers.StaticCache`: `prefill` runs each distinct prompt once (the n samples of a problem
-share theirs) in length-sorted chunks and assembles the cache, then `step` runs ONE forward per
+share theirs) in length-sorted chunks and assembles the cache, then each step runs ONE forward per
 generated token for every live row. A small `choose` callback turns a step's logits
 `[G, R, V]` into one token per group; that token is appended to every row of its group. Per token
 the engine records the token, a `source` tag set by `choose` (the provenance mask: learner or
@@ -13,14 +13,18 @@ Layout. Left padding: row i's prompt ends at column P (the longest prompt) and g
 follow at P, P+1, ... in every row, which is what `StaticCache` (one write column for the whole
 batch) needs; the attention mask hides each row's padding and per-row `position_ids` start at 0 on
 its first real token, so a padded row computes exactly what it would alone. The cache is sized
-once per batch (P + max_new_tokens - 1 columns) and never grows.
+for the whole decode (P + max_new_tokens - 1 columns) and never grows; with CUDA graphs it is kept
+and reused by later calls that fit in it, so their graphs are captured once.
 
-Finished rows are COMPACTED, not masked: at the step's one sync point the host learns which groups
-ended, and their rows are dropped from the cache, the mask, the positions and the keys. Why: on CPU
-(and on GPU at useful batch sizes) a forward costs in proportion to its rows, and trace lengths are
-long-tailed, so masking would spend most of the compute of a batch on rows that already ended. The
-price is a copy of the cache per compaction (at most once per group) and batch shapes that shrink;
-a later CUDA-graph engine should compact to a few bucketed sizes instead of every size.
+Steps run on static buffers (`_Workspace`): the cache, positions, mask, the step counter and the
+record of each step's tokens are allocated once and advanced in place, so one step of a given batch
+size can be captured as a CUDA graph and replayed (on GPU, by default). The host reads the record
+once per window of `sync_every` steps (16 on GPU, 1 on CPU): that read is the only synchronisation,
+and it is where groups that hit EOS are found. A group runs on, unread, to the end of its window;
+its surplus tokens are dropped. Then the live groups are moved to the front and the batch shrinks
+to the BUCKET of their count (`bucket_sizes`: 1, 2, 4, ..., 32, 64, 96, ... on GPU, so a few graphs
+cover every size; exactly the live count on CPU, where a forward costs in proportion to its rows
+and trace lengths are long-tailed). Padding groups are copies of a live one whose output is ignored.
 
 Randomness is counter-based: the uniform of draw `d` at step `t` of a sequence is the
 `t * DRAWS_PER_STEP + d + 1`-th output of splitmix64 seeded with the sequence's key
@@ -33,8 +37,9 @@ Draw convention: draw 0 is the learner's (and plain sampling's default), draw 1 
 model's; `Engine.sample(..., draw=1)` therefore reproduces a mixed rollout that always rejects.
 
 What it deliberately does not do: tokenisation and prompts (`dail.prompts`), the mixed acceptance
-rule (`dail.expand`), continuous batching (a finished group's slot is not refilled), CUDA graphs or
-torch.compile, caches other than key/value attention caches (linear-attention / SSM layers raise).
+rule (`dail.expand`), continuous batching (a finished group's slot is not refilled), torch.compile
+(graphs replay the eager kernels; fusing them is the next step), caches other than key/value
+attention caches (linear-attention / SSM layers raise).
 """
 
 from __future__ import annotations
@@ -62,7 +67,9 @@ __all__ = [
     "top_p_filter",
     "transform",
     "inverse_cdf",
+    "Sampler",
     "sampler",
+    "bucket_sizes",
     "sampling_dtype",
     "default_eos_ids",
     "reference_sample",
@@ -211,19 +218,32 @@ def inverse_cdf(probs: Tensor, u: Tensor) -> Tensor:
 # ---------------------------------------------------------------------------------------------
 # the engine
 
-Choose = Callable[[Tensor, Tensor, int], tuple[Tensor, Tensor]]
-"""choose(logits [G, R, V], keys [G] int64, t) -> (token [G] int64, source [G] int64)."""
+Choose = Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
+"""choose(logits [G, R, V], keys [G] int64, t [] int64) -> (token [G] int64, source [G] int64).
+
+It runs inside a captured CUDA graph on GPU: tensor ops only, no host reads, no shapes that depend on
+values, and `t` (the step) is a 0-d device tensor. Graphs are kept per `choose`, so a callback that
+compares equal by its settings (a frozen dataclass, like `Sampler`) reuses them across calls."""
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """The `choose` of plain sampling: one row per group, token ~ T(logits) with the given draw."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    draw: int = 0
+
+    def __call__(self, logits: Tensor, keys: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        q = transform(logits[:, 0], self.temperature, self.top_p, self.top_k)  # [G, V]
+        token = inverse_cdf(q, uniforms(keys, t, self.draw, q.dtype))  # [G]
+        return token, torch.zeros_like(token)
 
 
 def sampler(temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, draw: int = 0) -> Choose:
-    """The `choose` of plain sampling: one row per group, token ~ T(logits) with the given draw."""
-
-    def choose(logits: Tensor, keys: Tensor, t: int) -> tuple[Tensor, Tensor]:
-        q = transform(logits[:, 0], temperature, top_p, top_k)  # [G, V]
-        token = inverse_cdf(q, uniforms(keys, t, draw, q.dtype))  # [G]
-        return token, torch.zeros_like(token)
-
-    return choose
+    """The `choose` of plain sampling with these settings."""
+    return Sampler(temperature, top_p, top_k, draw)
 
 
 @dataclass
@@ -272,29 +292,116 @@ def _chunks(lengths: Sequence[int], budget: int, waste: float = 0.25) -> Iterato
         yield lo, len(lengths)
 
 
-@dataclass
-class _Batch:
-    """Decode state of the live groups; rows of group g are g*R ... g*R+R-1."""
+def bucket_sizes(limit: int) -> list[int]:
+    """The decode batch sizes (in groups) of the bucketed engine up to `limit`: 1, 2, 4, ..., 32, then steps of 32."""
+    sizes = [1]
+    while sizes[-1] < limit:
+        sizes.append(sizes[-1] * 2 if sizes[-1] < 32 else sizes[-1] + 32)
+    return sizes
 
-    cache: object  # transformers.StaticCache
-    mask: Tensor  # [N, S] bool: False on left padding only (causality masks the future)
-    pos: Tensor  # [N] position of each row's next token
-    keys: Tensor  # [G] int64 stream keys
-    logits: Tensor  # [N, V] logits for the next token (sampling dtype)
-    live: list[int]  # request index of each live group
+
+class _Workspace:
+    """Every tensor a decode step reads or writes, allocated once at fixed addresses.
+
+    A CUDA graph replays kernels on the pointers it captured, so nothing a step touches may be
+    reallocated: the KV cache holds `groups * R` rows of `width` columns and a batch of g groups runs
+    on views of its first g * R rows; the step, the record column and the positions are device
+    tensors that the step advances in place; each step writes its tokens, sources and log-probs into
+    column `col` of the record buffers, which the host reads once per window of `window` steps.
+    """
+
+    def __init__(self, model, template, groups: int, rows_per_group: int, width: int, window: int,
+                 logits_dtype: torch.dtype):
+        from transformers import StaticCache
+
+        self.groups, self.R, self.width, self.window = groups, rows_per_group, width, window
+        self.dtype, self.logits_dtype = template.layers[0].keys.dtype, logits_dtype
+        n = groups * rows_per_group
+        self.cache = StaticCache(config=model.config, max_cache_len=width)
+        # Prefill assembly and row gathers handle plain key/value layers only (full attention).
+        unsupported = {type(layer).__name__ for layer in self.cache.layers} - {"StaticLayer"}
+        if unsupported:
+            raise NotImplementedError(f"unsupported cache layers for this model: {', '.join(sorted(unsupported))}")
+        self.kv: list[Tensor] = []  # full keys and values of every layer, [n, H, width, D] each
+        for layer, small in zip(self.cache.layers, template.layers):
+            shape = (n, small.keys.shape[1], 0)
+            layer.lazy_initialization(small.keys.new_empty(*shape, small.keys.shape[-1]),
+                                      small.values.new_empty(*shape, small.values.shape[-1]))
+            self.kv += [layer.keys, layer.values]
+        device = self.kv[0].device
+        self.token = torch.zeros(groups, dtype=torch.long, device=device)  # [G] each group's last token
+        self.key = torch.zeros(groups, dtype=torch.long, device=device)  # [G] stream keys
+        self.pos = torch.zeros(n, dtype=torch.long, device=device)  # [N] position of each row's next token
+        self.mask = torch.zeros(n, width, dtype=torch.bool, device=device)  # [N, S] False on left padding only
+        self.t = torch.zeros((), dtype=torch.long, device=device)  # tokens generated so far
+        self.col = torch.zeros((), dtype=torch.long, device=device)  # record column of the next token
+        self.rec_token = torch.zeros(groups, window, dtype=torch.long, device=device)  # [G, W]
+        self.rec_source = torch.zeros(groups, window, dtype=torch.long, device=device)  # [G, W]
+        self.rec_logprob = torch.zeros(groups, rows_per_group, window, dtype=logits_dtype, device=device)  # [G, R, W]
+        self.graphs: dict = {}  # (groups, choose) -> captured step
+        self.busy = False  # a generate() is decoding in it
+        self.pool = None  # memory pool shared by the captured graphs (they never run at once)
+
+    def fits(self, groups: int, rows_per_group: int, width: int, dtype: torch.dtype, logits_dtype: torch.dtype) -> bool:
+        """Whether a decode of this size can run in this workspace (and so reuse its graphs)."""
+        return (self.R == rows_per_group and self.groups >= groups and self.width >= width
+                and self.dtype == dtype and self.logits_dtype == logits_dtype)
+
+    def use(self, groups: int) -> None:
+        """Point the cache at the first `groups` groups' rows: views, so writes land in the full buffers."""
+        n = groups * self.R
+        for i, layer in enumerate(self.cache.layers):
+            layer.keys, layer.values = self.kv[2 * i][:n], self.kv[2 * i + 1][:n]
+
+    def state(self) -> list[Tensor]:
+        """The tensors a step advances in place (a graph's warm-up runs must leave them as they were)."""
+        return [self.token, self.pos, self.t, self.col] + [layer.cumulative_length for layer in self.cache.layers]
+
+    def arrange(self, groups: int, order: list[int]) -> Tensor:
+        """Make group i of the batch the current group order[i], for every per-row and per-group buffer;
+        returns the row indices [len(order) * R] that were gathered."""
+        g = torch.tensor(order, dtype=torch.long, device=self.token.device)  # [G']
+        rows = (g[:, None] * self.R + torch.arange(self.R, device=g.device)).flatten()  # [N']
+        for buf in self.kv:
+            buf[: len(rows)] = buf[: groups * self.R].index_select(0, rows)
+        for buf, idx in ((self.pos, rows), (self.mask, rows), (self.token, g), (self.key, g)):
+            buf[: len(idx)] = buf.index_select(0, idx)
+        return rows
 
 
 class Engine:
-    """Batched decoding of groups of rows over a static KV cache, one forward per step."""
+    """Batched decoding of groups of rows over a static KV cache: one forward per step, CUDA graphs on GPU.
 
-    def __init__(self, model, eos_token_ids: Iterable[int] | None = None, prefill_tokens: int = 8192):
+    `sync_every`: steps between host reads (EOS checks); `bucketed`: run decode at the sizes of
+    `bucket_sizes` instead of the exact number of live groups; `cuda_graphs`: capture each
+    bucket's step once and replay it. Defaults: 16 / on / on for a CUDA model; 1 / off / off on CPU,
+    where a forward costs in proportion to its rows and launch overhead is nil.
+    """
+
+    def __init__(self, model, eos_token_ids: Iterable[int] | None = None, prefill_tokens: int = 8192, *,
+                 sync_every: int | None = None, bucketed: bool | None = None, cuda_graphs: bool | None = None):
         self.model = model
         self.prefill_tokens = prefill_tokens  # padded tokens per prefill forward (bounds its memory)
         self.device = next(model.parameters()).device
+        cuda = self.device.type == "cuda"
+        self.cuda_graphs = cuda if cuda_graphs is None else cuda_graphs
+        if self.cuda_graphs and not cuda:
+            raise ValueError(f"CUDA graphs need a model on a CUDA device, not {self.device}")
+        self.sync_every = sync_every or (16 if cuda else 1)
+        if self.sync_every < 1:
+            raise ValueError(f"sync_every must be >= 1, got {sync_every}")
+        self.bucketed = cuda if bucketed is None else bucketed
         ids = sorted(set(eos_token_ids)) if eos_token_ids is not None else default_eos_ids(model)
-        self.eos = torch.tensor(ids, dtype=torch.long, device=self.device)  # [E]
+        self.eos = frozenset(ids)
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         self._keep_last = "logits_to_keep" in inspect.signature(base.forward).parameters
+        self._workspace: _Workspace | None = None  # kept between calls only with CUDA graphs
+
+    def bucket(self, groups: int) -> int:
+        """The number of groups a decode step runs at when `groups` are live."""
+        if not self.bucketed:
+            return groups
+        return next(size for size in bucket_sizes(groups) if size >= groups)
 
     def _forward(self, ids: Tensor, pos: Tensor, mask: Tensor, cache, last: Tensor | None = None) -> Tensor:
         """Logits [N, V] in the sampling dtype at column `last` [N] of each row (default: the final one)."""
@@ -307,10 +414,26 @@ class Engine:
             logits = logits[torch.arange(len(last), device=logits.device), last][:, None]
         return logits[:, -1].to(sampling_dtype(logits.dtype))  # [N, V]
 
-    def prefill(self, prompts: Sequence[Sequence[Sequence[int]]], keys: Sequence[int], max_new_tokens: int) -> _Batch:
-        """Prefill every distinct prompt once into a fresh cache sized for the whole decode, left-padded."""
-        from transformers import StaticCache
+    def _ensure_workspace(self, template, logits_dtype: torch.dtype, groups: int, rows_per_group: int,
+                          width: int) -> _Workspace:
+        """A workspace for this decode: the kept one when it fits (its graphs stay valid), else a new one."""
+        groups, dtype = self.bucket(groups), template.layers[0].keys.dtype
+        if not self.cuda_graphs:
+            return _Workspace(self.model, template, groups, rows_per_group, width, self.sync_every, logits_dtype)
+        ws = self._workspace
+        if ws is not None and ws.busy:  # another generate() of this engine is still running on it
+            return _Workspace(self.model, template, groups, rows_per_group, width, self.sync_every, logits_dtype)
+        if ws is not None and ws.fits(groups, rows_per_group, width, dtype, logits_dtype):
+            return ws
+        self._workspace = None  # free the old buffers and graphs before allocating the new ones
+        width = -(-width // 256) * 256  # round up so that later, slightly longer prompts still fit
+        self._workspace = _Workspace(self.model, template, groups, rows_per_group, width, self.sync_every,
+                                     logits_dtype)
+        return self._workspace
 
+    def prefill(self, prompts: Sequence[Sequence[Sequence[int]]], keys: Sequence[int],
+                max_new_tokens: int) -> tuple[_Workspace, Tensor]:
+        """Prefill every distinct prompt once into a workspace, left-padded; logits [N, V] at each prompt's end."""
         rows = [tuple(p) for group in prompts for p in group]  # N rows, group-major
         if any(len(r) == 0 for r in rows):
             raise ValueError("empty prompt: every row needs at least one token")
@@ -321,34 +444,29 @@ class Engine:
         src = torch.tensor([slot[r] for r in rows], device=self.device)  # [N] distinct prompt of each row
         lens = torch.tensor([len(r) for r in rows], device=self.device)  # [N]
         width = len(unique[-1])  # P; every prompt ends at column P
-        cache = StaticCache(config=self.model.config, max_cache_len=width + max_new_tokens - 1)
-        # Prefill assembly and compaction handle plain key/value layers only (full attention).
-        unsupported = {type(layer).__name__ for layer in cache.layers} - {"StaticLayer"}
-        if unsupported:
-            raise NotImplementedError(f"unsupported cache layers for this model: {', '.join(sorted(unsupported))}")
-        logits = []
+        ws, logits = None, []
         for lo, hi in _chunks([len(r) for r in unique], self.prefill_tokens):
             part, chunk_logits = self._prefill_chunk(unique[lo:hi])  # DynamicCache [C, H, w, D], [C, V]
+            if ws is None:  # the first chunk tells the cache's heads, head size and dtype
+                ws = self._ensure_workspace(part, chunk_logits.dtype, len(prompts), len(prompts[0]),
+                                            width + max_new_tokens - 1)
             logits.append(chunk_logits)
             here = ((src >= lo) & (src < hi)).nonzero()[:, 0]  # [n] rows fed by this chunk
             # The chunk is right-padded; row n's prompt moves to columns [P - len_n, P) of the cache.
             # Columns left of it get copies of column 0: masked, but finite (0 * NaN would poison).
             shift = (torch.arange(width, device=self.device)[None, :] - (width - lens[here])[:, None]).clamp(min=0)
-            for big, small in zip(cache.layers, part.layers):
-                if not big.is_initialized:
-                    shape = (len(rows), small.keys.shape[1], 0)
-                    big.lazy_initialization(small.keys.new_empty(*shape, small.keys.shape[-1]),
-                                            small.values.new_empty(*shape, small.values.shape[-1]))
-                for dst, kv in ((big.keys, small.keys), (big.values, small.values)):
+            for i, small in enumerate(part.layers):
+                for dst, kv in ((ws.kv[2 * i], small.keys), (ws.kv[2 * i + 1], small.values)):
                     kv = kv.index_select(0, src[here] - lo)  # [n, H, w, D]
                     idx = shift[:, None, :, None].expand(-1, kv.shape[1], -1, kv.shape[-1])  # [n, H, P, D]
                     dst[here, :, :width] = kv.gather(2, idx)
-        for layer in cache.layers:
+        for layer in ws.cache.layers:
             layer.cumulative_length.fill_(width)
-        columns = torch.arange(width + max_new_tokens - 1, device=self.device)
-        mask = columns[None, :] >= (width - lens)[:, None]  # [N, S]
-        return _Batch(cache, mask, lens.clone(), torch.tensor(list(keys), dtype=torch.long, device=self.device),
-                      torch.cat(logits)[src], list(range(len(prompts))))
+        columns = torch.arange(ws.width, device=self.device)
+        ws.mask[: len(rows)] = columns[None, :] >= (width - lens)[:, None]  # future columns: causality hides them
+        ws.pos[: len(rows)] = lens
+        ws.key[: len(prompts)] = torch.tensor(list(keys), dtype=torch.long)
+        return ws, torch.cat(logits)[src]
 
     def _prefill_chunk(self, prompts: Sequence[Sequence[int]]) -> tuple[object, Tensor]:
         """One forward over right-padded prompts into a throwaway DynamicCache; logits [C, V] at each end."""
@@ -370,26 +488,61 @@ class Engine:
         logits = self._forward(ids.to(dev), pos.to(dev), mask.to(dev), cache, last.to(dev))
         return cache, logits
 
-    def step(self, batch: _Batch, token: Tensor) -> None:
-        """Append each group's token to all its rows: one forward for every live row."""
-        rows = batch.mask.shape[0] // len(batch.live)
-        ids = token.repeat_interleave(rows)[:, None]  # [N, 1]
-        batch.logits = self._forward(ids, batch.pos[:, None], batch.mask, batch.cache)
-        batch.pos += 1
-
     @staticmethod
-    def compact(batch: _Batch, keep: list[int]) -> None:
-        """Drop every group not in `keep` (indices into the live groups) from the batch and its cache."""
-        rows = batch.mask.shape[0] // len(batch.live)
-        g = torch.tensor(keep, dtype=torch.long, device=batch.keys.device)  # [G']
-        r = (g[:, None] * rows + torch.arange(rows, device=g.device)).flatten()  # [N']
-        for layer in batch.cache.layers:
-            if layer.is_initialized:
-                layer.keys, layer.values = layer.keys.index_select(0, r), layer.values.index_select(0, r)
-                layer.batch_size = len(r)
-        batch.mask, batch.pos, batch.logits = batch.mask[r], batch.pos[r], batch.logits[r]
-        batch.keys = batch.keys[g]
-        batch.live = [batch.live[i] for i in keep]
+    def _choose(ws: _Workspace, groups: int, choose: Choose, logits: Tensor) -> None:
+        """Choose each group's next token from `logits` [groups * R, V] and record it at column `col`."""
+        R = ws.R
+        token, source = choose(logits.view(groups, R, -1), ws.key[:groups], ws.t)  # [g], [g]
+        logprob = _token_logprob(logits, token.repeat_interleave(R)).view(groups, R)  # [g, R]
+        col = ws.col.view(1)
+        ws.rec_token[:groups].index_copy_(1, col, token[:, None])
+        ws.rec_source[:groups].index_copy_(1, col, source.to(torch.long)[:, None])
+        ws.rec_logprob[:groups].index_copy_(2, col, logprob.to(ws.logits_dtype)[:, :, None])
+        ws.token[:groups] = token
+        ws.t += 1
+        ws.col += 1
+
+    def _step(self, ws: _Workspace, groups: int, choose: Choose) -> None:
+        """One decode step of the first `groups` groups: forward of their last tokens, then choose.
+
+        This is what a CUDA graph captures: every tensor it touches lives in `ws`, and it reads
+        nothing back to the host.
+        """
+        n = groups * ws.R
+        ws.use(groups)
+        ids = ws.token[:groups].repeat_interleave(ws.R)[:, None]  # [n, 1]
+        logits = self._forward(ids, ws.pos[:n, None], ws.mask[:n], ws.cache)  # [n, V]
+        ws.pos[:n] += 1
+        self._choose(ws, groups, choose, logits)
+
+    def _run(self, ws: _Workspace, groups: int, choose: Choose) -> None:
+        """`_step`, replayed from a graph captured on first use of this (bucket, choose) when graphs are on."""
+        if not self.cuda_graphs:
+            return self._step(ws, groups, choose)
+        graph = ws.graphs.get((groups, choose))
+        if graph is None:
+            graph = ws.graphs[groups, choose] = self._capture(ws, groups, choose)
+        graph.replay()
+
+    def _capture(self, ws: _Workspace, groups: int, choose: Choose):
+        """A CUDA graph of `_step` at this bucket; its warm-up runs leave the decode state as they found it."""
+        saved = [x.clone() for x in ws.state()]
+        stream = torch.cuda.Stream(self.device)
+        stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(stream):
+            for _ in range(2):  # capture wants lazy initialisation (cuBLAS workspaces, kernels) done before
+                self._step(ws, groups, choose)
+                # Each warm-up step wrote the current cache column and record column, which the real
+                # step rewrites before anything reads them; the state goes back to what it was.
+                for x, value in zip(ws.state(), saved):
+                    x.copy_(value)
+        torch.cuda.current_stream(self.device).wait_stream(stream)
+        if ws.pool is None:
+            ws.pool = torch.cuda.graph_pool_handle()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=ws.pool):
+            self._step(ws, groups, choose)
+        return graph
 
     @torch.inference_mode()
     def generate(self, prompts: Sequence[Sequence[Sequence[int]]], keys: Sequence[int], choose: Choose, *,
@@ -402,34 +555,70 @@ class Engine:
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         R = len(prompts[0])
-        batch = self.prefill(prompts, keys, max_new_tokens)
-        acc = {i: Generation(i, logprobs=[[] for _ in range(R)]) for i in batch.live}
-        for t in range(max_new_tokens):
-            G = len(batch.live)
-            token, source = choose(batch.logits.view(G, R, -1), batch.keys, t)  # [G], [G]
-            logprob = _token_logprob(batch.logits, token.repeat_interleave(R)).view(G, R)  # [G, R]
-            eos = torch.isin(token, self.eos) if stop_on_eos else torch.zeros_like(token, dtype=torch.bool)
-            # One transfer for everything the host needs; token ids < 2^24 are exact in float32.
-            packed = torch.cat([token[:, None], source[:, None], eos[:, None]], 1).to(logprob.dtype)  # [G, 3]
-            rows = torch.cat([packed, logprob], 1).tolist()  # sync point: the step's tokens and EOS flags
-            keep = []
-            for j, (tok, src, hit, *lps) in enumerate(rows):
-                gen = acc[batch.live[j]]
-                gen.token_ids.append(int(tok))
-                gen.source.append(int(src))
-                for r in range(R):
-                    gen.logprobs[r].append(lps[r])
-                if hit or t + 1 == max_new_tokens:
-                    gen.finish = "eos" if hit else "length"
-                    yield acc.pop(batch.live[j])
-                else:
-                    keep.append(j)
-            if not keep:
+        ws, logits = self.prefill(prompts, keys, max_new_tokens)
+        ws.busy = True
+        try:
+            yield from self._decode(ws, logits, len(prompts), R, choose, max_new_tokens, stop_on_eos)
+        finally:
+            ws.busy = False
+
+    def _decode(self, ws: _Workspace, logits: Tensor, n_groups: int, R: int, choose: Choose, max_new_tokens: int,
+                stop_on_eos: bool) -> Iterator[Generation]:
+        """The decode loop of `generate` after prefill: windows of steps, one host read each."""
+        acc = {i: Generation(i, logprobs=[[] for _ in range(R)]) for i in range(n_groups)}
+        slots: list[int | None] = list(range(n_groups))  # request index of each batch group; None: ended
+        groups, slots, rows = self._arrange(ws, n_groups, slots)
+        ws.t.zero_()
+        ws.col.zero_()
+        self._choose(ws, groups, choose, logits[rows])  # token 0 from the prefill's logits
+        done = window = 1  # tokens generated; of them, recorded since the last host read
+        while True:
+            steps = min(self.sync_every - window, max_new_tokens - done)
+            for _ in range(steps):
+                self._run(ws, groups, choose)
+            done, window = done + steps, window + steps
+            # The host read, once per window: tokens, sources and log-probs of every step in one transfer.
+            # Token ids < 2^24 are exact in float32.
+            table = torch.cat([ws.rec_token[:groups, :window].to(ws.logits_dtype),
+                               ws.rec_source[:groups, :window].to(ws.logits_dtype),
+                               ws.rec_logprob[:groups, :, :window].flatten(1)], 1).tolist()
+            first = done - window  # step of the window's column 0
+            for j, row in enumerate(table):
+                if slots[j] is None:
+                    continue
+                gen = acc[slots[j]]
+                for c in range(window):
+                    token = int(row[c])
+                    gen.token_ids.append(token)
+                    gen.source.append(int(row[window + c]))
+                    for r in range(R):
+                        gen.logprobs[r].append(row[(2 + r) * window + c])
+                    hit = stop_on_eos and token in self.eos
+                    if hit or first + c + 1 == max_new_tokens:
+                        gen.finish = "eos" if hit else "length"
+                        yield acc.pop(slots[j])
+                        slots[j] = None
+                        break
+            if not acc:
                 return
-            if len(keep) < G:
-                self.compact(batch, keep)
-                token = token[torch.tensor(keep, device=token.device)]
-            self.step(batch, token)
+            groups, slots, _ = self._arrange(ws, groups, slots)
+            ws.col.zero_()
+            window = 0
+
+    def _arrange(self, ws: _Workspace, groups: int, slots: list[int | None]) -> tuple[int, list, Tensor]:
+        """Fit the batch to the bucket of its live groups: a no-op while that bucket is the current size,
+        else the live groups move to the front and copies of the last one (slot None) fill the bucket.
+        -> (groups, slots, row indices [groups * R] gathered from the old batch)."""
+        live = [j for j, s in enumerate(slots) if s is not None]
+        size = self.bucket(len(live))
+        if size == len(slots):
+            return groups, slots, torch.arange(groups * ws.R, device=self.device)
+        # Ended groups are dropped, not masked: on CPU a forward costs in proportion to its rows, and
+        # trace lengths are long-tailed, so masking would spend most of a batch's compute on rows that
+        # already ended. On GPU the buckets bound the number of captured graphs.
+        order = live + [live[-1]] * (size - len(live))
+        rows = ws.arrange(groups, order)
+        return size, [slots[j] for j in live] + [None] * (size - len(live)), rows
 
     def sample(self, prompts: Sequence[Sequence[int]], keys: Sequence[int], *, max_new_tokens: int,
                temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, draw: int = 0,

@@ -33,6 +33,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -55,25 +56,34 @@ from .engine import (
     uniforms,
 )
 
-__all__ = ["LEARNER", "PRIVILEGED", "SOURCES", "mixed_choose", "rollout", "reference_rollout", "verdict",
+__all__ = ["LEARNER", "PRIVILEGED", "SOURCES", "MixedChoose", "mixed_choose", "rollout", "reference_rollout", "verdict",
            "make_trace", "summarise", "run"]
 
 LEARNER, PRIVILEGED = 0, 1  # row of a group, draw index, and source tag all at once
 SOURCES = "LP"  # source tag -> letter in Trace.source
 
 
-def mixed_choose(temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, tau: float = 0.0) -> Choose:
+@dataclass(frozen=True)
+class MixedChoose:
     """The mixed rule as an engine `choose` over groups of (learner, privileged) rows."""
 
-    def choose(logits: Tensor, keys: Tensor, t: int) -> tuple[Tensor, Tensor]:
-        q = transform(logits, temperature, top_p, top_k)  # [G, 2, V]
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    tau: float = 0.0
+
+    def __call__(self, logits: Tensor, keys: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        q = transform(logits, self.temperature, self.top_p, self.top_k)  # [G, 2, V]
         a = inverse_cdf(q[:, LEARNER], uniforms(keys, t, LEARNER, q.dtype))  # [G]
         # b is drawn for every group, needed or not: a branch per group would cost a host sync.
         b = inverse_cdf(q[:, PRIVILEGED], uniforms(keys, t, PRIVILEGED, q.dtype))  # [G]
-        accept = q[:, PRIVILEGED].gather(-1, a[:, None])[:, 0] > tau  # [G]
+        accept = q[:, PRIVILEGED].gather(-1, a[:, None])[:, 0] > self.tau  # [G]
         return torch.where(accept, a, b), (~accept).long()
 
-    return choose
+
+def mixed_choose(temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, tau: float = 0.0) -> Choose:
+    """The mixed rule with these settings (equal settings give equal callbacks, which share CUDA graphs)."""
+    return MixedChoose(temperature, top_p, top_k, tau)
 
 
 def rollout(engine: Engine, pairs: Sequence[tuple[Sequence[int], Sequence[int]]], keys: Sequence[int], *,
