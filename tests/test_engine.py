@@ -304,7 +304,8 @@ def test_graphs_are_captured_once_per_bucket_and_reused_across_calls():
     sampling = {"temperature": 1.5, "top_p": 1.0}  # hot: most rows hit EOS, so the batch shrinks
     engine = traced_graph_engine(model, eos_token_ids=EOS, sync_every=4, bucketed=True)
     first = engine.sample(prompts, keys, max_new_tokens=60, **sampling)
-    assert engine.captures[0] == 16 and len(engine.captures) >= 3  # 12 groups run at 16, then smaller buckets
+    assert engine.captures[0] == 12 and len(engine.captures) >= 3  # 12 groups start at 12, then buckets 8, 4, ...
+    assert set(engine.captures[1:]) <= {1, 2, 4, 8}
     assert engine.captures == sorted(set(engine.captures), reverse=True)  # each bucket captured once
     captured = list(engine.captures)
     again = engine.sample(prompts, keys, max_new_tokens=60, **sampling)  # same workspace, same choose: replays
@@ -366,7 +367,7 @@ def test_a_decode_step_reads_nothing_back_to_the_host(model, mixed):
     prompts = [[p] * rows for p in prompts_of(3, seed=7)]
     with torch.inference_mode():
         ws, logits = engine.prefill(prompts, [1, 2, 3], max_new_tokens=8)
-        groups, _, gathered = engine._arrange(ws, 3, [0, 1, 2])  # 3 groups -> a bucket of 4
+        groups, _, gathered = engine._arrange(ws, 3, [0, 1, None], 4)  # 2 live groups of 3 -> a bucket of 2
         engine._choose(ws, groups, choose, logits[gathered])
         with HostReads() as trap:
             engine._step(ws, groups, choose)
@@ -383,6 +384,7 @@ def test_bucket_sizes_and_settings():
     assert bucket_sizes(256) == [1, 2, 4, 8, 16, 32, 64, 96, 128, 160, 192, 224, 256]
     engine = Engine(tiny_llama(), eos_token_ids=EOS, bucketed=True)
     assert [engine.bucket(n) for n in (1, 3, 5, 17, 33, 65, 250)] == [1, 4, 8, 32, 64, 96, 256]
+    assert [engine.bucket(n, cap=40) for n in (3, 33, 40)] == [4, 40, 40]  # never above the batch's start
     assert Engine(tiny_llama(), eos_token_ids=EOS).bucket(5) == 5  # CPU default: exact sizes
     with pytest.raises(ValueError, match="CUDA graphs need a model on a CUDA device"):
         Engine(tiny_llama(), cuda_graphs=True)

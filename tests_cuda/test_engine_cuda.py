@@ -100,7 +100,7 @@ def test_a_decode_step_never_synchronises(mixed):
     choose = mixed_choose(**SAMPLING) if mixed else sampler(**SAMPLING)
     with torch.inference_mode():
         ws, logits = engine.prefill(groups, list(range(5)), max_new_tokens=8)
-        size, _, rows = engine._arrange(ws, 5, list(range(5)))
+        size, _, rows = engine._arrange(ws, 5, [0, 1, 2, None, 4], 5)  # 4 live: a bucket of 4
         engine._choose(ws, size, choose, logits[rows])
         torch.cuda.synchronize()
         torch.cuda.set_sync_debug_mode("error")
@@ -117,7 +117,7 @@ def test_graphs_are_captured_once_and_replayed_by_later_calls():
     groups = groups_of(24, mixed=False)
     first = decode(engine, groups, mixed=False)
     captured = dict(engine._workspace.graphs)
-    assert len(captured) >= 2 and {size for size, _ in captured} <= {1, 2, 4, 8, 16, 32}
+    assert len(captured) >= 2 and {size for size, _ in captured} <= {1, 2, 4, 8, 16, 24}
     again = decode(engine, groups, mixed=False)
     assert engine._workspace.graphs == captured  # same objects: nothing recaptured
     assert [g.token_ids for g in again] == [g.token_ids for g in first]

@@ -31,7 +31,8 @@ Randomness is counter-based: the uniform of draw `d` at step `t` of a sequence i
 (`row_key(seed, problem id, sample index)`), computed in int64 tensor arithmetic on the device.
 Tokens are drawn by inverse CDF over the transformed distribution. So a sequence's tokens depend on
 nothing but its key and its own logits -- not on batch size, order, or process count -- and sampling
-needs no generator object and no host round trip.
+needs no generator object and no host round trip. (The logits themselves are batch-invariant on CPU;
+on GPU, low-precision matmuls may tile differently per batch size and move them by rounding.)
 
 Draw convention: draw 0 is the learner's (and plain sampling's default), draw 1 the privileged
 model's; `Engine.sample(..., draw=1)` therefore reproduces a mixed rollout that always rejects.
@@ -44,6 +45,7 @@ attention caches (linear-attention / SSM layers raise).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import math
@@ -344,7 +346,8 @@ class _Workspace:
 
     def fits(self, groups: int, rows_per_group: int, width: int, dtype: torch.dtype, logits_dtype: torch.dtype) -> bool:
         """Whether a decode of this size can run in this workspace (and so reuse its graphs)."""
-        return (self.R == rows_per_group and self.groups >= groups and self.width >= width
+        # Every step attends over the whole width: a far wider cache than needed would cost on every step.
+        return (self.R == rows_per_group and self.groups >= groups and width <= self.width <= 2 * width
                 and self.dtype == dtype and self.logits_dtype == logits_dtype)
 
     def use(self, groups: int) -> None:
@@ -369,6 +372,20 @@ class _Workspace:
         return rows
 
 
+# RoPE variants whose forward reads the sequence length on the host (or updates frequencies in place
+# per call): a captured graph would freeze them.
+_HOST_ROPE = {"dynamic", "longrope"}
+
+
+def _rope_type(config) -> str:
+    """The model's RoPE variant ("default" when plain)."""
+    for name in ("rope_parameters", "rope_scaling"):
+        params = getattr(config, name, None)
+        if isinstance(params, dict) and params.get("rope_type", params.get("type")):
+            return str(params.get("rope_type", params.get("type")))
+    return "default"
+
+
 class Engine:
     """Batched decoding of groups of rows over a static KV cache: one forward per step, CUDA graphs on GPU.
 
@@ -376,6 +393,9 @@ class Engine:
     `bucket_sizes` instead of the exact number of live groups; `cuda_graphs`: capture each
     bucket's step once and replay it. Defaults: 16 / on / on for a CUDA model; 1 / off / off on CPU,
     where a forward costs in proportion to its rows and launch overhead is nil.
+
+    Graphs freeze the model's Python-level state at capture: build a new Engine (or `release()`)
+    after toggling an adapter, switching train/eval, or replacing (not updating in place) weights.
     """
 
     def __init__(self, model, eos_token_ids: Iterable[int] | None = None, prefill_tokens: int = 8192, *,
@@ -387,6 +407,11 @@ class Engine:
         self.cuda_graphs = cuda if cuda_graphs is None else cuda_graphs
         if self.cuda_graphs and not cuda:
             raise ValueError(f"CUDA graphs need a model on a CUDA device, not {self.device}")
+        rope = _rope_type(model.config)
+        if self.cuda_graphs and rope in _HOST_ROPE:
+            if cuda_graphs:
+                raise ValueError(f"CUDA graphs cannot capture {rope!r} RoPE (it branches on the host per step)")
+            self.cuda_graphs = False
         self.sync_every = sync_every or (16 if cuda else 1)
         if self.sync_every < 1:
             raise ValueError(f"sync_every must be >= 1, got {sync_every}")
@@ -397,11 +422,12 @@ class Engine:
         self._keep_last = "logits_to_keep" in inspect.signature(base.forward).parameters
         self._workspace: _Workspace | None = None  # kept between calls only with CUDA graphs
 
-    def bucket(self, groups: int) -> int:
-        """The number of groups a decode step runs at when `groups` are live."""
+    def bucket(self, groups: int, cap: int | None = None) -> int:
+        """The number of groups a decode step runs at when `groups` are live, at most `cap` (the batch's start)."""
         if not self.bucketed:
             return groups
-        return next(size for size in bucket_sizes(groups) if size >= groups)
+        size = next(size for size in bucket_sizes(groups) if size >= groups)
+        return size if cap is None else min(size, cap)
 
     def _forward(self, ids: Tensor, pos: Tensor, mask: Tensor, cache, last: Tensor | None = None) -> Tensor:
         """Logits [N, V] in the sampling dtype at column `last` [N] of each row (default: the final one)."""
@@ -418,18 +444,23 @@ class Engine:
                           width: int) -> _Workspace:
         """A workspace for this decode: the kept one when it fits (its graphs stay valid), else a new one."""
         groups, dtype = self.bucket(groups), template.layers[0].keys.dtype
+        if self.bucketed:  # round up so that later, slightly longer prompts still fit (and graphs stay valid)
+            width = -(-width // 256) * 256
         if not self.cuda_graphs:
             return _Workspace(self.model, template, groups, rows_per_group, width, self.sync_every, logits_dtype)
-        ws = self._workspace
-        if ws is not None and ws.busy:  # another generate() of this engine is still running on it
+        kept = self._workspace
+        if kept is not None and kept.busy:  # another generate() of this engine is still running on it
             return _Workspace(self.model, template, groups, rows_per_group, width, self.sync_every, logits_dtype)
-        if ws is not None and ws.fits(groups, rows_per_group, width, dtype, logits_dtype):
-            return ws
-        self._workspace = None  # free the old buffers and graphs before allocating the new ones
-        width = -(-width // 256) * 256  # round up so that later, slightly longer prompts still fit
+        if kept is not None and kept.fits(groups, rows_per_group, width, dtype, logits_dtype):
+            return kept
+        kept = self._workspace = None  # free the old buffers and graphs before allocating the new ones
         self._workspace = _Workspace(self.model, template, groups, rows_per_group, width, self.sync_every,
                                      logits_dtype)
         return self._workspace
+
+    def release(self) -> None:
+        """Free the kept workspace (static cache, buffers, captured graphs); the next call builds a new one."""
+        self._workspace = None
 
     def prefill(self, prompts: Sequence[Sequence[Sequence[int]]], keys: Sequence[int],
                 max_new_tokens: int) -> tuple[_Workspace, Tensor]:
@@ -493,7 +524,7 @@ class Engine:
         """Choose each group's next token from `logits` [groups * R, V] and record it at column `col`."""
         R = ws.R
         token, source = choose(logits.view(groups, R, -1), ws.key[:groups], ws.t)  # [g], [g]
-        logprob = _token_logprob(logits, token.repeat_interleave(R)).view(groups, R)  # [g, R]
+        logprob = _token_logprob(logits, token[:, None].expand(-1, R).reshape(-1)).view(groups, R)  # [g, R]
         col = ws.col.view(1)
         ws.rec_token[:groups].index_copy_(1, col, token[:, None])
         ws.rec_source[:groups].index_copy_(1, col, source.to(torch.long)[:, None])
@@ -510,7 +541,7 @@ class Engine:
         """
         n = groups * ws.R
         ws.use(groups)
-        ids = ws.token[:groups].repeat_interleave(ws.R)[:, None]  # [n, 1]
+        ids = ws.token[:groups, None].expand(-1, ws.R).reshape(-1, 1)  # [n, 1]
         logits = self._forward(ids, ws.pos[:n, None], ws.mask[:n], ws.cache)  # [n, V]
         ws.pos[:n] += 1
         self._choose(ws, groups, choose, logits)
@@ -521,6 +552,8 @@ class Engine:
             return self._step(ws, groups, choose)
         graph = ws.graphs.get((groups, choose))
         if graph is None:
+            if len(ws.graphs) >= 64:  # a new `choose` object per call (a closure) would pile graphs up
+                ws.graphs.clear()
             graph = ws.graphs[groups, choose] = self._capture(ws, groups, choose)
         graph.replay()
 
@@ -555,19 +588,21 @@ class Engine:
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         R = len(prompts[0])
-        ws, logits = self.prefill(prompts, keys, max_new_tokens)
-        ws.busy = True
-        try:
-            yield from self._decode(ws, logits, len(prompts), R, choose, max_new_tokens, stop_on_eos)
-        finally:
-            ws.busy = False
+        # Graph capture and replay use the current CUDA device, which need not be the model's.
+        with torch.cuda.device(self.device) if self.device.type == "cuda" else contextlib.nullcontext():
+            ws, logits = self.prefill(prompts, keys, max_new_tokens)
+            ws.busy = True
+            try:
+                yield from self._decode(ws, logits, len(prompts), R, choose, max_new_tokens, stop_on_eos)
+            finally:
+                ws.busy = False
 
     def _decode(self, ws: _Workspace, logits: Tensor, n_groups: int, R: int, choose: Choose, max_new_tokens: int,
                 stop_on_eos: bool) -> Iterator[Generation]:
         """The decode loop of `generate` after prefill: windows of steps, one host read each."""
         acc = {i: Generation(i, logprobs=[[] for _ in range(R)]) for i in range(n_groups)}
         slots: list[int | None] = list(range(n_groups))  # request index of each batch group; None: ended
-        groups, slots, rows = self._arrange(ws, n_groups, slots)
+        groups, slots, rows = self._arrange(ws, n_groups, slots, n_groups)
         ws.t.zero_()
         ws.col.zero_()
         self._choose(ws, groups, choose, logits[rows])  # token 0 from the prefill's logits
@@ -601,16 +636,16 @@ class Engine:
                         break
             if not acc:
                 return
-            groups, slots, _ = self._arrange(ws, groups, slots)
+            groups, slots, _ = self._arrange(ws, groups, slots, n_groups)
             ws.col.zero_()
             window = 0
 
-    def _arrange(self, ws: _Workspace, groups: int, slots: list[int | None]) -> tuple[int, list, Tensor]:
-        """Fit the batch to the bucket of its live groups: a no-op while that bucket is the current size,
-        else the live groups move to the front and copies of the last one (slot None) fill the bucket.
-        -> (groups, slots, row indices [groups * R] gathered from the old batch)."""
+    def _arrange(self, ws: _Workspace, groups: int, slots: list[int | None], start: int) -> tuple[int, list, Tensor]:
+        """Fit the batch to the bucket of its live groups (at most `start`, the batch's first size): a no-op
+        while that bucket is the current size, else the live groups move to the front and copies of the
+        last one (slot None) fill the bucket. -> (groups, slots, row indices [groups * R] gathered)."""
         live = [j for j, s in enumerate(slots) if s is not None]
-        size = self.bucket(len(live))
+        size = self.bucket(len(live), start)
         if size == len(slots):
             return groups, slots, torch.arange(groups * ws.R, device=self.device)
         # Ended groups are dropped, not masked: on CPU a forward costs in proportion to its rows, and
