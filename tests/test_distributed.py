@@ -1,5 +1,5 @@
 """Tests for dail.distributed: the interleaved shard, part files (resume, merge, a missing part), and
-`accelerate launch` of expand and eval on 2 CPU processes writing the same bytes as one process."""
+`accelerate launch` of expand and eval on 2 CPU processes writing what one process writes."""
 
 from __future__ import annotations
 
@@ -21,6 +21,28 @@ def test_alone_without_a_launcher():
     assert dist.device_for("cpu") == "cpu" and dist.device_for("cuda:3") == "cuda:3"
     dist.barrier()
     assert dist.gather({"x": 1}) == [{"x": 1}]
+
+
+def test_a_launch_that_the_process_group_does_not_match_is_refused(monkeypatch):
+    # torchrun said 2 processes, but this one joined alone: it would redo the whole job and write
+    # the same files as the other one.
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(RuntimeError, match="launched as 2 processes .* process group has 1"):
+        dist.check_launch(1)
+    dist.check_launch(2)
+    monkeypatch.delenv("WORLD_SIZE")
+    dist.check_launch(1)
+
+
+def test_use_cpu_follows_cuda_and_the_launchers_flag(monkeypatch):
+    monkeypatch.delenv("ACCELERATE_USE_CPU", raising=False)
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    assert not dist.use_cpu()
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "true")
+    assert dist.use_cpu()
+    monkeypatch.delenv("ACCELERATE_USE_CPU")
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    assert dist.use_cpu()
 
 
 def test_shard_is_interleaved(monkeypatch):
@@ -88,7 +110,9 @@ def _env(tmp_path: Path) -> dict[str, str]:
 
 
 def _dail(args: list[str], env: dict[str, str], processes: int = 0) -> None:
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes), "--cpu",
+    # --multi_gpu is accelerate's torchrun launcher; dail joins its CPU process group with gloo
+    # (`--cpu` would start one process, whatever --num_processes says).
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes), "--multi_gpu",
               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
               "0", "-m", "dail"] if processes else [sys.executable, "-m", "dail"]
     done = subprocess.run(launch + args, env=env, capture_output=True, text=True, timeout=300)
@@ -111,10 +135,18 @@ def test_expand_and_eval_on_two_processes_write_the_bytes_of_one(tmp_path, tiny_
         launch = 2 if name == "two" else 0
         _dail(["expand", *common, "--out", str(tmp_path / name / "traces.jsonl")], env, launch)
         _dail(["eval", *common, "--k", "1,2", "--out", str(tmp_path / name / "eval")], env, launch)
-    for rel in ("traces.jsonl", "eval/samples.jsonl", "eval/metrics.json"):
+    for rel in ("eval/samples.jsonl", "eval/metrics.json"):
         one, two = (tmp_path / "one" / rel).read_bytes(), (tmp_path / "two" / rel).read_bytes()
         # metrics.json records the config, whose `out` names the run's own directory
         assert one.replace(b"/one/", b"/two/") == two, rel
+    # Traces: the same rows, tokens and sources; log-probs to float32 rounding, since the two ranks
+    # batch other sequences together and matmul rounding depends on the batch.
+    rows = {name: [json.loads(line) for line in (tmp_path / name / "traces.jsonl").read_text().splitlines()]
+            for name in ("one", "two")}
+    for one, two in zip(rows["one"], rows["two"], strict=True):
+        for key in ("logprob_learner", "logprob_privileged"):
+            assert one.pop(key) == pytest.approx(two.pop(key), abs=1e-5)
+        assert one == two
     assert len((tmp_path / "one" / "traces.jsonl").read_text().splitlines()) == 6
     # no parts left behind; one log line and one config, from rank 0
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["eval", "log.jsonl", "traces.config.toml",

@@ -113,3 +113,19 @@ def test_run_writes_everything_and_resumes(run_config, monkeypatch):
     after = _events(root)[n_events:]
     assert {e["event"] for e in after} <= {"skip", "done"}
     assert _snapshot(root) == before
+
+
+@pytest.mark.parametrize("processes", [1, 4])
+def test_accelerate_launcher_command(tmp_path, monkeypatch, processes):
+    # Several processes go through accelerate's torchrun launcher (--multi_gpu), CPU runs say so
+    # through the environment: `accelerate launch --cpu` would start one process.
+    calls = []
+    monkeypatch.setattr(pipeline.subprocess, "run", lambda command, check, env: calls.append((command, env)))
+    cfg = RunConfig(name="x", train_data="arith-train", eval_data=["arith-test"], launcher="accelerate",
+                    num_processes=processes, device="cpu")
+    pipeline._stage(cfg, tmp_path, "expand:traces.jsonl", cfg, in_process=None)  # any config: it is only saved
+    (command, env), = calls
+    assert command[command.index("--num_processes") + 1] == str(processes)
+    assert ("--multi_gpu" in command) == (processes > 1) and "--cpu" not in command
+    assert env["ACCELERATE_USE_CPU"] == "true"
+    assert command[-4:-2] == ["dail", "expand"] and Path(command[-1]).is_file()

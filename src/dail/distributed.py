@@ -2,9 +2,10 @@
 
 The one place that knows about processes (STYLE.md, point 10). Stages ask: which problems are mine
 (`shard`), am I rank 0 (`is_main`), which device is mine (`device_for`), and wait for the others
-(`barrier`). Underneath is `accelerate.PartialState`: under `accelerate launch` it joins the process
-group (gloo on CPU, NCCL on GPU); with no launcher it is world size 1 with no process group, and
-every function here degrades to a no-op.
+(`barrier`). Underneath is `accelerate.PartialState`: under `accelerate launch --multi_gpu` or
+torchrun it joins the process group (gloo on CPU, NCCL on GPU); with no launcher it is world size 1
+with no process group, and every function here degrades to a no-op. (`accelerate launch --cpu`
+starts ONE process whatever `--num_processes` says, unless given an MPI hostfile.)
 
 Sharding is interleaved by problem: rank r of W takes problems r, r + W, r + 2W, ... of the problem
 file (after `limit`), all n samples of each. The split depends only on (problem order, W), so a
@@ -32,11 +33,32 @@ from typing import Any, TypeVar
 
 from .data import _truncate_torn_tail, read_done_keys
 
-__all__ = ["state", "rank", "world_size", "is_main", "device_for", "barrier", "shard", "gather", "part_path",
+__all__ = ["use_cpu", "check_launch", "state", "rank", "world_size", "is_main", "device_for", "barrier", "shard", "gather", "part_path",
            "find_parts", "write_path", "done_keys", "merge_parts"]
 
 T = TypeVar("T")
 KEY = ("problem_id", "sample")
+
+
+def use_cpu() -> bool:
+    """Whether this process's stages run on the CPU: no CUDA, or a launcher that asked for the CPU."""
+    import torch
+
+    forced = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+    return forced or not torch.cuda.is_available()
+
+
+def check_launch(num_processes: int) -> None:
+    """Fail when the launcher started more processes than joined the process group.
+
+    Each process would then believe it is alone and do the whole job, all of them writing the same
+    files -- silently, which is worse than any error.
+    """
+    launched = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if launched > num_processes:
+        raise RuntimeError(f"launched as {launched} processes (WORLD_SIZE) but the process group has "
+                           f"{num_processes}: on a CPU-only host launch with `accelerate launch --multi_gpu` "
+                           "or torchrun, not `accelerate launch --cpu` (which starts one process)")
 
 
 @functools.cache
@@ -44,7 +66,11 @@ def state():
     """The process's `accelerate.PartialState` (created once; world size 1 without a launcher)."""
     from accelerate import PartialState
 
-    return PartialState()
+    # cpu=True is what makes accelerate join a launched CPU process group (gloo); without it a
+    # CPU-only process under torchrun reports world size 1 and works alone.
+    current = PartialState(cpu=use_cpu())
+    check_launch(current.num_processes)
+    return current
 
 
 def rank() -> int:

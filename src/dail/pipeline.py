@@ -15,6 +15,7 @@ stages run as `accelerate launch -m dail STAGE --config FILE` so they shard acro
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -71,11 +72,14 @@ def _stage(cfg: RunConfig, root: Path, label: str, config: BaseModel, in_process
     save_config(config, path)
     command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(cfg.num_processes),
                "--num_machines", "1", "--dynamo_backend", "no"]
-    if cfg.device == "cpu":  # keep a CPU run on the CPU even on a GPU host
-        command.append("--cpu")
+    if cfg.num_processes > 1:  # accelerate's torchrun launcher, on CPU-only hosts too (gloo)
+        command.append("--multi_gpu")
+    env = dict(os.environ)
+    if cfg.device == "cpu":  # keep a CPU run on the CPU even on a GPU host; `--cpu` would start one process
+        env["ACCELERATE_USE_CPU"] = "true"
     command += ["-m", "dail", label.split(":")[0], "--config", str(path)]
     console.print(f"[dim]$ {' '.join(command)}[/]")
-    subprocess.run(command, check=True)
+    subprocess.run(command, check=True, env=env)
 
 
 def _problems(spec: str) -> list[Problem]:

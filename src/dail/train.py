@@ -54,6 +54,7 @@ from typing import Any
 
 import torch
 
+from . import distributed as dist
 from .config import ConfigError, TrainConfig, save_config
 from .data import DataError, JsonlAppender, Problem, atomic_write_text, iter_jsonl, read_traces
 
@@ -260,10 +261,10 @@ def setup(cfg: TrainConfig, n_rows: int) -> Session:
 
     on_cuda = cfg.resolved_device().startswith("cuda")
     bf16 = on_cuda and torch.cuda.is_bf16_supported() and cfg.dtype in ("auto", "bfloat16", "float32")
-    # cpu=True only where it changes something: accelerate's process state is shared by the whole
-    # process, and an earlier stage may have set it up already (a clash is an error there).
+    # cpu=True on a CPU run: without it accelerate leaves a launched CPU process alone (world size 1).
     accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, mixed_precision="bf16" if bf16 else "no",
-                              cpu=not on_cuda and torch.cuda.is_available())
+                              cpu=not on_cuda)
+    dist.check_launch(accelerator.num_processes)
     per_epoch, total_steps = plan_steps(n_rows, cfg, accelerator.num_processes)
     model, tokenizer = load(cfg.model, dtype=cfg.dtype, device=accelerator.device)
     model.config.use_cache = False
