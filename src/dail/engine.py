@@ -446,16 +446,18 @@ class Engine:
         groups, dtype = self.bucket(groups), template.layers[0].keys.dtype
         if self.bucketed:  # round up so that later, slightly longer prompts still fit (and graphs stay valid)
             width = -(-width // 256) * 256
-        if not self.cuda_graphs:
+
+        def build() -> _Workspace:
             return _Workspace(self.model, template, groups, rows_per_group, width, self.sync_every, logits_dtype)
+
         kept = self._workspace
-        if kept is not None and kept.busy:  # another generate() of this engine is still running on it
-            return _Workspace(self.model, template, groups, rows_per_group, width, self.sync_every, logits_dtype)
+        # Kept only with graphs; a generate() running while another is suspended on it gets its own.
+        if not self.cuda_graphs or (kept is not None and kept.busy):
+            return build()
         if kept is not None and kept.fits(groups, rows_per_group, width, dtype, logits_dtype):
             return kept
         kept = self._workspace = None  # free the old buffers and graphs before allocating the new ones
-        self._workspace = _Workspace(self.model, template, groups, rows_per_group, width, self.sync_every,
-                                     logits_dtype)
+        self._workspace = build()
         return self._workspace
 
     def release(self) -> None:
