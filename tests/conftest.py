@@ -59,6 +59,32 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+TINY_VOCAB = 97
+
+
+def tiny_llama(attn: str = "sdpa"):
+    """A 2-layer float64 Llama of vocabulary TINY_VOCAB with seeded random weights."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=TINY_VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+    config._attn_implementation = attn
+    return LlamaForCausalLM(config).to(torch.float64).eval()
+
+
+def tiny_qwen2():
+    """A 2-layer float64 Qwen2 of vocabulary TINY_VOCAB with seeded random weights."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(1)
+    config = Qwen2Config(vocab_size=TINY_VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+    return Qwen2ForCausalLM(config).to(torch.float64).eval()
+
+
 # Decode modes of dail.engine.Engine that must all give the same tokens as the slow references.
 ENGINE_MODES = {
     "per-step": {},  # the CPU default: a host read every step, exact batch sizes

@@ -13,7 +13,6 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.utils._python_dispatch import TorchDispatchMode
-from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 import dail.engine as engine_mod
 from dail.engine import (
@@ -31,8 +30,10 @@ from dail.engine import (
     uniforms,
 )
 
+from conftest import TINY_VOCAB as VOCAB
+from conftest import tiny_llama, tiny_qwen2, traced_graph_engine
+
 F64 = torch.float64
-VOCAB = 97
 EOS = (5, 11)
 
 
@@ -40,22 +41,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --------------------------------------------------------------------------------------------------
-# tiny models
-
-
-def tiny_llama(attn: str = "sdpa") -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
-    config._attn_implementation = attn
-    return LlamaForCausalLM(config).to(F64).eval()
-
-
-def tiny_qwen2() -> Qwen2ForCausalLM:
-    torch.manual_seed(1)
-    config = Qwen2Config(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
-    return Qwen2ForCausalLM(config).to(F64).eval()
+# tiny models (built in conftest.py, shared with test_expand.py)
 
 
 MODELS = {"llama": tiny_llama, "llama-eager": lambda: tiny_llama("eager"), "qwen2": tiny_qwen2}
@@ -297,8 +283,6 @@ def test_every_decode_mode_equals_reference(model, engine_mode, batch_size):
 
 
 def test_graphs_are_captured_once_per_bucket_and_reused_across_calls():
-    from conftest import traced_graph_engine
-
     model = tiny_llama()
     prompts, keys = prompts_of(12, seed=6), [row_key(5, "g", i) for i in range(12)]
     sampling = {"temperature": 1.5, "top_p": 1.0}  # hot: most rows hit EOS, so the batch shrinks
@@ -321,8 +305,6 @@ def test_graphs_are_captured_once_per_bucket_and_reused_across_calls():
 
 
 def test_interleaved_generates_on_a_graph_engine_do_not_share_a_workspace():
-    from conftest import traced_graph_engine
-
     model = tiny_llama()
     prompts, keys = prompts_of(6, seed=8), [row_key(6, "i", i) for i in range(6)]
     engine = traced_graph_engine(model, eos_token_ids=EOS, sync_every=4, bucketed=True)

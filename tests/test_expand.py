@@ -12,33 +12,21 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM
 
 from dail.config import ExpandConfig, load_config
 from dail.data import Problem, read_traces, write_jsonl
 from dail.engine import Engine, row_key, transform
 from dail.expand import LEARNER, PRIVILEGED, SOURCES, reference_rollout, rollout, run, verdict
 
+from conftest import TINY_VOCAB as VOCAB
+from conftest import tiny_llama, tiny_qwen2
+
 F64 = torch.float64
-VOCAB = 97
 EOS = (5, 11)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def tiny_llama() -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
-    return LlamaForCausalLM(config).to(F64).eval()
-
-
-def tiny_qwen2() -> Qwen2ForCausalLM:
-    torch.manual_seed(1)
-    config = Qwen2Config(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
-    return Qwen2ForCausalLM(config).to(F64).eval()
 
 
 @pytest.fixture(scope="module", params=["llama", "qwen2"])
