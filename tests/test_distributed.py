@@ -95,6 +95,39 @@ def test_merge_with_a_missing_part_names_it_and_keeps_the_others(tmp_path):
     assert not out.exists() and len(dist.find_parts(out)) == 2
 
 
+def test_merge_keeps_the_first_part_of_a_duplicate_and_puts_strays_last_in_part_order(tmp_path):
+    """The contract merge_parts implements: parts are read in `find_parts` order -- by (world, rank):
+    part-0-of-1 (a launch of 1), then part-0-of-2, part-1-of-2 -- and a key already seen (in `out`,
+    or in a part read earlier) is skipped, so of a key in several parts the FIRST part's row wins.
+    Rows with a key in `order` go in canonical order; rows with any other key (strays) go after
+    all of them, in the order found: part order, then line order within a part."""
+    out = tmp_path / "traces.jsonl"
+    order = [(p, s) for p in ("a", "b") for s in range(2)]
+    first, rank0, rank1 = dist.part_path(out, 0, 1), dist.part_path(out, 0, 2), dist.part_path(out, 1, 2)
+
+    def tagged(pid: str, s: int, where: str) -> dict:
+        return {**row(pid, s), "from": where}
+
+    write_jsonl(first, [tagged("b", 1, "0-of-1"), tagged("z", 0, "0-of-1")])
+    write_jsonl(rank0, [tagged("z", 1, "0-of-2"), tagged("b", 1, "0-of-2"), tagged("a", 1, "0-of-2"),
+                        tagged("y", 0, "0-of-2")])
+    write_jsonl(rank1, [tagged("x", 0, "1-of-2"), tagged("a", 1, "1-of-2"), tagged("a", 0, "1-of-2"),
+                        tagged("z", 0, "1-of-2")])
+    assert dist.find_parts(out) == [first, rank0, rank1]
+    assert dist.merge_parts(out, order) == 7
+    got = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["problem_id"], r["sample"], r["from"]) for r in got] == [
+        ("a", 0, "1-of-2"),
+        ("a", 1, "0-of-2"),  # in rank 0's and rank 1's parts: the earlier part, rank 0's, wins
+        ("b", 1, "0-of-1"),  # in part-0-of-1 and part-0-of-2: part-0-of-1 sorts first and wins
+        ("z", 0, "0-of-1"),  # strays, after every canonical row, in the order found:
+        ("z", 1, "0-of-2"),  # part-0-of-1's, then part-0-of-2's (line order: z 1 before y 0),
+        ("y", 0, "0-of-2"),
+        ("x", 0, "1-of-2"),  # then part-1-of-2's (its z 0 is a duplicate of part-0-of-1's: dropped)
+    ]
+    assert dist.find_parts(out) == []
+
+
 # ---------------------------------------------------------------------------------------------
 # accelerate launch, 2 CPU processes, against one process
 

@@ -438,3 +438,29 @@ def test_engine_runs_in_low_precision(dtype):
     for gen in out:
         assert all(0 <= t < VOCAB for t in gen.token_ids) and 1 <= len(gen.token_ids) <= 8
         assert all(lp <= 0 and math.isfinite(lp) for lp in gen.logprobs[0])
+
+
+@pytest.mark.parametrize("weights, temperature, top_p, top_k, want", [
+    # logits = log([4, 3, 2, 1]), T = 0.5: probs ~ w^2 = [16, 9, 4, 1] / 30 = [.533, .3, .133, .033].
+    # Mass before each token: 0, .533, .833 -> top-p 0.75 keeps 2 tokens: [16, 9] / 25.
+    # (Top-p first, on [.4, .3, .2, .1]: mass before 0, .4, .7 -> it would keep 3: [16, 9, 4] / 29.)
+    ([4, 3, 2, 1], 0.5, 0.75, 0, [16 / 25, 9 / 25, 0, 0]),
+    # logits = log([16, 4, 1, 1]), T = 2: probs ~ sqrt(w) = [4, 2, 1, 1] / 8 = [.5, .25, .125, .125].
+    # Mass before each: 0, .5, .75 -> top-p 0.7 keeps 2 tokens: [4, 2] / 6.
+    # (Top-p first, on [16, 4, 1, 1] / 22 = [.727, ...]: the first token alone crosses 0.7: [1, 0, 0, 0].)
+    ([16, 4, 1, 1], 2.0, 0.7, 0, [2 / 3, 1 / 3, 0, 0]),
+    # logits = log([8, 6, 4, 2, 1]), T = 0.5, top-k 4: probs ~ [64, 36, 16, 4] / 120 = [.533, .3, .133, .033].
+    # Mass before each: 0, .533, .833 -> top-p 0.75 keeps 2 tokens: [64, 36] / 100.
+    # (Top-k and top-p first, on [8, 6, 4, 2] / 20 = [.4, .3, .2, .1]: 3 kept: [64, 36, 16] / 116.)
+    ([8, 6, 4, 2, 1], 0.5, 0.75, 4, [64 / 100, 36 / 100, 0, 0, 0]),
+])
+def test_temperature_is_applied_before_top_p_decides_the_kept_set(weights, temperature, top_p, top_k, want):
+    """Temperature first: the nucleus is taken on the tempered distribution, so T changes which
+    tokens top-p keeps (here 2 kept, where the untempered distribution would keep 3, or 1).
+    Expected probabilities are the hand-computed fractions of the derivation beside each case."""
+    logits = torch.log(torch.tensor(weights, dtype=F64))
+    q = transform(logits, temperature=temperature, top_p=top_p, top_k=top_k)
+    torch.testing.assert_close(q, torch.tensor(want, dtype=F64), rtol=0, atol=1e-12)
+    # the same in a batch of rows ([G, R, V], as the mixed rollout calls it)
+    batch = transform(logits.expand(2, 3, -1), temperature=temperature, top_p=top_p, top_k=top_k)
+    torch.testing.assert_close(batch, torch.tensor(want, dtype=F64).expand(2, 3, -1), rtol=0, atol=1e-12)

@@ -245,3 +245,110 @@ def test_rerun_after_a_kill_skips_done_traces_and_reproduces_the_lost_ones(stage
             assert new[key].pop(f) == pytest.approx(row.pop(f), rel=1e-4, abs=1e-5)
         assert row == new[key]
     assert run(cfg)["new_traces"] == 0 and len(loads) == 2  # nothing left to do: the model is not even loaded
+
+
+# --------------------------------------------------------------------------------------------------
+# the stage on a float64 model whose traces end at different steps
+
+EARLY_EOS = list(range(9, 19))  # 10 of the 54 words end a trace: about one step in five stops
+
+
+@pytest.fixture
+def stage64(tmp_path, monkeypatch):
+    """`stage`'s set-up, but float64 (batch composition then changes no digit of a log-prob) and with
+    EARLY_EOS as the model's EOS ids, so traces of one batch end by EOS at different steps."""
+    tokenizer = word_tokenizer()
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
+    model = LlamaForCausalLM(config).to(F64).eval()
+    model.generation_config.eos_token_id = EARLY_EOS
+    monkeypatch.setattr("dail.models.load", lambda name, **kw: (model, tokenizer))
+    problems = [Problem(id=f"q{i}", problem="what is two plus " + "three " * (i + 1) + "?",
+                        solution="add to get five . the answer is \\boxed{5}", answer="5") for i in range(3)]
+    write_jsonl(tmp_path / "problems.jsonl", problems)
+    # Explicit sampling and tau (not the config's defaults): tau = 0.02 rejects some learner tokens.
+    cfg = ExpandConfig(data=str(tmp_path / "problems.jsonl"), out=str(tmp_path / "one" / "traces.jsonl"), n=3,
+                       batch_size=4, seed=5, device="cpu", tau=0.02,
+                       sampling={"max_new_tokens": 12, "temperature": 1.0, "top_p": 0.9, "top_k": 0})
+    return cfg, model, tokenizer, problems
+
+
+def test_trace_logprobs_are_each_roles_own_forward_on_its_prompt(stage64):
+    """logprob_learner[j] = log_softmax(model(learner prompt + trace))[L - 1 + j, trace[j]] and
+    logprob_privileged the same on the privileged prompt: one direct forward per role, no cache."""
+    from dail.prompts import render
+
+    cfg, model, tokenizer, problems = stage64
+    run(cfg)
+    traces = read_traces(cfg.out, kept_only=False)
+    assert len(traces) == 9 and {"L", "P"} <= set("".join(t.source for t in traces))
+    by_id = {p.id: p for p in problems}
+    gap = 0.0
+    for t in traces:
+        want = {}
+        for role in ("learner", "privileged"):
+            prompt = render(tokenizer, role, by_id[t.problem_id], cfg.prompts)
+            with torch.no_grad():
+                logits = model(input_ids=torch.tensor([prompt + t.token_ids])).logits[0]  # [P + T, V]
+            at = logits[len(prompt) - 1: len(prompt) - 1 + len(t.token_ids)]  # [T, V] predicting the trace
+            want[role] = torch.log_softmax(at, -1).gather(-1, torch.tensor(t.token_ids)[:, None])[:, 0]  # [T]
+        torch.testing.assert_close(torch.tensor(t.logprob_learner, dtype=F64), want["learner"], rtol=0, atol=1e-9)
+        torch.testing.assert_close(torch.tensor(t.logprob_privileged, dtype=F64), want["privileged"], rtol=0, atol=1e-9)
+        gap = max(gap, float((want["learner"] - want["privileged"]).abs().max()))
+    assert gap > 1e-3  # the two prompts give different log-probs: a swap of the fields cannot pass
+
+
+def same_lines(got: bytes, want: bytes) -> None:
+    """The same lines in the same order: byte for byte once the log-probs are cut out, and those equal
+    to 1e-12 (float64 log-probs move in the last bits with the batch's shape)."""
+    got_rows, want_rows = got.decode().splitlines(), want.decode().splitlines()
+    assert len(got_rows) == len(want_rows)
+    cut = re.compile(r'"logprob_(learner|privileged)": \[[^]]*\]')
+    for g, w in zip(got_rows, want_rows):
+        assert cut.sub("", g) == cut.sub("", w)
+        for field in ("logprob_learner", "logprob_privileged"):
+            torch.testing.assert_close(torch.tensor(json.loads(g)[field], dtype=F64),
+                                       torch.tensor(json.loads(w)[field], dtype=F64), rtol=0, atol=1e-12)
+
+
+def test_traces_are_written_in_canonical_order_whatever_the_batching_or_process_count(stage64, monkeypatch):
+    """Rows come in problem-file order, then sample index, although traces of a batch finish in
+    another order; the file is the one of batch_size=1 and of a 2-process run, line for line: every
+    byte but the last digits of log-probs, which move by float64 rounding with the batch's shape."""
+    from dail import distributed as dist
+
+    cfg, _, _, problems = stage64
+    run(cfg)
+    one = Path(cfg.out).read_bytes()
+    rows = [json.loads(line) for line in one.decode().splitlines()]
+    assert [(r["problem_id"], r["sample"]) for r in rows] == [(p.id, s) for p in problems for s in range(3)]
+    # The precondition that makes this test bite: within some batch of 4 (in canonical order), a trace
+    # ended by EOS before one ahead of it, so the engine yields them out of canonical order.
+    lengths = [len(r["token_ids"]) for r in rows]
+    assert {r["finish"] for r in rows} == {"eos", "length"} and len(set(lengths)) > 2
+    assert any(lengths[i] > lengths[j] for b in range(0, 9, 4) for i in range(b, min(b + 4, 9))
+               for j in range(i + 1, min(b + 4, 9)))
+
+    single = cfg.model_copy(update={"out": str(Path(cfg.out).parent.parent / "single" / "traces.jsonl"),
+                                    "batch_size": 1})
+    run(single)
+    same_lines(Path(single.out).read_bytes(), one)
+
+    # Two processes, emulated in this one: an `accelerate launch` costs ~20 s of interpreter and
+    # launcher start-up, and a launched process could not be handed this float64 model with its EOS
+    # ids. So rank 1 runs the stage to the end (its shard into its part), then rank 0 (its part, then
+    # the merge): the stage's own shard / part-file / merge_parts path, with the barrier (rank 1 has
+    # finished) and the gather (of the summary counts only) stubbed.
+    two = cfg.model_copy(update={"out": str(Path(cfg.out).parent.parent / "two" / "traces.jsonl")})
+    monkeypatch.setattr(dist, "world_size", lambda: 2)
+    monkeypatch.setattr(dist, "barrier", lambda: None)
+    monkeypatch.setattr(dist, "gather", lambda obj: [obj])
+    for r in (1, 0):
+        monkeypatch.setattr(dist, "rank", lambda r=r: r)
+        run(two)
+        if r == 1:  # rank 1 decoded q1 only, into its part
+            part = [json.loads(line) for line in dist.part_path(two.out, 1, 2).read_text().splitlines()]
+            assert [(x["problem_id"], x["sample"]) for x in part] == [("q1", s) for s in range(3)]
+    assert dist.find_parts(two.out) == []
+    same_lines(Path(two.out).read_bytes(), one)

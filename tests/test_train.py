@@ -369,3 +369,61 @@ def test_no_kept_traces_is_a_clear_error(tiny_dir, data, tmp_path):
 def test_trace_objectives_need_a_traces_file(tiny_dir, data, tmp_path):
     with pytest.raises(ConfigError, match="traces: required for objective 'nll'"):
         train.run(_cfg(tiny_dir, data, tmp_path / "out", traces=None, objective="nll"))
+
+
+def test_student_and_references_are_scored_at_the_positions_that_predict_each_trace_token(
+        tiny_dir, data, tmp_path, monkeypatch):
+    """What the contrastive loss receives, row by row: at counted position i (row b, token j), the
+    student's logits are those of `learner prompt + trace` at column len(learner prompt) - 1 + j, and
+    each reference's those of ITS prompt + trace at len(its prompt) - 1 + j -- all predicting trace
+    token j. Checked on the logits the step really hands to the loss (captured), against one direct
+    forward per row and role, as log-probs of the trace token. At step 0 the adapter's B is zero, so
+    the student is the base model too. Chunks of 7 positions exercise the chunked head."""
+    from dail import objectives
+    from dail.datasets import resolve_problems
+    from dail.prompts import render
+    from dail.waypoints import waypoints_for
+
+    cfg = _cfg(tiny_dir, data, tmp_path, objective="contrastive", dtype="float64", max_steps=1)
+    tok = models.load_tokenizer(tiny_dir)
+    rows = train.build_rows(cfg, tok)
+    s = train.setup(cfg, len(rows))
+    monkeypatch.setattr(train, "LOGIT_CHUNK_ELEMENTS", 7 * s.vocab_size)
+    seen: list[tuple[torch.Tensor, ...]] = []
+    real = objectives.contrastive_loss
+
+    def capture(student, privileged, negative, mask, *args, **kwargs):
+        seen.append((student.detach().clone(), privileged.clone(), negative.clone(), mask.clone()))
+        return real(student, privileged, negative, mask, *args, **kwargs)
+
+    monkeypatch.setattr(objectives, "contrastive_loss", capture)
+    train.train_step(s, 0, rows)
+    assert len(seen) == -(-sum(TRACE_LENGTHS) // 7)  # one call per chunk
+    student, privileged, negative, mask = (torch.cat(x) for x in zip(*seen))  # [N, V] x 3, [N]
+
+    base, _ = models.load(tiny_dir, dtype="float64")
+    problems = {p.id: p for p in resolve_problems(cfg.problems)}
+    targets = torch.tensor([t for r in rows for t in r.target])  # [N], row-major then token
+    want, late = {}, {}  # role -> [N] log-probs of the trace tokens, at the right columns and one late
+    for role in ("learner", "privileged", "negative"):
+        lp, lp_late = [], []
+        for r in rows:  # the prompt rendered here, not taken from the row: positions come from its length
+            problem = problems[r.key.rsplit("#", 1)[0]]
+            waypoints = waypoints_for(problem) if role == "negative" else None
+            prompt = render(tok, role, problem, cfg.prompts, waypoints=waypoints)
+            assert prompt == r.prompts[role]
+            with torch.no_grad():
+                logits = base(torch.tensor([prompt + r.target])).logits[0]  # [P + T, V]
+            target = torch.tensor(r.target)[:, None]  # [T, 1]
+            p, n = len(prompt), len(r.target)
+            # column P - 1 + j predicts token j
+            lp.append(torch.log_softmax(logits[p - 1:p - 1 + n], -1).gather(-1, target)[:, 0])
+            lp_late.append(torch.log_softmax(logits[p:p + n], -1).gather(-1, target)[:, 0])
+        want[role], late[role] = torch.cat(lp), torch.cat(lp_late)
+    counted = mask.nonzero()[:, 0]
+    assert len(counted) == len(targets) == sum(TRACE_LENGTHS)
+    for role, logits in (("learner", student), ("privileged", privileged), ("negative", negative)):
+        got = torch.log_softmax(logits, -1).gather(-1, targets[:, None])[:, 0]  # [N]
+        torch.testing.assert_close(got[counted], want[role][counted], rtol=0, atol=1e-9, msg=role)
+    for role in want:  # the check has teeth: one column late gives other log-probs of the trace tokens
+        assert float((late[role] - want[role]).abs().max()) > 1e-2, role
