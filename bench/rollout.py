@@ -1,4 +1,4 @@
-"""Throughput of the mixed rollout vs plain sampling on the same engine vs `model.generate`.
+"""Throughput of the mixed rollout (threshold and nucleus rules) vs plain sampling on the same engine vs `model.generate`.
 
     python bench/rollout.py --model smollm2-135m --batch-sizes 1,16 --new-tokens 64 --device cpu
     python bench/rollout.py --shape qwen2.5-7b --device cuda --batch-sizes 1,16,64,256
@@ -15,7 +15,10 @@ default 1: B distinct problems) -- give B learner prompts and B privileged promp
 per sequence (EOS ignored everywhere, so the work is equal):
 
 * plain     -- `Engine.sample` of the B learner prompts (B rows per forward);
-* mixed     -- `dail.expand.rollout` of the B (learner, privileged) pairs (2B rows per forward);
+* threshold -- `dail.expand.rollout`, the authors' rule (`--tau`, `--retries` proposals per token), of the
+               B (learner, privileged) pairs (2B rows per forward);
+* nucleus   -- the same pairs under the ablation rule (one proposal, `--nucleus-tau`): the retries
+               of `threshold` should cost draws, not forwards, so the two should time alike;
 * generate  -- `model.generate(do_sample=True, min_new_tokens=max_new_tokens)` of the learner prompts.
 
 tokens/s counts trace tokens (B x new tokens), so the mixed rollout gets no credit for its second
@@ -138,9 +141,11 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--top-p", type=float, default=0.95)
-    parser.add_argument("--top-k", type=int, default=0)
-    parser.add_argument("--tau", type=float, default=0.0)
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--top-k", type=int, default=20, help="the authors' proposal: top 20 at temperature 1")
+    parser.add_argument("--tau", type=float, default=0.8, help="threshold rule's tau")
+    parser.add_argument("--retries", type=int, default=5, help="threshold rule's proposals per token")
+    parser.add_argument("--nucleus-tau", type=float, default=0.0, help="nucleus rule's tau")
     parser.add_argument("--n", type=int, default=1, help="samples per problem within a batch")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
@@ -190,7 +195,7 @@ def main() -> None:
     sampling = {"temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k}
     print(f"device {args.device}, model {args.shape or args.model} ({model.num_parameters() / 1e9:.2f} B params, "
           f"{model.dtype}), threads {torch.get_num_threads()}, new tokens {n}, samples per problem {args.n}, "
-          f"{sampling}, tau {args.tau}, prompts {len(learner[0])}/{len(privileged[0])} tokens")
+          f"{sampling}, threshold tau {args.tau} x {args.retries} proposals, nucleus tau {args.nucleus_tau}, prompts {len(learner[0])}/{len(privileged[0])} tokens")
     if args.device.startswith("cuda"):
         print(f"{torch.cuda.get_device_name()}: copy bandwidth {bandwidth:.0f} GB/s, "
               f"weights-read floor {floor_ms:.2f} ms/step")
@@ -199,11 +204,19 @@ def main() -> None:
         engine.sample(learner[:b], keys[:b], max_new_tokens=tokens, stop_on_eos=False, **sampling)
         return prefills[-1]  # the engine's last host read has waited for the device
 
-    def mixed(b: int, tokens: int) -> float | None:
+    def threshold(b: int, tokens: int) -> float | None:
         for _ in rollout(engine, list(zip(learner[:b], privileged[:b])), keys[:b], max_new_tokens=tokens,
-                         tau=args.tau, stop_on_eos=False, **sampling):
+                         rule="threshold", tau=args.tau, retries=args.retries, stop_on_eos=False, **sampling):
             pass
         return prefills[-1]
+
+    def nucleus(b: int, tokens: int) -> float | None:
+        for _ in rollout(engine, list(zip(learner[:b], privileged[:b])), keys[:b], max_new_tokens=tokens,
+                         rule="nucleus", tau=args.nucleus_tau, stop_on_eos=False, **sampling):
+            pass
+        return prefills[-1]
+
+    mixed = threshold
 
     def generate(b: int, tokens: int) -> float | None:
         batch = _left_pad(learner[:b], pad_id, args.device)
@@ -215,7 +228,7 @@ def main() -> None:
                            **sampling)
         return first.at - start
 
-    methods = {"plain": plain, "mixed": mixed, "generate": generate}
+    methods = {"plain": plain, "threshold": threshold, "nucleus": nucleus, "generate": generate}
     rows = []
     for b in sizes:
         for fn in methods.values():  # warm-up: lazy imports, allocator, thread pool; on GPU the graphs too
@@ -248,10 +261,12 @@ def main() -> None:
     print()
     by = {(r["method"], r["batch"]): r for r in rows}
     for b in sizes:
-        m, p, g = by["mixed", b], by["plain", b], by["generate", b]
+        m, nu, p, g = by["threshold", b], by["nucleus", b], by["plain", b], by["generate", b]
         decode = m["decode_tok_s"] / p["decode_tok_s"]
         floor = f", plain step / floor {p['ms_step'] / floor_ms:.1f}" if floor_ms == floor_ms else ""
-        print(f"batch {b:>3}: mixed/plain {m['tok_s'] / p['tok_s']:.2f} (decode only {decode:.2f}), "
+        print(f"batch {b:>3}: threshold/nucleus {m['tok_s'] / nu['tok_s']:.3f} (decode only "
+              f"{m['decode_tok_s'] / nu['decode_tok_s']:.3f}), threshold/plain {m['tok_s'] / p['tok_s']:.2f} "
+              f"(decode only {decode:.2f}), "
               f"plain/generate {p['tok_s'] / g['tok_s']:.2f} (decode only "
               f"{p['decode_tok_s'] / g['decode_tok_s']:.2f}), mixed/generate {m['tok_s'] / g['tok_s']:.2f}{floor}")
 

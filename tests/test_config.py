@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from dail.config import ConfigError, EvalConfig, ExpandConfig, PromptConfig, TrainConfig, load_config, save_config
+from dail.config import (ConfigError, EvalConfig, ExpandConfig, PromptConfig, RunConfig, TrainConfig, load_config,
+                         save_config)
 
 
 def test_toml_then_flags(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text('data = "arith-train"\nout = "t.jsonl"\nn = 8\n[sampling]\ntop_p = 0.9\n')
     cfg = load_config(ExpandConfig, path, {"n": 2, "sampling.temperature": 0.7, "tau": None})
-    assert (cfg.n, cfg.sampling.top_p, cfg.sampling.temperature, cfg.tau) == (2, 0.9, 0.7, 0.0)
+    assert (cfg.n, cfg.sampling.top_p, cfg.sampling.temperature, cfg.tau) == (2, 0.9, 0.7, 0.8)
+    assert (cfg.sampling.top_k, cfg.sampling.max_new_tokens) == (20, 2048)  # a partial table keeps expand's defaults
 
 
 @pytest.mark.parametrize(
@@ -64,3 +68,35 @@ def test_every_field_is_documented():
     for cls in (ExpandConfig, TrainConfig, EvalConfig, PromptConfig):
         missing = [f"{c}.{n}" for c, n, d in walk(cls) if not d]
         assert not missing, missing
+
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def test_every_preset_validates_and_opens_with_its_command():
+    presets = sorted(CONFIGS.glob("*.toml"))
+    assert {p.name for p in presets} >= {"demo.toml", "paper-qwen2.5-7b.toml", "paper-qwen3-8b.toml"}
+    for path in presets:
+        load_config(RunConfig, path)
+        assert path.read_text().startswith(f"# dail run --config configs/{path.name}") or path.name == "demo.toml"
+
+
+@pytest.mark.parametrize("name, tau, n, tokens, keep, epochs, budgets", [
+    ("paper-qwen2.5-7b", 0.8, 32, 2048, "first-correct", 5, None),
+    ("paper-qwen3-8b", 1.0, 32, 256, "one-random", 3, [512, 1024, 2048, 4096]),
+])
+def test_paper_presets_hold_the_authors_values(name, tau, n, tokens, keep, epochs, budgets):
+    """The numbers of the authors' two settings (ethanm88/DAIL conf/*.yaml, dail_train.py, eval.py)."""
+    run = load_config(RunConfig, CONFIGS / f"{name}.toml")
+    common = {"model": run.model, "seed": run.seed, "device": run.device, "dtype": run.dtype}
+    ex = ExpandConfig(**run.expand, **common, data="-", out="-")
+    assert (ex.rule, ex.tau, ex.retries, ex.n, ex.sampling.max_new_tokens, ex.keep) == ("threshold", tau, 5, n, tokens, keep)
+    assert (ex.sampling.temperature, ex.sampling.top_p, ex.sampling.top_k) == (1.0, 1.0, 20)
+    tr = TrainConfig(**run.train, **common, problems="-", out="-")
+    assert (tr.gamma, tr.lr, tr.weight_decay, tr.schedule, tr.warmup_steps, tr.epochs, tr.batch_size) == \
+        (0.1, 2e-4, 0.01, "linear", 5, epochs, 16)
+    assert (tr.lora.r, tr.lora.alpha, tr.lora.dropout, len(tr.lora.target_modules)) == (32, 32, 0.0, 7)
+    ev = EvalConfig(**run.eval, **common, data="-", out="-")
+    assert (ev.n, ev.sampling.temperature, ev.sampling.top_p, ev.presence_penalty, ev.force_answer,
+            ev.force_answer_tokens) == (128, 0.6, 0.95, 1.5, True, 100)
+    assert max(ev.k) == 128 and (budgets is None or ev.budgets == budgets)

@@ -95,6 +95,7 @@ def test_merge_with_a_missing_part_names_it_and_keeps_the_others(tmp_path):
     assert not out.exists() and len(dist.find_parts(out)) == 2
 
 
+
 def test_merge_keeps_the_first_part_of_a_duplicate_and_puts_strays_last_in_part_order(tmp_path):
     """The contract merge_parts implements: parts are read in `find_parts` order -- by (world, rank):
     part-0-of-1 (a launch of 1), then part-0-of-2, part-1-of-2 -- and a key already seen (in `out`,
@@ -167,7 +168,10 @@ def test_expand_and_eval_on_two_processes_write_the_bytes_of_one(tmp_path, tiny_
     for name in ("one", "two"):
         launch = 2 if name == "two" else 0
         _dail(["expand", *common, "--out", str(tmp_path / name / "traces.jsonl")], env, launch)
-        _dail(["eval", *common, "--k", "1,2", "--out", str(tmp_path / name / "eval")], env, launch)
+        # No forced answers here: a 100-token continuation of a random float32 model decoded beside other
+        # rows can flip a near-tie token by matmul rounding (seen once in ~100 tokens); the 12-token
+        # samples are the bytes under test. Forced answers are held to their reference in test_evaluate.
+        _dail(["eval", *common, "--k", "1,2", "--no-force-answer", "--out", str(tmp_path / name / "eval")], env, launch)
     for rel in ("eval/samples.jsonl", "eval/metrics.json"):
         one, two = (tmp_path / "one" / rel).read_bytes(), (tmp_path / "two" / rel).read_bytes()
         # metrics.json records the config, whose `out` names the run's own directory

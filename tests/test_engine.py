@@ -74,15 +74,15 @@ def splitmix64(state: int) -> int:
 
 
 def slow_uniform(key: int, t: int, draw: int, bits: int = 53) -> float:
-    """The (t * 2 + draw + 1)-th splitmix64 output of the stream seeded with `key`, top bits as [0, 1)."""
-    state = (key & _MASK) + (t * 2 + draw + 1) * 0x9E3779B97F4A7C15
+    """The (t * 16 + draw + 1)-th splitmix64 output of the stream seeded with `key`, top bits as [0, 1)."""
+    state = (key & _MASK) + (t * 16 + draw + 1) * 0x9E3779B97F4A7C15
     return (splitmix64(state) >> (64 - bits)) / 2.0**bits
 
 
 def test_uniforms_match_plain_python_splitmix64():
     keys = [row_key(s, f"p{s % 7}", s % 3) for s in range(50)] + [0, -1, (1 << 63) - 1, -(1 << 63)]
     k = torch.tensor(keys, dtype=torch.long)
-    for t, draw in [(0, 0), (0, 1), (1, 0), (977, 1), (10**6, 0)]:
+    for t, draw in [(0, 0), (0, 1), (1, 0), (977, 1), (10**6, 0), (3, 15)]:
         got64 = uniforms(k, t, draw, torch.float64).tolist()
         got32 = uniforms(k, t, draw, torch.float32).tolist()
         assert got64 == [slow_uniform(key, t, draw) for key in keys]
@@ -99,6 +99,17 @@ def test_row_key_is_pinned_and_separates_its_fields():
     assert 0 <= problem_hash("any id") < 2**63
     keys = {row_key(seed, pid, s) for seed in (0, 1, -1) for pid in ("a", "b", "") for s in range(4)}
     assert len(keys) == 3 * 3 * 4
+
+
+def test_stage_salts_separate_the_streams_of_select_expand_and_eval():
+    # The same (seed, problem, sample) in two stages must not draw the same uniforms.
+    stages = ["", "select", "expand", "eval", "eval-force"]
+    keys = [row_key(0, "arith-train-00000", 0, stage) for stage in stages]
+    assert len(set(keys)) == len(stages)
+    assert keys[0] == row_key(0, "arith-train-00000", 0)  # no salt: the key of before
+    assert keys[2] == 4452412516680341007  # pinned like the unsalted key
+    u = uniforms(torch.tensor(keys), 0, 0)
+    assert len(set(u.tolist())) == len(stages)
 
 
 def test_uniforms_are_deterministic_and_independent_of_batch_composition():
@@ -284,7 +295,7 @@ def test_every_decode_mode_equals_reference(model, engine_mode, batch_size):
 
 def test_graphs_are_captured_once_per_bucket_and_reused_across_calls():
     model = tiny_llama()
-    prompts, keys = prompts_of(12, seed=6), [row_key(5, "g", i) for i in range(12)]
+    prompts, keys = prompts_of(12, seed=6), [row_key(6, "g", i) for i in range(12)]
     sampling = {"temperature": 1.5, "top_p": 1.0}  # hot: most rows hit EOS, so the batch shrinks
     engine = traced_graph_engine(model, eos_token_ids=EOS, sync_every=4, bucketed=True)
     first = engine.sample(prompts, keys, max_new_tokens=60, **sampling)

@@ -16,8 +16,9 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from dail.config import ExpandConfig, load_config
 from dail.data import Problem, read_traces, write_jsonl
-from dail.engine import Engine, row_key, transform
-from dail.expand import LEARNER, PRIVILEGED, SOURCES, reference_rollout, rollout, run, verdict
+from dail.engine import PRIVILEGED_DRAW, Engine, row_key, transform
+from dail.expand import (LEARNER, PRIVILEGED, SOURCES, reference_rollout, rollout, run, tag_rejected, tag_source,
+                         verdict)
 
 from conftest import TINY_VOCAB as VOCAB
 from conftest import tiny_llama, tiny_qwen2
@@ -32,6 +33,16 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module", params=["llama", "qwen2"])
 def model(request):
     return {"llama": tiny_llama, "qwen2": tiny_qwen2}[request.param]()
+
+
+@pytest.fixture(scope="module", params=["llama", "qwen2"])
+def sharp_model(request):
+    """A tiny model whose output head is scaled up: random weights give near-uniform softmaxes
+    (p ~ 0.01 over 97 tokens), under which no proposal reaches tau = 0.3; scaled, p_P spans [0, 1]."""
+    model = {"llama": tiny_llama, "qwen2": tiny_qwen2}[request.param]()
+    with torch.no_grad():
+        model.lm_head.weight.mul_(40)
+    return model
 
 
 def pairs_of(n: int, seed: int = 0) -> list[tuple[list[int], list[int]]]:
@@ -56,33 +67,70 @@ MIXED = {"temperature": 0.8, "top_p": 0.7, "top_k": 30}
 # engine rollout vs reference
 
 
+# (rule, tau) -> the sources the rollout must show: tau = 0 keeps every first proposal, tau >= 1 none.
+RULE_CASES = {("threshold", 0.0): {LEARNER}, ("threshold", 0.3): {LEARNER, PRIVILEGED},
+              ("threshold", 0.8): {LEARNER, PRIVILEGED}, ("threshold", 1.0): {PRIVILEGED},
+              ("nucleus", 0.05): {LEARNER, PRIVILEGED}}
+
+
 @pytest.mark.parametrize("batch_size", [1, 3, 8])
-@pytest.mark.parametrize("tau", [0.0, 0.05])
-def test_rollout_equals_reference(model, batch_size, tau):
+@pytest.mark.parametrize("rule,tau", list(RULE_CASES))
+def test_rollout_equals_reference(sharp_model, batch_size, rule, tau):
+    model = sharp_model
     pairs, keys = pairs_of(8), keys_of(8)
     engine = Engine(model, eos_token_ids=EOS)
     got = {}
     for start in range(0, 8, batch_size):
         for gen in rollout(engine, pairs[start:start + batch_size], keys[start:start + batch_size],
-                           max_new_tokens=20, tau=tau, **MIXED):
+                           max_new_tokens=20, rule=rule, tau=tau, **MIXED):
             got[start + gen.index] = gen
-    sources = set()
+    tags = []
     for i in range(8):
-        want = reference_rollout(model, *pairs[i], keys[i], max_new_tokens=20, tau=tau, eos_token_ids=EOS, **MIXED)
+        want = reference_rollout(model, *pairs[i], keys[i], max_new_tokens=20, rule=rule, tau=tau,
+                                 eos_token_ids=EOS, **MIXED)
         assert got[i].token_ids == want.token_ids
-        assert got[i].source == want.source
+        assert got[i].source == want.source  # source and number of rejected proposals, per token
         assert got[i].finish == want.finish
         torch.testing.assert_close(torch.tensor(got[i].logprobs), torch.tensor(want.logprobs), rtol=1e-9, atol=1e-9)
-        sources.update(want.source)
-    assert sources == {LEARNER, PRIVILEGED}  # both branches of the rule were exercised
+        tags += want.source
+    assert {tag_source(t) for t in tags} == RULE_CASES[rule, tau]
+    if (rule, tau) == ("threshold", 0.3):  # a later proposal was kept after an earlier one failed
+        assert any(tag_rejected(t) > 0 for t in tags if tag_source(t) == LEARNER)
+    if rule == "threshold" and tau >= 1:  # every step tried all 5 proposals before falling back
+        assert set(tags) == {2 * 5 + PRIVILEGED}
+
+
+def test_threshold_rule_written_out_independently(sharp_model):
+    """The rule checked against a third statement of it: per step, from the two roles' logits, the
+    first of 5 learner draws whose raw privileged probability is >= tau, else a privileged draw."""
+    from dail.engine import inverse_cdf, uniforms
+
+    model, tau = sharp_model, 0.5
+    (learner, privileged), key = pairs_of(1, seed=9)[0], keys_of(1)[0]
+    gen = next(rollout(Engine(model, eos_token_ids=()), [(learner, privileged)], [key], max_new_tokens=12,
+                       rule="threshold", tau=tau, retries=5, stop_on_eos=False, **MIXED))
+    ctx_l, ctx_p, k = list(learner), list(privileged), torch.tensor([key])
+    for t, token in enumerate(gen.token_ids):
+        with torch.no_grad():
+            raw_l = model(input_ids=torch.tensor([ctx_l])).logits[0, -1]
+            raw_p = model(input_ids=torch.tensor([ctx_p])).logits[0, -1]
+        q_l, q_p = transform(raw_l, **MIXED), transform(raw_p, **MIXED)
+        p_p = raw_p.softmax(-1)
+        draws = [int(inverse_cdf(q_l, uniforms(k, t, d)[0])) for d in range(5)]
+        passing = [a for a in draws if p_p[a] >= tau]
+        want = passing[0] if passing else int(inverse_cdf(q_p, uniforms(k, t, PRIVILEGED_DRAW)[0]))
+        assert token == want
+        assert tag_source(gen.source[t]) == (LEARNER if passing else PRIVILEGED)
+        ctx_l.append(token)
+        ctx_p.append(token)
 
 
 def test_rollout_in_every_decode_mode_equals_reference(model, engine_mode):
     pairs, keys = pairs_of(8, seed=5), keys_of(8)
     got = {g.index: g for g in rollout(engine_mode(model, eos_token_ids=EOS), pairs, keys, max_new_tokens=20,
-                                       tau=0.05, **MIXED)}
+                                       tau=0.01, **MIXED)}
     for i in range(8):
-        want = reference_rollout(model, *pairs[i], keys[i], max_new_tokens=20, tau=0.05, eos_token_ids=EOS, **MIXED)
+        want = reference_rollout(model, *pairs[i], keys[i], max_new_tokens=20, tau=0.01, eos_token_ids=EOS, **MIXED)
         assert (got[i].token_ids, got[i].source, got[i].finish) == (want.token_ids, want.source, want.finish)
         torch.testing.assert_close(torch.tensor(got[i].logprobs), torch.tensor(want.logprobs), rtol=1e-9, atol=1e-9)
     assert {g.finish for g in got.values()} == {"eos", "length"}
@@ -104,10 +152,10 @@ def test_tau_above_one_is_privileged_sampling(model):
     pairs, keys = pairs_of(6, seed=3), keys_of(6)
     engine = Engine(model, eos_token_ids=EOS)
     mixed = {g.index: g for g in rollout(engine, pairs, keys, max_new_tokens=16, tau=1.5, **MIXED)}
-    # every step rejects, so the token is draw 1 from q_P: plain sampling of the privileged prompt with draw 1
-    plain = engine.sample([p for _, p in pairs], keys, max_new_tokens=16, draw=PRIVILEGED, **MIXED)
+    # every step rejects, so the token is the privileged draw from q_P: plain sampling of the privileged prompt
+    plain = engine.sample([p for _, p in pairs], keys, max_new_tokens=16, draw=PRIVILEGED_DRAW, **MIXED)
     for i in range(6):
-        assert set(mixed[i].source) == {PRIVILEGED}
+        assert {tag_source(t) for t in mixed[i].source} == {PRIVILEGED}
         assert mixed[i].token_ids == plain[i].token_ids and mixed[i].finish == plain[i].finish
         torch.testing.assert_close(torch.tensor(mixed[i].logprobs[PRIVILEGED]), torch.tensor(plain[i].logprobs[0]))
 
@@ -133,7 +181,7 @@ def test_trivial_transform_with_tau_zero_is_learner_sampling(model):
     mixed = {g.index: g for g in rollout(engine, pairs, keys, max_new_tokens=16, top_p=1.0, top_k=0, tau=0.0)}
     plain = engine.sample([learner for learner, _ in pairs], keys, max_new_tokens=16, draw=LEARNER)
     for i in range(6):
-        assert set(mixed[i].source) == {LEARNER}  # q_P > 0 everywhere: every learner token stands
+        assert set(mixed[i].source) == {LEARNER}  # tau = 0: every first proposal stands
         assert mixed[i].token_ids == plain[i].token_ids
         torch.testing.assert_close(torch.tensor(mixed[i].logprobs[LEARNER]), torch.tensor(plain[i].logprobs[0]))
 
@@ -352,3 +400,68 @@ def test_traces_are_written_in_canonical_order_whatever_the_batching_or_process_
             assert [(x["problem_id"], x["sample"]) for x in part] == [("q1", s) for s in range(3)]
     assert dist.find_parts(two.out) == []
     same_lines(Path(two.out).read_bytes(), one)
+
+
+# --------------------------------------------------------------------------------------------------
+# keep: which traces training reads
+
+
+def _unverifiable(stage64, tmp_path):
+    """stage64 with the answers removed: every trace that ends by EOS passes the filters (no grading)."""
+    cfg, model, tokenizer, problems = stage64
+    write_jsonl(tmp_path / "open.jsonl", [p.model_copy(update={"answer": None}) for p in problems])
+    return cfg.model_copy(update={"data": str(tmp_path / "open.jsonl")}), model, tokenizer, problems
+
+
+def test_first_correct_keeps_the_first_passing_trace_of_each_problem(stage64, tmp_path):
+    cfg, *_ = _unverifiable(stage64, tmp_path)
+    every = cfg.model_copy(update={"keep": "all-correct", "out": str(tmp_path / "all" / "traces.jsonl")})
+    first = cfg.model_copy(update={"keep": "first-correct", "out": str(tmp_path / "first" / "traces.jsonl")})
+    run(every)
+    run(first)
+    a, b = read_traces(every.out, kept_only=False), read_traces(first.out, kept_only=False)
+    assert [t.token_ids for t in a] == [t.token_ids for t in b]  # keep changes verdicts, never tokens
+    seen = set()
+    for x, y in zip(a, b):
+        if x.kept and x.problem_id not in seen:
+            assert y.kept
+            seen.add(x.problem_id)
+        elif x.kept:
+            assert (y.kept, y.reject_reason) == (False, "not_first")
+        else:
+            assert (y.kept, y.reject_reason) == (False, x.reject_reason)
+    assert 0 < len(seen) < sum(x.kept for x in a)  # the case is not vacuous: some problem had two passing traces
+
+
+def test_first_correct_resume_gives_the_uninterrupted_file(stage64, tmp_path):
+    cfg, *_ = _unverifiable(stage64, tmp_path)
+    cfg = cfg.model_copy(update={"keep": "first-correct", "batch_size": 2})
+    run(cfg)
+    whole = Path(cfg.out).read_bytes()
+    lines = whole.splitlines(keepends=True)
+    Path(cfg.out).write_bytes(b"".join(lines[:4]) + lines[4][:20])  # killed mid-write of the fifth trace
+    run(cfg)
+    assert Path(cfg.out).read_bytes() == whole
+
+
+def test_one_random_decodes_only_the_seeded_choice_and_keeps_it_ungraded(stage64, tmp_path):
+    from dail.expand import random_sample
+    from dail.prompts import render
+
+    cfg, model, tokenizer, problems = stage64  # verifiable problems: grading would reject these traces
+    cfg = cfg.model_copy(update={"keep": "one-random", "n": 32})
+    run(cfg)
+    traces = read_traces(cfg.out, kept_only=False)
+    chosen = [(p.id, random_sample(cfg.seed, p.id, 32)) for p in problems]
+    assert [(t.problem_id, t.sample) for t in traces] == chosen
+    assert len({s for _, s in chosen}) > 1  # the choice depends on the problem
+    assert all(t.kept and t.reject_reason is None for t in traces)  # length / wrong answers are not graded
+    # The chosen trace is sample s of the expansion's own stream, salted with the stage's name.
+    t = traces[0]
+    p = problems[0]
+    want = reference_rollout(model, render(tokenizer, "learner", p, cfg.prompts),
+                             render(tokenizer, "privileged", p, cfg.prompts), row_key(cfg.seed, p.id, t.sample, "expand"),
+                             max_new_tokens=cfg.sampling.max_new_tokens, rule=cfg.rule, tau=cfg.tau,
+                             retries=cfg.retries, temperature=cfg.sampling.temperature, top_p=cfg.sampling.top_p,
+                             top_k=cfg.sampling.top_k, eos_token_ids=EARLY_EOS)
+    assert t.token_ids == want.token_ids

@@ -1,4 +1,4 @@
-"""Tests for dail.metrics: pass@k against brute force and exact arithmetic, budgets."""
+"""Tests for dail.metrics: pass@k against brute force and exact arithmetic, verdicts at budgets."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from dail.metrics import (
     answer_token_index,
     budget_counts,
+    correct_at_budget,
     mean_pass_at_k,
     pass_at_k,
     pass_at_k_table,
@@ -119,23 +120,40 @@ def test_mean_pass_at_k_errors_name_the_problem() -> None:
 @dataclass
 class Sample:
     correct: bool
-    answer_token: int | None
+    n_tokens: int
+    budgets: dict
 
 
-def test_budget_counts() -> None:
+@dataclass
+class Verdict:
+    correct: bool
+
+
+@pytest.mark.parametrize(("budget", "expected"), [
+    (None, [True, False, True, False]),  # no budget: each sample's own verdict
+    (10, [True, False, False, True]),  # only the 12-token samples are cut; their prefixes decide
+    (11, [True, False, True, False]),  # 11 < 12: still cut, other verdicts recorded
+    (12, [True, False, True, False]),  # every sample ended within 12 tokens: its own verdict
+    (100, [True, False, True, False]),
+])
+def test_correct_at_budget(budget, expected) -> None:
     samples = [
-        {"correct": True, "answer_token": 9},
-        {"correct": True, "answer_token": 10},
-        {"correct": True, "answer_token": None},  # inconsistent row: no answer position
-        {"correct": False, "answer_token": 3},
+        {"correct": True, "n_tokens": 10, "budgets": {}},  # ended within 10 tokens
+        {"correct": False, "n_tokens": 3, "budgets": {}},
+        {"correct": True, "n_tokens": 12, "budgets": {"10": {"correct": False}, "11": {"correct": True}}},
+        Sample(False, 12, {"10": Verdict(True), "11": Verdict(False)}),  # objects with attributes too
     ]
-    assert budget_counts(samples, None) == 3
-    assert budget_counts(samples, 10) == 1  # token 9 is the 10th token: inside a 10-token budget
-    assert budget_counts(samples, 11) == 2
-    assert budget_counts(samples, 0) == 0
-    assert budget_counts([Sample(True, 0), Sample(False, 0)], 1) == 1
-    with pytest.raises(ValueError, match="budget"):
-        budget_counts(samples, -1)
+    assert [correct_at_budget(s, budget) for s in samples] == expected
+    assert budget_counts(samples, budget) == sum(expected)
+
+
+def test_correct_at_budget_errors() -> None:
+    cut = {"correct": True, "n_tokens": 12, "budgets": {"10": {"correct": False}}}
+    with pytest.raises(ValueError, match="no verdict at budget 4"):
+        correct_at_budget(cut, 4)
+    with pytest.raises(ValueError, match="budget must be >= 1"):
+        correct_at_budget(cut, 0)
+    assert budget_counts([], 4) == 0
 
 
 def test_answer_token_index() -> None:

@@ -111,7 +111,7 @@ def slow(name: str, s, p, n, targets, mask, **kw) -> float:
     if name == "nll":
         return slow_nll(args[0], targets.tolist(), m)
     if name == "contrastive":
-        return slow_contrastive(*args, m, kw.get("gamma", 0.5))
+        return slow_contrastive(*args, m, kw.get("gamma", 0.1))
     return slow_contrastive_target(*args, m, kw.get("alpha", 1.0), kw.get("beta", 0.1))
 
 
@@ -415,7 +415,7 @@ def test_diagnostics():
     assert all(isinstance(x, float) for x in d.values())
     assert d["tokens"] == mask.sum().item()
     assert d["kl_privileged"] == pytest.approx(contrastive_loss(s, p, n, mask, gamma=0.0).item())
-    assert d["kl_privileged"] - 0.5 * d["kl_negative"] == pytest.approx(contrastive_loss(s, p, n, mask).item())
+    assert d["kl_privileged"] - 0.1 * d["kl_negative"] == pytest.approx(contrastive_loss(s, p, n, mask).item())  # γ = 0.1 default
     assert d["nll"] == pytest.approx(nll_loss(s, targets, mask).item())
     # margin = mean of l_P(y_t) − l_N(y_t) = NLL under N − NLL under P
     assert d["margin"] == pytest.approx(nll_loss(n, targets, mask).item() - nll_loss(p, targets, mask).item())

@@ -14,7 +14,7 @@ from dail.config import RunConfig, load_config
 from dail.data import read_traces, write_jsonl
 from dail.datasets import load_split
 
-METHODS = ["base", "sft-expert", "star", "dail-nll", "dail"]
+METHODS = ["base", "sft-expert", "star", "psd-nll", "dail-nll", "dail"]
 
 
 @pytest.fixture
@@ -46,6 +46,7 @@ alpha = 4
 n = 2
 k = [1, 2]
 batch_size = 4
+force_answer_tokens = 4
 [eval.sampling]
 max_new_tokens = 12
 """
@@ -86,7 +87,7 @@ def test_run_writes_everything_and_resumes(run_config, monkeypatch):
     assert (root / "traces.jsonl").read_bytes() == traces_before
 
     # Every artefact of the layout.
-    for name in ["config.toml", "waypoints.jsonl", "traces.jsonl", "traces-star.jsonl", "report.html",
+    for name in ["config.toml", "waypoints.jsonl", "traces.jsonl", "traces-star.jsonl", "traces-psd.jsonl", "report.html",
                  "metrics.json", "log.jsonl"]:
         assert (root / name).is_file(), name
     assert list((root / "plots").glob("*.png"))
@@ -98,7 +99,12 @@ def test_run_writes_everything_and_resumes(run_config, monkeypatch):
     traces = read_traces(root / "traces.jsonl", kept_only=False)
     assert len(traces) == 3 * 2
     star = read_traces(root / "traces-star.jsonl", kept_only=False)
-    assert all(set(t.source) <= {"P"} for t in star)
+    psd = read_traces(root / "traces-psd.jsonl", kept_only=False)
+    assert all(set(t.source) <= {"P"} for t in star + psd)  # both privileged-only
+    # STaR's privileged prompt holds the answer, psd's the solution: other contexts, other tokens.
+    assert [t.token_ids for t in star] != [t.token_ids for t in psd]
+    # keep = first-correct (the default): at most one kept trace per problem
+    assert all(sum(t.kept for t in traces if t.problem_id == pid) <= 1 for pid in {t.problem_id for t in traces})
     report = (root / "report.html").read_text()
     for method in METHODS:
         assert method in report

@@ -47,12 +47,13 @@ def parse_html(path: Path) -> StrictHTML:
 
 
 def metrics(p1: float, slope: float, tokens: float, ks=(1, 2, 4, 8, 16), budgets=(64, 128, 256, 512), **extra) -> dict:
-    """A plausible metrics.json: pass@k rising with log k, pass@1 rising with the budget."""
+    """A plausible metrics.json: pass@k rising with log k, pass@k rising with the budget."""
     pk = {str(k): min(1.0, p1 + slope * i) for i, k in enumerate(ks)}
-    acc_b = {str(b): p1 * min(1.0, b / (1.5 * tokens)) for b in budgets}
+    scale = {str(b): min(1.0, b / (1.5 * tokens)) for b in budgets}
+    pk_b = {b: {k: v * f for k, v in pk.items()} for b, f in scale.items()}
     return {"pass_at_k": pk, "accuracy": p1, "mean_tokens": tokens, "mean_tokens_correct": tokens * 0.8,
-            "n_problems": 50, "n_samples": 50 * ks[-1], "budgets": list(budgets), "accuracy_at_budget": acc_b,
-            "pass_at_k_budget": {b: {"1": v} for b, v in acc_b.items()},
+            "n_problems": 50, "n_samples": 50 * ks[-1], "budgets": list(budgets),
+            "accuracy_at_budget": {b: t["1"] for b, t in pk_b.items()}, "pass_at_k_budget": pk_b,
             "config": {"data": "arith-test", "n": ks[-1]}, **extra}
 
 
@@ -125,6 +126,23 @@ def test_report_writes_tables_and_plots(runs) -> None:
     page = parse_html(out / "report.html")
     text = "".join(page.text)
     assert "sft-expert <b>" in text and page.tags.count("img") == 2 and page.tags.count("table") == 4
+
+
+def test_budget_table_shows_pass_at_1_and_the_largest_k(tmp_path) -> None:
+    """The budget table reads pass_at_k_budget: pass@1 and the largest k known at every budget."""
+    m = metrics(0.2, 0.1, 100, ks=(1, 2, 4), budgets=(64, 256))  # 256 >= 1.5 * 100: the full pass@k
+    m["pass_at_k_budget"]["256"].pop("4")  # pass@4 not known at 256: pass@2 is the largest common k
+    put(tmp_path / "ev" / "eval" / "dail" / "test", m)
+    put(tmp_path / "ev" / "eval" / "base" / "test", metrics(0.1, 0.0, 100, ks=(1,), budgets=(64,)))
+    report.run([str(tmp_path / "ev")], str(tmp_path / "out"))
+    md = (tmp_path / "out" / "report.md").read_text()
+    f = 64 / 150
+    assert f"| dail · pass@1 | {100 * 0.2 * f:.1f} | 20.0 |" in md
+    assert f"| dail · pass@2 | {100 * 0.3 * f:.1f} | 30.0 |" in md and "dail · pass@4" not in md
+    assert f"| base · pass@1 | {100 * 0.1 * f:.1f} | – |" in md and "base · pass@2" not in md
+    assert "as if sampled with at most B tokens" in md
+    parse_html(tmp_path / "out" / "report.html")
+    assert (tmp_path / "out" / "plots" / "token_budget.png").read_bytes().startswith(PNG_MAGIC)
 
 
 def test_run_dir_that_is_also_the_output(runs) -> None:

@@ -103,15 +103,17 @@ def data_generate(
 def waypoints(
     data: Annotated[Optional[str], typer.Option(help="Problems JSONL or bundled split name.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Output JSONL with waypoints filled in.")] = None,
+    mode: Annotated[Optional[str], typer.Option(
+        help="hint (default: final answer + intermediate results) or rule (boxed answer + key equations).")] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Partial solutions (waypoints) for the negative reference; a row's own waypoints win."""
     from .datasets import resolve_problems
     from .waypoints import write_waypoints
 
-    cfg = _config(WaypointsConfig, config, {"data": data, "out": str(out) if out else None})
+    cfg = _config(WaypointsConfig, config, {"data": data, "out": str(out) if out else None, "mode": mode})
     with _user_errors():
-        count = write_waypoints(resolve_problems(cfg.data), cfg.out)
+        count = write_waypoints(resolve_problems(cfg.data), cfg.out, mode=cfg.mode)
     console.print(f"wrote {count} problems with waypoints to {cfg.out}")
 
 
@@ -121,7 +123,11 @@ def expand(
     data: Annotated[Optional[str], typer.Option(help="Problems JSONL (with solutions) or split name.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Traces JSONL (append-only, resumable).")] = None,
     n: Annotated[Optional[int], typer.Option(help="Traces per problem.")] = None,
-    tau: Annotated[Optional[float], typer.Option(help="Accept threshold on the privileged distribution.")] = None,
+    rule: Annotated[Optional[str], typer.Option(help="threshold (the authors') or nucleus (ablation).")] = None,
+    tau: Annotated[Optional[float], typer.Option(
+        help="threshold: keep a learner proposal when the privileged probability is >= tau.")] = None,
+    retries: Annotated[Optional[int], typer.Option(help="threshold: learner proposals per token.")] = None,
+    keep: Annotated[Optional[str], typer.Option(help="first-correct | all-correct | one-random")] = None,
     temperature: Annotated[Optional[float], typer.Option()] = None,
     top_p: Annotated[Optional[float], typer.Option()] = None,
     top_k: Annotated[Optional[int], typer.Option()] = None,
@@ -135,8 +141,8 @@ def expand(
 ) -> None:
     """Mixed-policy rollouts: learner tokens stand where the privileged student agrees."""
     cfg = _config(ExpandConfig, config, {
-        "model": model, "data": data, "out": str(out) if out else None, "n": n, "tau": tau,
-        "sampling.temperature": temperature, "sampling.top_p": top_p, "sampling.top_k": top_k,
+        "model": model, "data": data, "out": str(out) if out else None, "n": n, "tau": tau, "rule": rule,
+        "retries": retries, "keep": keep, "sampling.temperature": temperature, "sampling.top_p": top_p, "sampling.top_k": top_k,
         "sampling.max_new_tokens": max_new_tokens, "batch_size": batch_size, "seed": seed,
         "limit": limit, "device": device, "dtype": dtype,
     })
@@ -201,6 +207,9 @@ def eval_(
     top_p: Annotated[Optional[float], typer.Option()] = None,
     top_k: Annotated[Optional[int], typer.Option()] = None,
     max_new_tokens: Annotated[Optional[int], typer.Option()] = None,
+    presence_penalty: Annotated[Optional[float], typer.Option(help="vLLM's presence penalty.")] = None,
+    force_answer: Annotated[Optional[bool], typer.Option(
+        help="Give a sample without a boxed answer one short continuation after an answer cue.")] = None,
     batch_size: Annotated[Optional[int], typer.Option()] = None,
     seed: Annotated[Optional[int], typer.Option()] = None,
     limit: Annotated[Optional[int], typer.Option(help="First N problems only.")] = None,
@@ -213,6 +222,7 @@ def eval_(
         "model": model, "adapter": adapter, "data": data, "out": str(out) if out else None, "n": n,
         "k": _int_list(k), "budgets": _int_list(budgets), "sampling.temperature": temperature,
         "sampling.top_p": top_p, "sampling.top_k": top_k, "sampling.max_new_tokens": max_new_tokens,
+        "presence_penalty": presence_penalty, "force_answer": force_answer,
         "batch_size": batch_size, "seed": seed, "limit": limit, "device": device, "dtype": dtype,
     })
     from .evaluate import run

@@ -52,8 +52,36 @@ class SamplingConfig(_Config):
     max_new_tokens: int = Field(1024, ge=1, description="Length limit of a trace or sample.")
 
 
+class ExpandSampling(SamplingConfig):
+    """Expansion's proposal and fallback transform; defaults the authors': the top 20 tokens at temperature 1.
+
+    A subclass rather than other defaults on the field, so a partial `[expand.sampling]` table keeps
+    these defaults for the keys it leaves out.
+    """
+
+    temperature: float = Field(1.0, gt=0, description="Softmax temperature (> 0).")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus mass in (0, 1]; 1 disables.")
+    top_k: int = Field(20, ge=0, description="Keep the k most likely tokens; 0 disables.")
+    max_new_tokens: int = Field(2048, ge=1, description="Length limit of a trace.")
+
+
+class EvalSampling(SamplingConfig):
+    """Evaluation's (and selection's) transform; defaults the authors': temperature 0.6, top-p 0.95.
+
+    A subclass for the same reason as ExpandSampling: a partial table keeps these defaults.
+    """
+
+    temperature: float = Field(0.6, gt=0, description="Softmax temperature (> 0).")
+    top_p: float = Field(0.95, gt=0, le=1, description="Nucleus mass in (0, 1]; 1 disables.")
+
+
 class PromptConfig(_Config):
-    """Templates of the three roles; `{problem}`, `{solution}`, `{waypoints}` are filled in."""
+    """Templates of the roles; `{problem}`, `{solution}`, `{waypoints}`, `{answer}` are filled in.
+
+    Every default ends with the learner's instruction, so the roles differ only by what they are
+    shown (and the privileged rules about using it). The wording is ours; the intent is the
+    method's authors' (privileged: derive everything, never cite the reference; negative: a hint).
+    """
 
     system: str | None = Field(None, description="System message for every role; None keeps the chat template's default.")
     learner: str = Field(
@@ -61,17 +89,37 @@ class PromptConfig(_Config):
         description="The learner's (ordinary inference) prompt: the problem only.",
     )
     privileged: str = Field(
-        "{problem}\n\nHere is an expert solution to this problem:\n\n{solution}\n\n"
-        "Now write your own complete, detailed step-by-step reasoning for the problem, filling in "
-        "every step the expert skips. Do not mention the expert solution. Put your final answer "
-        "within \\boxed{{}}.",
-        description="The privileged student's prompt: problem + full expert solution.",
+        "{problem}\n\nBelow are one or more reference solutions to this problem. They are private notes "
+        "for you alone.\n\n{solution}\n\n"
+        "Now solve the problem yourself, in your own words, as if you were meeting it for the first time:\n"
+        "- Never mention, quote or allude to the reference solutions.\n"
+        "- Work out every intermediate result yourself: no number or expression counts as known until "
+        "you have derived it.\n"
+        "- Do not state the final answer before your reasoning reaches it.\n"
+        "- Length does not matter; leave no step out.\n\n"
+        "Please reason step by step, and put your final answer within \\boxed{{}}.",
+        description="The privileged student's prompt: problem + full expert solution(s).",
     )
     negative: str = Field(
-        "{problem}\n\nHere are the key intermediate results of a solution:\n\n{waypoints}\n\n"
-        "Now write your own complete, detailed step-by-step reasoning for the problem. Do not "
-        "mention these results. Put your final answer within \\boxed{{}}.",
-        description="The negative reference's prompt: problem + waypoints only.",
+        "{problem}\n\nHint: {waypoints}\n\n"
+        "Please reason step by step, and put your final answer within \\boxed{{}}.",
+        description="The negative reference's prompt: problem + waypoints only (by default the hint: final "
+                    "answer and intermediate results, see `waypoints.mode`).",
+    )
+    rationalize: str = Field(
+        "{problem}\n\nYou are told that the answer is {answer}.\n\n"
+        "Now solve the problem yourself, in your own words, as if you were meeting it for the first time:\n"
+        "- Never mention that you were told the answer.\n"
+        "- Work out every intermediate result yourself.\n"
+        "- Do not state the final answer before your reasoning reaches it.\n"
+        "- Length does not matter; leave no step out.\n\n"
+        "Please reason step by step, and put your final answer within \\boxed{{}}.",
+        description="Role `rationalize` (STaR's rationalization, the authors' answer_only): problem + the final "
+                    "answer only ({answer}: the row's answer, else the solution's last box), never the solution.",
+    )
+    max_prompt_tokens: int | None = Field(
+        None, ge=1, description="Token budget of the privileged prompt: longer solutions lose their last "
+                                "'Solution N:' block, else their second half, until it fits; None = never cut.",
     )
     choices_header: str = Field("Options:", description="Heading of the lettered options of a multiple-choice problem.")
     choice_instruction: str = Field(
@@ -82,13 +130,16 @@ class PromptConfig(_Config):
     @model_validator(mode="after")
     def _placeholders(self) -> PromptConfig:
         need = {"learner": ["{problem}"], "privileged": ["{problem}", "{solution}"],
-                "negative": ["{problem}", "{waypoints}"]}
+                "negative": ["{problem}", "{waypoints}"], "rationalize": ["{problem}", "{answer}"]}
         for key, marks in need.items():
             for mark in marks:
                 if mark not in getattr(self, key):
                     raise ValueError(f"prompts.{key} must contain {mark}")
-        if "{solution}" in self.learner or "{waypoints}" in self.learner:
-            raise ValueError("prompts.learner must not contain {solution} or {waypoints}: the learner sees the problem only")
+        if any(mark in self.learner for mark in ("{solution}", "{waypoints}", "{answer}")):
+            raise ValueError("prompts.learner must not contain {solution}, {waypoints} or {answer}: "
+                             "the learner sees the problem only")
+        if "{solution}" in self.rationalize:
+            raise ValueError("prompts.rationalize must not contain {solution}: it shows the answer only")
         return self
 
 
@@ -125,6 +176,9 @@ class WaypointsConfig(_Config):
 
     data: str = Field(..., description="Problems JSONL, or a bundled split name (arith-train, arith-test).")
     out: str = Field(..., description="Output JSONL: the problems with `waypoints` filled in.")
+    mode: Literal["hint", "rule"] = Field(
+        "hint", description="hint (the authors': final answer + intermediate results found by regex) or rule "
+                            "(boxed answer + right-hand sides of key equations); a row's own waypoints win.")
 
 
 class ExpandConfig(_ModelStage):
@@ -133,8 +187,20 @@ class ExpandConfig(_ModelStage):
     data: str = Field(..., description="Problems JSONL (with solutions), or a bundled split name.")
     out: str = Field(..., description="Traces JSONL (append-only; rerun resumes).")
     n: int = Field(4, ge=1, description="Traces per problem.")
-    tau: float = Field(0.0, ge=0, description="Accept the learner's token when q_P(token) > tau; tau >= 1 = privileged only.")
-    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    rule: Literal["threshold", "nucleus"] = Field(
+        "threshold", description="Mixed rule: threshold (the authors': learner proposals kept when p_P >= tau) "
+                                 "or nucleus (ablation: kept when the transformed q_P > tau).")
+    tau: float = Field(0.8, ge=0, description="threshold: keep a learner proposal when p_P(token) >= tau (0: every token "
+                                              "the learner's, >= 1: every token the privileged student's).")
+    retries: int = Field(5, ge=1, le=15, description="threshold: learner proposals per token before the privileged fallback.")
+    privileged_view: Literal["solution", "answer"] = Field(
+        "solution", description="What the privileged prompt holds: the expert solution, or only the final answer "
+                                "(STaR's rationalization).")
+    keep: Literal["all-correct", "first-correct", "one-random"] = Field(
+        "first-correct", description="Which traces training keeps: every correct one, the first correct per problem "
+                                     "(sample order), or one seeded-random trace per problem without grading.")
+    sampling: ExpandSampling = Field(default_factory=ExpandSampling,
+                                     description="Proposal and fallback transform of the rollout.")
     batch_size: int = Field(16, ge=1, description="Traces decoded together (each costs two rows of the forward).")
     prompts: PromptConfig = Field(default_factory=PromptConfig)
     limit: int | None = Field(None, ge=1, description="Use only the first N problems.")
@@ -162,7 +228,9 @@ class TrainConfig(_ModelStage):
     max_grad_norm: float | None = Field(1.0, gt=0, description="Gradient clipping norm; None disables.")
     schedule: Literal["cosine", "linear", "constant"] = Field("cosine", description="LR schedule after warm-up.")
     warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Share of steps spent warming up linearly.")
-    gamma: float = Field(0.5, ge=0, lt=1, description="contrastive: weight of the negative reference, in [0, 1).")
+    warmup_steps: int | None = Field(None, ge=0, description="Warm-up steps; when set, wins over warmup_ratio (the authors': 5).")
+    gamma: float = Field(0.1, ge=0, lt=1, description="contrastive: weight of the negative reference, in [0, 1) "
+                                                      "(the authors' cheating_penalty, 0.1).")
     alpha: float = Field(1.0, ge=0, description="contrastive-target: strength of the contrast.")
     beta: float = Field(0.1, gt=0, le=1, description="contrastive-target: plausibility threshold.")
     lora: LoraSettings = Field(default_factory=LoraSettings)
@@ -183,8 +251,19 @@ class EvalConfig(_ModelStage):
     out: str = Field(..., description="Output directory (samples.jsonl, metrics.json).")
     n: int = Field(16, ge=1, description="Samples per problem.")
     k: list[int] = Field(default_factory=lambda: [1, 2, 4, 8, 16], description="The k of pass@k (each <= n).")
-    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.6, top_p=0.95))
-    budgets: list[int] = Field(default_factory=list, description="Token budgets for pass@k at a budget; empty = powers of two up to max_new_tokens.")
+    sampling: EvalSampling = Field(default_factory=EvalSampling, description="The sampling transform and length limit.")
+    presence_penalty: float = Field(
+        0.0, ge=-2, le=2, description="vLLM's presence penalty: subtracted from the logit of every token the sample "
+                                      "has already generated, before temperature, top-k and top-p (the authors: 1.5).")
+    budgets: list[int] = Field(
+        default_factory=list, description="Token budgets B (each >= 1) for pass@k at a budget: a sample is graded as if "
+                                          "sampled with max_new_tokens = B; empty = powers of two up to max_new_tokens.")
+    force_answer: bool = Field(
+        True, description="Give a sample (or budget prefix) without an answer one continuation after `answer_cue`, "
+                          "and grade that.")
+    answer_cue: str = Field("\n\nFinal answer: \\boxed{", description="Text appended after a sample without an answer "
+                                                                        "to force one (tokenised without special tokens).")
+    force_answer_tokens: int = Field(100, ge=1, description="Length limit of a forced-answer continuation.")
     batch_size: int = Field(32, ge=1, description="Samples decoded together.")
     prompts: PromptConfig = Field(default_factory=PromptConfig)
     limit: int | None = Field(None, ge=1, description="Use only the first N problems.")
@@ -196,6 +275,21 @@ class EvalConfig(_ModelStage):
             raise ValueError(f"k must be in [1, n={self.n}]; got {bad}")
         return self
 
+    @field_validator("budgets")
+    @classmethod
+    def _budgets_positive(cls, v: list[int]) -> list[int]:
+        bad = [b for b in v if b < 1]
+        if bad:
+            raise ValueError(f"each budget must be >= 1 token; got {bad}")
+        return v
+
+    @field_validator("answer_cue")
+    @classmethod
+    def _cue_not_empty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be empty: a forced answer needs a cue")
+        return v
+
 
 class SelectConfig(_ModelStage):
     """`dail select`: keep the problems the base model fails in all of n samples."""
@@ -203,7 +297,7 @@ class SelectConfig(_ModelStage):
     data: str = Field(..., description="Candidate problems JSONL, or a bundled split name.")
     out: str = Field(..., description="Selected problems JSONL.")
     n: int = Field(32, ge=1, description="Samples per problem; a problem is kept if none is correct.")
-    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.6, top_p=0.95))
+    sampling: EvalSampling = Field(default_factory=EvalSampling, description="The sampling transform and length limit.")
     batch_size: int = Field(32, ge=1, description="Samples decoded together.")
     prompts: PromptConfig = Field(default_factory=PromptConfig)
     limit: int | None = Field(None, ge=1, description="Use only the first N candidates.")
@@ -308,7 +402,7 @@ def save_config(config: BaseModel, path: str | Path) -> None:
     atomic_write_text(path, to_toml(config))
 
 
-METHODS = ("base", "sft-expert", "star", "dail-nll", "dail")
+METHODS = ("base", "sft-expert", "star", "psd-nll", "dail-nll", "dail")
 
 
 def _check_section(cls: type[BaseModel], name: str, section: dict[str, Any], fill: dict[str, Any]) -> None:
@@ -330,12 +424,18 @@ class RunConfig(_Config):
     model: str = Field(DEFAULT_MODEL, description="Base model of every role and method.")
     train_data: str = Field(..., description="Problems with expert solutions (JSONL or bundled split name).")
     eval_data: list[str] = Field(..., min_length=1, description="Evaluation splits (JSONL paths or bundled split names).")
-    methods: list[Literal["base", "sft-expert", "star", "dail-nll", "dail"]] = Field(
-        default_factory=lambda: ["base", "sft-expert", "dail"], description="Methods to train and evaluate."
-    )
+    methods: list[Literal["base", "sft-expert", "star", "psd-nll", "dail-nll", "dail"]] = Field(
+        default_factory=lambda: ["base", "sft-expert", "dail"],
+        description="Methods to train and evaluate: base (no training), sft-expert (NLL on the expert solutions), "
+                    "star (NLL on rationalizations: privileged-only traces from the final answer alone), psd-nll "
+                    "(NLL on privileged-only traces from the full solution), dail-nll (NLL on the mixed traces), "
+                    "dail (the contrastive objective on the mixed traces).")
     select: bool = Field(False, description="Keep only training problems the base model fails in all of select_n samples.")
     select_n: int = Field(32, ge=1, description="Samples per problem for `select`.")
-    star_tau: float = Field(2.0, gt=1, description="tau of the STaR baseline's expansion (> 1: privileged tokens only).")
+    select_limit: int | None = Field(None, ge=1, description="Candidates `select` considers (the first N); None: all.")
+    waypoints_mode: Literal["hint", "rule"] = Field(
+        "hint", description="The negative reference's partial solution: hint (final answer + intermediate results, "
+                            "the authors') or rule (boxed answer + right-hand sides of key equations).")
     seed: int = Field(0, description="Seed of every stage.")
     device: str = Field("auto", description="cpu, cuda, cuda:N, or auto.")
     dtype: Literal["auto", "float32", "bfloat16", "float16", "float64"] = Field("auto", description="Weights dtype.")

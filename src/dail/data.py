@@ -110,17 +110,30 @@ class Trace(_Row):
 
 
 class Sample(_Row):
-    """One evaluation sample, graded."""
+    """One evaluation sample, graded; with its verdicts at the token budgets that cut it."""
+
+    class AtBudget(_Row):
+        """The verdict on a sample's first B tokens (plus a forced answer when they hold none)."""
+
+        answer: str | None
+        correct: bool
+        forced: bool = Field(False, description="The answer comes from a forced continuation of the prefix.")
 
     problem_id: str
     sample: int
     seed: int
-    text: str
-    n_tokens: int
+    text: str = Field(description="The sampled completion (without a forced continuation).")
+    n_tokens: int = Field(description="Tokens of the sampled completion.")
     finish: Literal["eos", "length"]
-    answer: str | None
+    answer: str | None = Field(description="The graded answer: the sample's own, else its forced answer's.")
     correct: bool
-    answer_token: int | None = Field(None, description="Index of the token where the answer ends.")
+    answer_token: int | None = Field(None, description="Index of the token where the sample's own answer ends.")
+    forced: bool = Field(False, description="The sample had no answer and `answer` comes from a forced continuation.")
+    forced_text: str | None = Field(None, description="The forced continuation (after the cue, which is not stored).")
+    forced_tokens: int = Field(0, description="Tokens of the forced continuation.")
+    budgets: dict[str, AtBudget] = Field(
+        default_factory=dict, description="Verdict at each budget B < n_tokens (keyed by str(B)); a sample that "
+                                          "ended within B is judged by its own verdict.")
 
 
 RowT = TypeVar("RowT", bound=BaseModel)

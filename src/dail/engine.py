@@ -28,14 +28,20 @@ and trace lengths are long-tailed). Padding groups are copies of a live one whos
 
 Randomness is counter-based: the uniform of draw `d` at step `t` of a sequence is the
 `t * DRAWS_PER_STEP + d + 1`-th output of splitmix64 seeded with the sequence's key
-(`row_key(seed, problem id, sample index)`), computed in int64 tensor arithmetic on the device.
+(`row_key(seed, problem id, sample index, stage=...)`; the stage salt keeps selection, expansion and
+evaluation from sharing streams), computed in int64 tensor arithmetic on the device.
 Tokens are drawn by inverse CDF over the transformed distribution. So a sequence's tokens depend on
 nothing but its key and its own logits -- not on batch size, order, or process count -- and sampling
 needs no generator object and no host round trip. (The logits themselves are batch-invariant on CPU;
 on GPU, low-precision matmuls may tile differently per batch size and move them by rounding.)
 
-Draw convention: draw 0 is the learner's (and plain sampling's default), draw 1 the privileged
-model's; `Engine.sample(..., draw=1)` therefore reproduces a mixed rollout that always rejects.
+Draw convention: draws 0 .. MAX_PROPOSALS - 1 are the learner's proposals (draw 0 is also plain
+sampling's default), draw PRIVILEGED_DRAW the privileged model's fallback;
+`Engine.sample(..., draw=PRIVILEGED_DRAW)` therefore reproduces a mixed rollout that always rejects.
+
+Presence penalty (vLLM's meaning) is part of the sampling transform: the engine keeps, per group, a
+[G, V] mask of the tokens generated so far (`seen`, updated in place each step) and hands it to
+`choose`, which subtracts the penalty from those tokens' logits before temperature, top-k and top-p.
 
 What it deliberately does not do: tokenisation and prompts (`dail.prompts`), the mixed acceptance
 rule (`dail.expand`), continuous batching (a finished group's slot is not refilled), torch.compile
@@ -58,6 +64,8 @@ from torch import Tensor
 
 __all__ = [
     "DRAWS_PER_STEP",
+    "MAX_PROPOSALS",
+    "PRIVILEGED_DRAW",
     "Choose",
     "Generation",
     "Engine",
@@ -69,6 +77,7 @@ __all__ = [
     "top_p_filter",
     "transform",
     "inverse_cdf",
+    "inverse_cdf_many",
     "Sampler",
     "sampler",
     "bucket_sizes",
@@ -77,7 +86,9 @@ __all__ = [
     "reference_sample",
 ]
 
-DRAWS_PER_STEP = 2  # counter layout: n = t * DRAWS_PER_STEP + draw; draw 0 learner, 1 privileged
+DRAWS_PER_STEP = 16  # counter layout: n = t * DRAWS_PER_STEP + draw
+PRIVILEGED_DRAW = DRAWS_PER_STEP - 1  # the privileged model's draw; 0 .. PRIVILEGED_DRAW - 1 are the learner's
+MAX_PROPOSALS = PRIVILEGED_DRAW  # learner proposals per step that have a draw of their own
 
 _MASK64 = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15  # splitmix64's increment (2^64 / golden ratio)
@@ -121,10 +132,15 @@ def problem_hash(problem_id: str) -> int:
     return int.from_bytes(digest, "little") >> 1
 
 
-def row_key(seed: int, problem_id: str, sample: int) -> int:
-    """The int64 key of one sequence's random stream, from (seed, problem id, sample index)."""
+def row_key(seed: int, problem_id: str, sample: int, stage: str = "") -> int:
+    """The int64 key of one sequence's random stream, from (seed, problem id, sample index, stage salt).
+
+    Stages pass their name (`select`, `expand`, `eval`, ...) so that two stages never draw the same
+    uniforms for the same (seed, problem, sample); the empty salt adds nothing to the key.
+    """
     z = 0
-    for part in (seed, problem_hash(problem_id), sample):
+    parts = (seed, problem_hash(problem_id), sample) + ((problem_hash(stage),) if stage else ())
+    for part in parts:
         # Adding the increment keeps a zero field from landing on the finaliser's fixed point 0.
         z = _mix64_int((z ^ (part & _MASK64)) + _GOLDEN)
     return _signed(z)
@@ -201,27 +217,45 @@ def _nucleus_threshold(head: Tensor, p: float) -> tuple[Tensor, Tensor]:
     return theta, total[:, -1] >= p
 
 
-def transform(logits: Tensor, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0) -> Tensor:
-    """T(logits) -> probabilities: temperature, then top-k, then top-p; exactly 0 outside the kept set."""
+def apply_presence_penalty(logits: Tensor, penalty: float, seen: Tensor | None) -> Tensor:
+    """Logits less `penalty` on every token already generated (`seen` [..., V] bool); vLLM's presence penalty."""
+    if penalty == 0 or seen is None:
+        return logits
+    return logits - penalty * seen.to(logits.dtype)
+
+
+def transform(logits: Tensor, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
+              presence_penalty: float = 0.0, seen: Tensor | None = None) -> Tensor:
+    """T(logits) -> probabilities: presence penalty, temperature, top-k, top-p; exactly 0 outside the kept set."""
+    logits = apply_presence_penalty(logits, presence_penalty, seen)
     logits = top_k_filter(apply_temperature(logits, temperature), top_k)
     return top_p_filter(torch.softmax(logits, dim=-1), top_p)
 
 
 def inverse_cdf(probs: Tensor, u: Tensor) -> Tensor:
     """Token drawn from each row of `probs` [..., V] by inverse CDF of the uniforms `u` [...] -> [...]."""
+    return inverse_cdf_many(probs, u.unsqueeze(-1)).squeeze(-1)
+
+
+def inverse_cdf_many(probs: Tensor, u: Tensor) -> Tensor:
+    """M tokens drawn from each row of `probs` [..., V], one per uniform of `u` [..., M] -> [..., M]."""
     cdf = probs.cumsum(-1)  # [..., V], nondecreasing; constant after the last token with mass
     total = cdf[..., -1:]  # [..., 1]; scaling u by it tolerates rows that do not sum to exactly 1
     # u * total < total in exact arithmetic; clamping below total keeps rounding from ever picking
     # an index past the last token with mass (which could be a zero-probability token or V).
-    x = torch.minimum(u.unsqueeze(-1) * total, torch.nextafter(total, torch.zeros_like(total)))  # [..., 1]
-    return torch.searchsorted(cdf, x, right=True).squeeze(-1)  # [...]
+    x = torch.minimum(u * total, torch.nextafter(total, torch.zeros_like(total)))  # [..., M]
+    return torch.searchsorted(cdf, x, right=True)  # [..., M]
 
 
 # ---------------------------------------------------------------------------------------------
 # the engine
 
-Choose = Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
-"""choose(logits [G, R, V], keys [G] int64, t [] int64) -> (token [G] int64, source [G] int64).
+Choose = Callable[[Tensor, Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
+"""choose(logits [G, R, V], keys [G] int64, t [] int64, seen [G, V] bool) -> (token [G] int64, tag [G] int64).
+
+`seen` marks the tokens each group has generated so far (for a presence penalty). The tag is
+recorded per token (`Generation.source`); the mixed rules put the source (0 learner, 1 privileged)
+in its low bit and the number of learner proposals rejected before the decision above it.
 
 It runs inside a captured CUDA graph on GPU: tensor ops only, no host reads, no shapes that depend on
 values, and `t` (the step) is a 0-d device tensor. Graphs are kept per `choose`, so a callback that
@@ -236,16 +270,18 @@ class Sampler:
     top_p: float = 1.0
     top_k: int = 0
     draw: int = 0
+    presence_penalty: float = 0.0
 
-    def __call__(self, logits: Tensor, keys: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-        q = transform(logits[:, 0], self.temperature, self.top_p, self.top_k)  # [G, V]
+    def __call__(self, logits: Tensor, keys: Tensor, t: Tensor, seen: Tensor) -> tuple[Tensor, Tensor]:
+        q = transform(logits[:, 0], self.temperature, self.top_p, self.top_k, self.presence_penalty, seen)  # [G, V]
         token = inverse_cdf(q, uniforms(keys, t, self.draw, q.dtype))  # [G]
         return token, torch.zeros_like(token)
 
 
-def sampler(temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, draw: int = 0) -> Choose:
+def sampler(temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, draw: int = 0,
+            presence_penalty: float = 0.0) -> Choose:
     """The `choose` of plain sampling with these settings."""
-    return Sampler(temperature, top_p, top_k, draw)
+    return Sampler(temperature, top_p, top_k, draw, presence_penalty)
 
 
 @dataclass
@@ -313,10 +349,10 @@ class _Workspace:
     """
 
     def __init__(self, model, template, groups: int, rows_per_group: int, width: int, window: int,
-                 logits_dtype: torch.dtype):
+                 logits_dtype: torch.dtype, vocab: int):
         from transformers import StaticCache
 
-        self.groups, self.R, self.width, self.window = groups, rows_per_group, width, window
+        self.groups, self.R, self.width, self.window, self.vocab = groups, rows_per_group, width, window, vocab
         self.dtype, self.logits_dtype = template.layers[0].keys.dtype, logits_dtype
         n = groups * rows_per_group
         self.cache = StaticCache(config=model.config, max_cache_len=width)
@@ -333,6 +369,7 @@ class _Workspace:
         device = self.kv[0].device
         self.token = torch.zeros(groups, dtype=torch.long, device=device)  # [G] each group's last token
         self.key = torch.zeros(groups, dtype=torch.long, device=device)  # [G] stream keys
+        self.seen = torch.zeros(groups, vocab, dtype=torch.bool, device=device)  # [G, V] tokens generated so far
         self.pos = torch.zeros(n, dtype=torch.long, device=device)  # [N] position of each row's next token
         self.mask = torch.zeros(n, width, dtype=torch.bool, device=device)  # [N, S] False on left padding only
         self.t = torch.zeros((), dtype=torch.long, device=device)  # tokens generated so far
@@ -344,11 +381,12 @@ class _Workspace:
         self.busy = False  # a generate() is decoding in it
         self.pool = None  # memory pool shared by the captured graphs (they never run at once)
 
-    def fits(self, groups: int, rows_per_group: int, width: int, dtype: torch.dtype, logits_dtype: torch.dtype) -> bool:
+    def fits(self, groups: int, rows_per_group: int, width: int, dtype: torch.dtype, logits_dtype: torch.dtype,
+             vocab: int) -> bool:
         """Whether a decode of this size can run in this workspace (and so reuse its graphs)."""
         # Every step attends over the whole width: a far wider cache than needed would cost on every step.
         return (self.R == rows_per_group and self.groups >= groups and width <= self.width <= 2 * width
-                and self.dtype == dtype and self.logits_dtype == logits_dtype)
+                and self.dtype == dtype and self.logits_dtype == logits_dtype and self.vocab == vocab)
 
     def use(self, groups: int) -> None:
         """Point the cache at the first `groups` groups' rows: views, so writes land in the full buffers."""
@@ -358,7 +396,7 @@ class _Workspace:
 
     def state(self) -> list[Tensor]:
         """The tensors a step advances in place (a graph's warm-up runs must leave them as they were)."""
-        return [self.token, self.pos, self.t, self.col] + [layer.cumulative_length for layer in self.cache.layers]
+        return [self.token, self.pos, self.t, self.col, self.seen] + [layer.cumulative_length for layer in self.cache.layers]
 
     def arrange(self, groups: int, order: list[int]) -> Tensor:
         """Make group i of the batch the current group order[i], for every per-row and per-group buffer;
@@ -367,7 +405,7 @@ class _Workspace:
         rows = (g[:, None] * self.R + torch.arange(self.R, device=g.device)).flatten()  # [N']
         for buf in self.kv:
             buf[: len(rows)] = buf[: groups * self.R].index_select(0, rows)
-        for buf, idx in ((self.pos, rows), (self.mask, rows), (self.token, g), (self.key, g)):
+        for buf, idx in ((self.pos, rows), (self.mask, rows), (self.token, g), (self.key, g), (self.seen, g)):
             buf[: len(idx)] = buf.index_select(0, idx)
         return rows
 
@@ -441,20 +479,20 @@ class Engine:
         return logits[:, -1].to(sampling_dtype(logits.dtype))  # [N, V]
 
     def _ensure_workspace(self, template, logits_dtype: torch.dtype, groups: int, rows_per_group: int,
-                          width: int) -> _Workspace:
+                          width: int, vocab: int) -> _Workspace:
         """A workspace for this decode: the kept one when it fits (its graphs stay valid), else a new one."""
         groups, dtype = self.bucket(groups), template.layers[0].keys.dtype
         if self.bucketed:  # round up so that later, slightly longer prompts still fit (and graphs stay valid)
             width = -(-width // 256) * 256
 
         def build() -> _Workspace:
-            return _Workspace(self.model, template, groups, rows_per_group, width, self.sync_every, logits_dtype)
+            return _Workspace(self.model, template, groups, rows_per_group, width, self.sync_every, logits_dtype, vocab)
 
         kept = self._workspace
         # Kept only with graphs; a generate() running while another is suspended on it gets its own.
         if not self.cuda_graphs or (kept is not None and kept.busy):
             return build()
-        if kept is not None and kept.fits(groups, rows_per_group, width, dtype, logits_dtype):
+        if kept is not None and kept.fits(groups, rows_per_group, width, dtype, logits_dtype, vocab):
             return kept
         kept = self._workspace = None  # free the old buffers and graphs before allocating the new ones
         self._workspace = build()
@@ -482,7 +520,7 @@ class Engine:
             part, chunk_logits = self._prefill_chunk(unique[lo:hi])  # DynamicCache [C, H, w, D], [C, V]
             if ws is None:  # the first chunk tells the cache's heads, head size and dtype
                 ws = self._ensure_workspace(part, chunk_logits.dtype, len(prompts), len(prompts[0]),
-                                            width + max_new_tokens - 1)
+                                            width + max_new_tokens - 1, chunk_logits.shape[-1])
             logits.append(chunk_logits)
             here = ((src >= lo) & (src < hi)).nonzero()[:, 0]  # [n] rows fed by this chunk
             # The chunk is right-padded; row n's prompt moves to columns [P - len_n, P) of the cache.
@@ -499,6 +537,7 @@ class Engine:
         ws.mask[: len(rows)] = columns[None, :] >= (width - lens)[:, None]  # future columns: causality hides them
         ws.pos[: len(rows)] = lens
         ws.key[: len(prompts)] = torch.tensor(list(keys), dtype=torch.long)
+        ws.seen[: len(prompts)] = False
         return ws, torch.cat(logits)[src]
 
     def _prefill_chunk(self, prompts: Sequence[Sequence[int]]) -> tuple[object, Tensor]:
@@ -525,13 +564,14 @@ class Engine:
     def _choose(ws: _Workspace, groups: int, choose: Choose, logits: Tensor) -> None:
         """Choose each group's next token from `logits` [groups * R, V] and record it at column `col`."""
         R = ws.R
-        token, source = choose(logits.view(groups, R, -1), ws.key[:groups], ws.t)  # [g], [g]
+        token, source = choose(logits.view(groups, R, -1), ws.key[:groups], ws.t, ws.seen[:groups])  # [g], [g]
         logprob = _token_logprob(logits, token[:, None].expand(-1, R).reshape(-1)).view(groups, R)  # [g, R]
         col = ws.col.view(1)
         ws.rec_token[:groups].index_copy_(1, col, token[:, None])
         ws.rec_source[:groups].index_copy_(1, col, source.to(torch.long)[:, None])
         ws.rec_logprob[:groups].index_copy_(2, col, logprob.to(ws.logits_dtype)[:, :, None])
         ws.token[:groups] = token
+        ws.seen[:groups].scatter_(1, token[:, None], True)
         ws.t += 1
         ws.col += 1
 
@@ -659,9 +699,10 @@ class Engine:
 
     def sample(self, prompts: Sequence[Sequence[int]], keys: Sequence[int], *, max_new_tokens: int,
                temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, draw: int = 0,
-               batch_size: int | None = None, stop_on_eos: bool = True) -> list[Generation]:
+               presence_penalty: float = 0.0, batch_size: int | None = None,
+               stop_on_eos: bool = True) -> list[Generation]:
         """Plain sampling of each prompt with its key; results in request order."""
-        choose = sampler(temperature, top_p, top_k, draw)
+        choose = sampler(temperature, top_p, top_k, draw, presence_penalty)
         size = batch_size or max(len(prompts), 1)
         out: list[Generation] = [None] * len(prompts)  # type: ignore[list-item]
         for start in range(0, len(prompts), size):
@@ -679,7 +720,7 @@ class Engine:
 
 @torch.inference_mode()
 def reference_sample(model, prompt: Sequence[int], key: int, *, max_new_tokens: int, temperature: float = 1.0,
-                     top_p: float = 1.0, top_k: int = 0, draw: int = 0,
+                     top_p: float = 1.0, top_k: int = 0, draw: int = 0, presence_penalty: float = 0.0,
                      eos_token_ids: Iterable[int] = ()) -> Generation:
     """Plain sampling of one prompt, token by token, each step a full forward of the sequence without cache."""
     device = next(model.parameters()).device
@@ -687,7 +728,11 @@ def reference_sample(model, prompt: Sequence[int], key: int, *, max_new_tokens: 
     for t in range(max_new_tokens):
         logits = model(input_ids=torch.tensor([ids], device=device), use_cache=False).logits[0, -1]  # [V]
         logits = logits.to(sampling_dtype(logits.dtype))
-        q = transform(logits, temperature, top_p, top_k)  # [V]
+        # The penalty written out: minus `presence_penalty` on each distinct token generated so far.
+        penalised = logits.clone()
+        for token in set(gen.token_ids):
+            penalised[token] -= presence_penalty
+        q = transform(penalised, temperature, top_p, top_k)  # [V]
         key_t = torch.tensor([key], dtype=torch.long, device=device)
         token = int(inverse_cdf(q, uniforms(key_t, t, draw, q.dtype)[0]))
         gen.token_ids.append(token)

@@ -1,21 +1,35 @@
 """`dail eval`: sample n completions per problem, grade them, and measure pass@k and token efficiency.
 
 Per problem the learner prompt (`dail.prompts`, multiple-choice problems with lettered options) is
-sampled `n` times by the engine (plain sampling; sample s of problem p draws from the stream
-`row_key(seed, p, s)`, so a sample does not depend on the batch it was decoded in). Each completion
-is decoded token by token, so that the character where its answer ends maps to the token that
-completes it (`answer_token`); a sample then counts at token budget B iff it is correct and
-`answer_token < B` (DESIGN.md, "Evaluation").
+sampled `n` times by the engine (plain sampling with the eval transform, presence penalty included;
+sample s of problem p draws from the stream `row_key(seed, p, s, "eval")`, so a sample does not
+depend on the batch it was decoded in; a stage that samples through `run` passes its own salt).
+Each completion is decoded token by token, so that the character where its answer ends maps to the
+token that completes it (`answer_token`).
+
+Forced answers (`force_answer`, on by default, as in the method authors' evaluation): a completion
+without an answer gets ONE continuation of at most `force_answer_tokens` tokens, from the learner
+prompt + its tokens (a final EOS dropped) + `answer_cue`, sampled with the same transform from the
+stream `row_key(seed, p, s, "eval-force")`. Its answer is the one `cue + continuation` holds, ending
+inside the continuation. The row keeps the completion and the continuation (`forced_text`) apart;
+the cue itself is a setting, not stored.
+
+Token budgets: the verdict at budget B is the verdict a run with `max_new_tokens = B` would give.
+Randomness is counter-based, so that run samples exactly the first B tokens of this one: a sample
+that ended within B tokens is judged as it is; one that ran past B is cut after B tokens and graded
+on that prefix, with a forced continuation from the prefix when it holds no answer. One sampling
+pass and short continuations thus give every budget; the verdicts of the cut samples go into the
+row (`budgets`), so metrics need samples.jsonl alone. A budget >= max_new_tokens cuts nothing.
 
 Outputs in `cfg.out`:
 
-* `samples.jsonl` -- one `dail.data.Sample` per (problem, sample), appended and fsynced as soon as
-  every sample before it (in problem-file order, then sample index) is done. Rows are therefore
-  always a prefix of one canonical order: a killed run reruns from where it stopped and ends with
-  the same file an uninterrupted run writes.
+* `samples.jsonl` -- one `dail.data.Sample` per (problem, sample), appended and fsynced once a
+  batch (its forced answers included) is graded, in problem-file order, then sample index. Rows are
+  therefore always a prefix of one canonical order: a killed run reruns from where it stopped and
+  ends with the same file an uninterrupted run writes.
 * `metrics.json` -- written atomically at the end, computed from samples.jsonl alone.
 * `eval_config.toml` -- the resolved config. A rerun into the same directory must agree with it on
-  everything that changes a sample (model, adapter, data, seed, sampling, prompts).
+  everything that changes a sample (`SAMPLE_KEYS`).
 
 Under `accelerate launch` each rank samples its shard of the problems into its own part file and
 rank 0 merges them into the samples.jsonl a single process writes (`dail.distributed`); every rank
@@ -34,6 +48,7 @@ import platform
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,12 +61,17 @@ from .data import DataError, JsonlAppender, Problem, Sample, atomic_write_text, 
 from .grading import answer_kind, extract_answer_span, is_correct
 from .metrics import answer_token_index, budget_counts, pass_at_k_table
 
-__all__ = ["default_budgets", "token_pieces", "grade_sample", "compute_metrics", "versions", "run"]
+__all__ = ["SAMPLE_KEYS", "EVAL_STAGE", "default_budgets", "resolved_budgets", "token_pieces",
+           "prefix_texts", "grade_sample", "grade_text", "grade_forced", "compute_metrics", "versions", "run"]
 
 console = Console(stderr=True)
 
-# Keys of EvalConfig that change what a sample is; a resumed run must not mix two settings of them.
-SAMPLE_KEYS = ("model", "adapter", "data", "seed", "sampling", "prompts")
+# Keys of EvalConfig that change what a sample (or its verdict at a budget) is; a resumed run must
+# not mix two settings of them.
+SAMPLE_KEYS = ("model", "adapter", "data", "seed", "sampling", "presence_penalty", "prompts", "budgets",
+               "force_answer", "answer_cue", "force_answer_tokens")
+
+EVAL_STAGE = "eval"  # row_key salt of the samples; their forced answers use "<stage>-force"
 
 
 def default_budgets(max_new_tokens: int) -> list[int]:
@@ -60,18 +80,27 @@ def default_budgets(max_new_tokens: int) -> list[int]:
     return budgets + [max_new_tokens]
 
 
-def token_pieces(tokenizer, token_ids: Sequence[int]) -> list[str]:
-    """The text each token adds; they join to the decoded completion (special tokens dropped).
+def resolved_budgets(cfg: EvalConfig) -> list[int]:
+    """The config's budgets, sorted and unique; the default powers of two when it names none."""
+    return sorted(set(cfg.budgets)) or default_budgets(cfg.sampling.max_new_tokens)
+
+
+def _piece_walk(tokenizer, ids: list[int], cuts: Sequence[int] = ()) -> tuple[list[str], dict[int, str]]:
+    """Per-token pieces of `ids`, and for each cut c the text `token_pieces(ids[:c])` joins to.
 
     Decoding ids one at a time breaks characters that span several byte-level tokens, so each
-    piece is the growth of the decoded text over a short window. A token that ends inside a
-    character adds "" and the token that completes the character carries it.
+    piece is the growth of the decoded text over a short window. The walk over ids[:c] is the
+    walk over ids up to step c, so a prefix's text is the pieces so far plus whatever a character
+    torn at the cut shows.
     """
-    ids = list(token_ids)
 
     def decode(a: int, b: int) -> str:
         return tokenizer.decode(ids[a:b], skip_special_tokens=True)
 
+    def torn_tail(end: int) -> str:  # what the decode of a character cut at `end` adds
+        return decode(start, end)[len(decode(start, read)):] if read < end else ""
+
+    wanted, texts = set(cuts), {}
     pieces: list[str] = []
     start = read = 0  # window [start, read) has been emitted; start lags one emission for context
     for i in range(len(ids)):
@@ -81,9 +110,30 @@ def token_pieces(tokenizer, token_ids: Sequence[int]) -> list[str]:
             start, read = read, i + 1
         else:
             pieces.append("")
+        if i + 1 in wanted:
+            texts[i + 1] = "".join(pieces) + torn_tail(i + 1)
     if read < len(ids):  # a torn character at the very end: the last token shows what there is
-        pieces[-1] += decode(start, len(ids))[len(decode(start, read)):]
-    return pieces
+        pieces[-1] += torn_tail(len(ids))
+    return pieces, texts
+
+
+def token_pieces(tokenizer, token_ids: Sequence[int]) -> list[str]:
+    """The text each token adds; they join to the decoded completion (special tokens dropped).
+
+    A token that ends inside a character adds "" and the token that completes the character carries it.
+    """
+    return _piece_walk(tokenizer, list(token_ids))[0]
+
+
+def prefix_texts(tokenizer, token_ids: Sequence[int], cuts: Sequence[int]) -> dict[int, str]:
+    """For each cut c < len(token_ids), the text of the first c tokens as `token_pieces` joins it."""
+    return _piece_walk(tokenizer, list(token_ids), [c for c in cuts if 0 < c < len(token_ids)])[1]
+
+
+def grade_text(text: str, reference: str, kind: str) -> tuple[str | None, bool]:
+    """(answer, correct) of a text."""
+    answer, _ = extract_answer_span(text)
+    return answer, answer is not None and is_correct(answer, reference, kind)
 
 
 def grade_sample(pieces: Sequence[str], reference: str, kind: str) -> tuple[str, str | None, bool, int | None]:
@@ -96,6 +146,17 @@ def grade_sample(pieces: Sequence[str], reference: str, kind: str) -> tuple[str,
         total += len(piece)
         ends.append(total)
     return text, answer, correct, answer_token_index(ends, end)
+
+
+def grade_forced(cue: str, continuation: str, reference: str, kind: str) -> tuple[str | None, bool]:
+    """(answer, correct) of a forced continuation: the answer of `cue + continuation`, if it ends in the continuation.
+
+    A cue that opens a box is closed by the continuation; a box or phrase of the cue alone is no answer.
+    """
+    answer, end = extract_answer_span(cue + continuation)
+    if answer is None or end <= len(cue):
+        return None, False
+    return answer, is_correct(answer, reference, kind)
 
 
 def compute_metrics(samples: Sequence[Sample], problem_ids: Sequence[str], n: int, ks: Sequence[int],
@@ -123,6 +184,8 @@ def compute_metrics(samples: Sequence[Sample], problem_ids: Sequence[str], n: in
         "mean_tokens": sum(s.n_tokens for s in flat) / len(flat),
         "mean_tokens_correct": sum(correct_tokens) / len(correct_tokens) if correct_tokens else None,
         "answer_rate": sum(s.answer is not None for s in flat) / len(flat),
+        "forced_rate": sum(s.forced for s in flat) / len(flat),
+        "mean_forced_tokens": sum(s.forced_tokens for s in flat) / len(flat),
         "truncated_rate": sum(s.finish == "length" for s in flat) / len(flat),
         "budgets": list(budgets),
         "accuracy_at_budget": {str(b): t[1] for b, t in at_budget.items()},
@@ -184,7 +247,15 @@ def _check_resume(cfg: EvalConfig, path: Path) -> None:
                           "use a fresh --out directory (or delete samples.jsonl)")
 
 
-def _sample_all(cfg: EvalConfig, todo: list[tuple[Problem, int]], path: Path) -> None:
+@dataclass
+class _Pending:
+    """A graded completion of one (problem, sample) whose row waits for its forced answers."""
+
+    row: dict[str, Any]  # Sample fields
+    budgets: dict[int, dict[str, Any]] = field(default_factory=dict)  # B -> Sample.AtBudget fields
+
+
+def _sample_all(cfg: EvalConfig, todo: list[tuple[Problem, int]], path: Path, stage: str) -> None:
     """Sample and grade every (problem, sample) of `todo`, appending rows in todo order."""
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                TimeRemainingColumn)
@@ -196,7 +267,9 @@ def _sample_all(cfg: EvalConfig, todo: list[tuple[Problem, int]], path: Path) ->
     model, tokenizer = load(cfg.model, adapter=cfg.adapter, dtype=cfg.dtype, device=dist.device_for(cfg.device))
     engine = Engine(model, default_eos_ids(model, tokenizer.eos_token_id))
     s = cfg.sampling
-    choose = sampler(s.temperature, s.top_p, s.top_k)
+    choose = sampler(s.temperature, s.top_p, s.top_k, presence_penalty=cfg.presence_penalty)
+    cue_ids = tokenizer(cfg.answer_cue, add_special_tokens=False)["input_ids"]
+    budgets = resolved_budgets(cfg)
     problems = {p.id: p for p, _ in todo}
     prompts = {pid: render(tokenizer, "learner", p, cfg.prompts) for pid, p in problems.items()}
     kinds = {pid: answer_kind(p.answer, p.choices) for pid, p in problems.items()}
@@ -207,24 +280,50 @@ def _sample_all(cfg: EvalConfig, todo: list[tuple[Problem, int]], path: Path) ->
         task = progress.add_task("sampling", total=len(todo), rate="")
         for start in range(0, len(todo), cfg.batch_size):
             chunk = todo[start : start + cfg.batch_size]
-            keys = [row_key(cfg.seed, p.id, i) for p, i in chunk]
-            ready: dict[int, Sample] = {}
-            written = 0
-            groups = [[prompts[p.id]] for p, _ in chunk]
-            for gen in engine.generate(groups, keys, choose, max_new_tokens=s.max_new_tokens):
+            # 1. The completions, graded in full and at every budget that cuts them.
+            keys = [row_key(cfg.seed, p.id, i, stage) for p, i in chunk]
+            pending: list[_Pending] = [None] * len(chunk)  # type: ignore[list-item]
+            forcing: list[tuple[int, int | None, list[int]]] = []  # (chunk index, budget or None, context)
+            for gen in engine.generate([[prompts[p.id]] for p, _ in chunk], keys, choose,
+                                       max_new_tokens=s.max_new_tokens):
                 p, i = chunk[gen.index]
-                pieces = token_pieces(tokenizer, gen.token_ids)
-                text, answer, correct, answer_token = grade_sample(pieces, p.answer, kinds[p.id])
-                ready[gen.index] = Sample(problem_id=p.id, sample=i, seed=cfg.seed, text=text,
-                                          n_tokens=len(gen.token_ids), finish=gen.finish, answer=answer,
-                                          correct=correct, answer_token=answer_token)
-                # Rows go out in todo order (see module docstring): a row waits for those before it.
-                while written in ready:
-                    out.write(ready.pop(written))
-                    written += 1
-                tokens += len(gen.token_ids)
-                rate = tokens / max(time.perf_counter() - t0, 1e-9)
-                progress.update(task, advance=1, rate=f"{rate:,.0f} tok/s")
+                ids, kind = gen.token_ids, kinds[p.id]
+                cuts = [b for b in budgets if b < len(ids)]
+                pieces, prefixes = _piece_walk(tokenizer, ids, cuts)
+                text, answer, correct, answer_token = grade_sample(pieces, p.answer, kind)
+                item = pending[gen.index] = _Pending(dict(
+                    problem_id=p.id, sample=i, seed=cfg.seed, text=text, n_tokens=len(ids), finish=gen.finish,
+                    answer=answer, correct=correct, answer_token=answer_token))
+                body = ids[:-1] if gen.finish == "eos" else ids  # the context continues the text, not the EOS
+                if answer is None and cfg.force_answer:
+                    forcing.append((gen.index, None, prompts[p.id] + body + cue_ids))
+                for b in cuts:
+                    cut_answer, cut_correct = grade_text(prefixes[b], p.answer, kind)
+                    item.budgets[b] = dict(answer=cut_answer, correct=cut_correct)
+                    if cut_answer is None and cfg.force_answer:
+                        forcing.append((gen.index, b, prompts[p.id] + ids[:b] + cue_ids))
+                tokens += len(ids)
+            # 2. One forced continuation per completion or prefix without an answer, batched.
+            for lo in range(0, len(forcing), cfg.batch_size):
+                part = forcing[lo : lo + cfg.batch_size]
+                force_keys = [row_key(cfg.seed, chunk[j][0].id, chunk[j][1], f"{stage}-force") for j, _, _ in part]
+                for gen in engine.generate([[context] for _, _, context in part], force_keys, choose,
+                                           max_new_tokens=cfg.force_answer_tokens):
+                    j, b, _ = part[gen.index]
+                    p = chunk[j][0]
+                    forced_text = "".join(token_pieces(tokenizer, gen.token_ids))
+                    answer, correct = grade_forced(cfg.answer_cue, forced_text, p.answer, kinds[p.id])
+                    if b is None:
+                        pending[j].row.update(answer=answer, correct=correct, forced=True, forced_text=forced_text,
+                                              forced_tokens=len(gen.token_ids))
+                    else:
+                        pending[j].budgets[b] = dict(answer=answer, correct=correct, forced=True)
+                    tokens += len(gen.token_ids)
+            # 3. The rows, in todo order (see module docstring).
+            for item in pending:
+                out.write(Sample(**item.row, budgets={str(b): Sample.AtBudget(**v) for b, v in item.budgets.items()}))
+            rate = tokens / max(time.perf_counter() - t0, 1e-9)
+            progress.update(task, advance=len(chunk), rate=f"{rate:,.0f} tok/s")
 
 
 def _summary(metrics: dict[str, Any], cfg: EvalConfig) -> Table:
@@ -241,15 +340,20 @@ def _summary(metrics: dict[str, Any], cfg: EvalConfig) -> Table:
     table.add_row("mean tokens", f"{metrics['mean_tokens']:.1f}")
     mtc = metrics["mean_tokens_correct"]
     table.add_row("mean tokens (correct)", "–" if mtc is None else f"{mtc:.1f}")
-    table.add_row("with an answer / truncated",
-                  f"{100 * metrics['answer_rate']:.1f}% / {100 * metrics['truncated_rate']:.1f}%")
+    table.add_row("with an answer / forced / truncated",
+                  f"{100 * metrics['answer_rate']:.1f}% / {100 * metrics['forced_rate']:.1f}% / "
+                  f"{100 * metrics['truncated_rate']:.1f}%")
     acc_b = metrics["accuracy_at_budget"]
     table.add_row("pass@1 at budget", "  ".join(f"{b}: {100 * v:.1f}%" for b, v in acc_b.items()))
     return table
 
 
-def run(cfg: EvalConfig) -> dict[str, Any]:
-    """Sample, grade and score `cfg.data`; write samples.jsonl, metrics.json, eval_config.toml."""
+def run(cfg: EvalConfig, stage: str = EVAL_STAGE) -> dict[str, Any]:
+    """Sample, grade and score `cfg.data`; write samples.jsonl, metrics.json, eval_config.toml.
+
+    `stage` salts the random streams (`dail.engine.row_key`): another stage sampling through this one
+    (`dail.pipeline.select`) draws its own samples, not the ones evaluation draws.
+    """
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     problems, skipped = _problems(cfg)
@@ -269,7 +373,7 @@ def run(cfg: EvalConfig) -> dict[str, Any]:
         n_done = sum((p.id, i) in done for p, i in wanted)
         if n_done and main:
             console.print(f"resuming: {n_done} sample(s) done, {len(wanted) - n_done} to go")
-        _sample_all(cfg, todo, write_path)
+        _sample_all(cfg, todo, write_path, stage)
     elif write_path != samples_path:
         write_path.touch()  # every rank leaves its part, so a merge can tell a lost part from an idle rank
     dist.barrier()
@@ -283,8 +387,7 @@ def run(cfg: EvalConfig) -> dict[str, Any]:
     for row in read_jsonl(samples_path, Sample):
         if (row.problem_id, row.sample) in keys:
             rows.setdefault((row.problem_id, row.sample), row)
-    budgets = sorted(set(cfg.budgets)) or default_budgets(cfg.sampling.max_new_tokens)
-    metrics = compute_metrics(list(rows.values()), [p.id for p in problems], cfg.n, cfg.k, budgets)
+    metrics = compute_metrics(list(rows.values()), [p.id for p in problems], cfg.n, cfg.k, resolved_budgets(cfg))
     metrics = {"model": cfg.model, "adapter": cfg.adapter, "data": cfg.data,
                "n_skipped_unverifiable": skipped, **metrics,
                "config": cfg.model_dump(mode="json"), "versions": versions()}

@@ -1,19 +1,28 @@
 """Expansion: the mixed-policy rollout of learner and privileged student, trace filters, `dail expand`.
 
-The rule (DESIGN.md, "Mixed-policy rollout"), per step t of each trace: draw `a ~ q_L = T(learner
-logits)` (draw 0); keep it, source L, if `q_P(a) > tau` where `q_P = T(privileged logits)` is the
-*transformed* privileged distribution (zero outside its kept set); otherwise draw `b ~ q_P`
-(draw 1), source P. The chosen token is appended to both contexts; EOS from either source ends the
-trace (the EOS token is part of it), else it ends at `max_new_tokens`. `mixed_choose` is that rule
-as a `choose` callback of `dail.engine.Engine`, so learner and privileged rows share one forward per
-step; `reference_rollout` is the same rule written out slowly (two full forwards per token, no
-cache, one trace at a time) and the tests hold the two equal.
+The default rule is the authors' (`rule = "threshold"`, DESIGN.md "Mixed-policy rollout"), per step
+t of each trace: the learner proposes up to `retries` tokens a_r ~ q_L = T(learner logits) (draws
+0..R-1); the first with p_P(a_r) >= tau under the privileged student's *raw* softmax is kept (source
+L); if none is, the token is drawn from q_P = T(privileged logits) (draw PRIVILEGED_DRAW, source P).
+tau = 0: every token is the learner's first proposal; tau >= 1: every token is the privileged
+student's. The earlier rule stays as `rule = "nucleus"` (an ablation): one proposal, kept when the
+*transformed* q_P(a) > tau. The chosen token is appended to both contexts; EOS from either source
+ends the trace (the EOS token is part of it), else it ends at `max_new_tokens`. `mixed_choose`
+builds a rule as a `choose` callback of `dail.engine.Engine`, so learner and privileged rows share
+one forward per step; `reference_rollout` writes both rules out slowly (two full forwards per token,
+no cache, one trace at a time) and the tests hold the two equal. Each token's engine tag carries
+its source (low bit) and how many proposals were rejected before it (the rest), from which the run
+logs the acceptance rate and the mean number of learner proposals per token.
 
 `run(ExpandConfig)` is the stage: problems x n samples decoded in batches, every trace written to an
 append-only JSONL (flushed per finished trace; a rerun skips finished (problem_id, sample) pairs)
 with its filter verdict -- kept, or rejected as "length" (hit the length limit), "leak" (matches a
 `leak_patterns` regex), "no_answer" or "wrong_answer" (verifiable problems only), checked in that
-order, the first failing check names the reason. The resolved config is saved as
+order, the first failing check names the reason. Then `keep` picks what training reads: every
+trace that passes ("all-correct"), only the first that passes per problem in sample order
+("first-correct", later ones become "not_first"; the authors' non-reasoning data), or one seeded
+random sample per problem, ungraded ("one-random", the authors' reasoning-model prefixes; only that
+sample is decoded). Problems without an answer are kept without grading. The resolved config is saved as
 `<out>.config.toml` (e.g. traces.config.toml) and a summary line is appended to `log.jsonl` beside
 the output.
 
@@ -46,65 +55,132 @@ from .config import ExpandConfig, save_config
 from .data import DataError, JsonlAppender, Problem, Trace, read_traces
 from .engine import (
     Choose,
+    MAX_PROPOSALS,
+    PRIVILEGED_DRAW,
     Engine,
     Generation,
     sampling_dtype,
     default_eos_ids,
     inverse_cdf,
+    inverse_cdf_many,
     row_key,
     transform,
     uniforms,
 )
 
-__all__ = ["LEARNER", "PRIVILEGED", "SOURCES", "MixedChoose", "mixed_choose", "rollout", "reference_rollout", "verdict",
-           "make_trace", "summarise", "run"]
+__all__ = ["LEARNER", "PRIVILEGED", "SOURCES", "RULES", "tag_source", "tag_rejected", "ThresholdChoose",
+           "NucleusChoose", "mixed_choose", "rollout", "reference_rollout", "verdict", "make_trace", "random_sample",
+           "wanted_keys", "FirstCorrect", "summarise", "run"]
 
-LEARNER, PRIVILEGED = 0, 1  # row of a group, draw index, and source tag all at once
-SOURCES = "LP"  # source tag -> letter in Trace.source
+LEARNER, PRIVILEGED = 0, 1  # row of a group and source tag (low bit) at once
+SOURCES = "LP"  # source -> letter in Trace.source
+STAGE = "expand"  # salt of this stage's random streams
+RULES = ("threshold", "nucleus")
+
+
+def tag_source(tag: int) -> int:
+    """The source (LEARNER or PRIVILEGED) of a token from its engine tag."""
+    return tag & 1
+
+
+def tag_rejected(tag: int) -> int:
+    """How many learner proposals were rejected before the token was decided."""
+    return tag >> 1
 
 
 @dataclass(frozen=True)
-class MixedChoose:
-    """The mixed rule as an engine `choose` over groups of (learner, privileged) rows."""
+class ThresholdChoose:
+    """The authors' rule as an engine `choose` over groups of (learner, privileged) rows.
+
+    Proposals a_1..a_R ~ q_L = T(learner logits), draws 0..R-1; the first with p_P(a_r) >= tau under
+    the privileged student's raw softmax is kept (source L); if none is, the token is drawn from
+    q_P = T(privileged logits), draw PRIVILEGED_DRAW (source P). tau = 0 keeps every first proposal,
+    tau >= 1 keeps none (the authors' special cases, so a degenerate p_P = 1.0 does not slip through).
+    """
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 20
+    tau: float = 0.8
+    retries: int = 5
+
+    def __post_init__(self):
+        if not 1 <= self.retries <= MAX_PROPOSALS:
+            raise ValueError(f"retries must be in [1, {MAX_PROPOSALS}], got {self.retries}")
+
+    def __call__(self, logits: Tensor, keys: Tensor, t: Tensor, seen: Tensor) -> tuple[Tensor, Tensor]:
+        q = transform(logits, self.temperature, self.top_p, self.top_k)  # [G, 2, V]
+        # Every proposal is drawn, used or not: a per-group branch would cost a host sync, and the
+        # draws are one cumsum and one searchsorted whatever R is.
+        u = torch.stack([uniforms(keys, t, r, q.dtype) for r in range(self.retries)], -1)  # [G, R]
+        proposals = inverse_cdf_many(q[:, LEARNER], u)  # [G, R]
+        fallback = inverse_cdf(q[:, PRIVILEGED], uniforms(keys, t, PRIVILEGED_DRAW, q.dtype))  # [G]
+        if self.tau >= 1:
+            passes = torch.zeros_like(proposals, dtype=torch.bool)
+        else:
+            p_raw = torch.softmax(logits[:, PRIVILEGED], -1)  # [G, V] untransformed
+            passes = p_raw.gather(-1, proposals) >= self.tau  # [G, R]
+        accepted = passes.any(-1)  # [G]
+        first = passes.to(torch.int8).argmax(-1)  # [G] index of the first passing proposal (0 if none)
+        token = torch.where(accepted, proposals.gather(-1, first[:, None])[:, 0], fallback)
+        rejected = torch.where(accepted, first, torch.full_like(first, self.retries))
+        return token, rejected * 2 + (~accepted).long()
+
+
+@dataclass(frozen=True)
+class NucleusChoose:
+    """The earlier rule (an ablation): keep a ~ q_L when q_P(a) > tau on the transformed privileged distribution."""
 
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0
     tau: float = 0.0
 
-    def __call__(self, logits: Tensor, keys: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+    def __call__(self, logits: Tensor, keys: Tensor, t: Tensor, seen: Tensor) -> tuple[Tensor, Tensor]:
         q = transform(logits, self.temperature, self.top_p, self.top_k)  # [G, 2, V]
-        a = inverse_cdf(q[:, LEARNER], uniforms(keys, t, LEARNER, q.dtype))  # [G]
+        a = inverse_cdf(q[:, LEARNER], uniforms(keys, t, 0, q.dtype))  # [G]
         # b is drawn for every group, needed or not: a branch per group would cost a host sync.
-        b = inverse_cdf(q[:, PRIVILEGED], uniforms(keys, t, PRIVILEGED, q.dtype))  # [G]
+        b = inverse_cdf(q[:, PRIVILEGED], uniforms(keys, t, PRIVILEGED_DRAW, q.dtype))  # [G]
         accept = q[:, PRIVILEGED].gather(-1, a[:, None])[:, 0] > self.tau  # [G]
-        return torch.where(accept, a, b), (~accept).long()
+        return torch.where(accept, a, b), (~accept).long() * 3  # rejected 1 proposal, source P
 
 
-def mixed_choose(temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, tau: float = 0.0) -> Choose:
+def mixed_choose(rule: str = "threshold", temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
+                 tau: float = 0.0, retries: int = 5) -> Choose:
     """The mixed rule with these settings (equal settings give equal callbacks, which share CUDA graphs)."""
-    return MixedChoose(temperature, top_p, top_k, tau)
+    if rule == "threshold":
+        return ThresholdChoose(temperature, top_p, top_k, tau, retries)
+    if rule == "nucleus":
+        return NucleusChoose(temperature, top_p, top_k, tau)
+    raise ValueError(f"unknown rule {rule!r}; rules are {', '.join(RULES)}")
 
 
 def rollout(engine: Engine, pairs: Sequence[tuple[Sequence[int], Sequence[int]]], keys: Sequence[int], *,
-            max_new_tokens: int, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, tau: float = 0.0,
-            stop_on_eos: bool = True) -> Iterator[Generation]:
+            max_new_tokens: int, rule: str = "threshold", temperature: float = 1.0, top_p: float = 1.0,
+            top_k: int = 0, tau: float = 0.0, retries: int = 5, stop_on_eos: bool = True) -> Iterator[Generation]:
     """Mixed rollouts of (learner prompt, privileged prompt) pairs in one batch, yielded as they finish."""
-    choose = mixed_choose(temperature, top_p, top_k, tau)
+    choose = mixed_choose(rule, temperature, top_p, top_k, tau, retries)
     yield from engine.generate([list(pair) for pair in pairs], keys, choose, max_new_tokens=max_new_tokens,
                                stop_on_eos=stop_on_eos)
 
 
 @torch.inference_mode()
 def reference_rollout(model, learner_prompt: Sequence[int], privileged_prompt: Sequence[int], key: int, *,
-                      max_new_tokens: int, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
-                      tau: float = 0.0, eos_token_ids: Iterable[int] = ()) -> Generation:
+                      max_new_tokens: int, rule: str = "threshold", temperature: float = 1.0, top_p: float = 1.0,
+                      top_k: int = 0, tau: float = 0.0, retries: int = 5,
+                      eos_token_ids: Iterable[int] = ()) -> Generation:
     """One mixed rollout, token by token: two full forwards without cache per step, the rule spelt out."""
+    if rule not in RULES:
+        raise ValueError(f"unknown rule {rule!r}; rules are {', '.join(RULES)}")
     device = next(model.parameters()).device
     eos = set(eos_token_ids)
     contexts = [list(learner_prompt), list(privileged_prompt)]
     gen = Generation(0, logprobs=[[], []])
     key_t = torch.tensor([key], dtype=torch.long, device=device)
+
+    def draw(q: Tensor, t: int, d: int) -> int:
+        return int(inverse_cdf(q, uniforms(key_t, t, d, q.dtype)[0]))
+
     for t in range(max_new_tokens):
         raw = []
         for ctx in contexts:
@@ -112,14 +188,24 @@ def reference_rollout(model, learner_prompt: Sequence[int], privileged_prompt: S
             raw.append(logits.to(sampling_dtype(logits.dtype)))
         q_learner = transform(raw[LEARNER], temperature, top_p, top_k)  # [V]
         q_privileged = transform(raw[PRIVILEGED], temperature, top_p, top_k)  # [V]
-        a = int(inverse_cdf(q_learner, uniforms(key_t, t, LEARNER, q_learner.dtype)[0]))
-        if float(q_privileged[a]) > tau:
-            token, source = a, LEARNER
+        token = None
+        if rule == "threshold":
+            p_raw = torch.softmax(raw[PRIVILEGED], -1)  # [V]
+            for r in range(retries):
+                a = draw(q_learner, t, r)
+                if tau < 1 and float(p_raw[a]) >= tau:
+                    token, tag = a, 2 * r + LEARNER
+                    break
+            rejected = retries
         else:
-            token = int(inverse_cdf(q_privileged, uniforms(key_t, t, PRIVILEGED, q_privileged.dtype)[0]))
-            source = PRIVILEGED
+            a = draw(q_learner, t, 0)
+            if float(q_privileged[a]) > tau:
+                token, tag = a, LEARNER
+            rejected = 1
+        if token is None:
+            token, tag = draw(q_privileged, t, PRIVILEGED_DRAW), 2 * rejected + PRIVILEGED
         gen.token_ids.append(token)
-        gen.source.append(source)
+        gen.source.append(tag)
         for row, logits in enumerate(raw):
             gen.logprobs[row].append(float(torch.log_softmax(logits, -1)[token]))
         for ctx in contexts:
@@ -134,11 +220,17 @@ def reference_rollout(model, learner_prompt: Sequence[int], privileged_prompt: S
 # filters and records
 
 
-def verdict(text: str, finish: str, problem: Problem, leak: Sequence[re.Pattern]) -> tuple[str | None, str | None]:
-    """(extracted answer, reject reason or None): length, then leak, then no/wrong answer if verifiable."""
+def verdict(text: str, finish: str, problem: Problem, leak: Sequence[re.Pattern],
+            graded: bool = True) -> tuple[str | None, str | None]:
+    """(extracted answer, reject reason or None): length, then leak, then no/wrong answer if verifiable.
+
+    Ungraded (keep = "one-random", the authors' reasoning-model prefixes) only the leak check applies.
+    """
     from .grading import answer_kind, extract_answer, is_correct
 
     answer = extract_answer(text)
+    if not graded:
+        return answer, "leak" if any(p.search(text) for p in leak) else None
     if finish == "length":
         return answer, "length"
     if any(p.search(text) for p in leak):
@@ -152,14 +244,45 @@ def verdict(text: str, finish: str, problem: Problem, leak: Sequence[re.Pattern]
 
 
 def make_trace(gen: Generation, problem: Problem, sample: int, seed: int, tokenizer,
-               leak: Sequence[re.Pattern]) -> Trace:
+               leak: Sequence[re.Pattern], graded: bool = True) -> Trace:
     """A finished rollout as a Trace row with its filter verdict."""
     text = tokenizer.decode(gen.token_ids, skip_special_tokens=True)
-    answer, reason = verdict(text, gen.finish, problem, leak)
+    answer, reason = verdict(text, gen.finish, problem, leak, graded)
     return Trace(problem_id=problem.id, sample=sample, seed=seed, text=text, token_ids=gen.token_ids,
-                 source="".join(SOURCES[s] for s in gen.source), logprob_learner=gen.logprobs[LEARNER],
+                 source="".join(SOURCES[tag_source(s)] for s in gen.source), logprob_learner=gen.logprobs[LEARNER],
                  logprob_privileged=gen.logprobs[PRIVILEGED], finish=gen.finish, answer=answer,
                  kept=reason is None, reject_reason=reason)
+
+
+def random_sample(seed: int, problem_id: str, n: int) -> int:
+    """The sample index that keep = "one-random" takes for a problem: seeded, independent of everything else."""
+    return row_key(seed, problem_id, 0, "keep") % n
+
+
+def wanted_keys(cfg: ExpandConfig, problems: Sequence[Problem]) -> list[tuple[str, int]]:
+    """(problem id, sample) of every trace the stage writes, in canonical order.
+
+    With keep = "one-random" only the chosen sample of each problem is decoded: the choice does not
+    depend on the traces, so decoding the other n - 1 would only make rows to throw away.
+    """
+    if cfg.keep == "one-random":
+        return [(p.id, random_sample(cfg.seed, p.id, cfg.n)) for p in problems]
+    return [(p.id, s) for p in problems for s in range(cfg.n)]
+
+
+class FirstCorrect:
+    """keep = "first-correct": of the traces that pass the filters, only the first of each problem (in
+    sample order) stays kept; later ones become "not_first". Fed in canonical order."""
+
+    def __init__(self, kept_problems: Iterable[str]):
+        self.kept = set(kept_problems)
+
+    def __call__(self, trace: Trace) -> Trace:
+        if trace.kept and trace.problem_id in self.kept:
+            return trace.model_copy(update={"kept": False, "reject_reason": "not_first"})
+        if trace.kept:
+            self.kept.add(trace.problem_id)
+        return trace
 
 
 def summarise(path: str | Path) -> dict[str, Any]:
@@ -202,38 +325,49 @@ def run(cfg: ExpandConfig) -> dict[str, Any]:
         save_config(cfg, config_path)
     done = dist.done_keys(out)
     sink_path = dist.write_path(out)
-    todo = [(p, s) for p in dist.shard(problems) for s in range(cfg.n) if (p.id, s) not in done]
+    mine = {p.id for p in dist.shard(problems)}
+    by_id = {p.id: p for p in problems}
+    todo = [(by_id[pid], s) for pid, s in wanted_keys(cfg, problems) if pid in mine and (pid, s) not in done]
+    # A problem's samples all live on one rank, so the rank's own rows say which problems have a kept trace.
+    select = FirstCorrect(pid for pid, kept in dist.done_keys(out, ("problem_id", "kept")) if kept) \
+        if cfg.keep == "first-correct" else (lambda trace: trace)
+    graded = cfg.keep != "one-random"
 
     sampling = cfg.sampling
-    new = {"traces": 0, "tokens": 0, "privileged": 0, "seconds": 0.0}
+    new = {"traces": 0, "tokens": 0, "privileged": 0, "proposals": 0, "seconds": 0.0}
     if todo:
         model, tokenizer = load(cfg.model, dtype=cfg.dtype, device=dist.device_for(cfg.device))
-        prompts = {p.id: (render(tokenizer, "learner", p, cfg.prompts), render(tokenizer, "privileged", p, cfg.prompts))
+        # STaR's rationalization: the privileged student sees only the final answer.
+        privileged = "rationalize" if cfg.privileged_view == "answer" else "privileged"
+        prompts = {p.id: (render(tokenizer, "learner", p, cfg.prompts), render(tokenizer, privileged, p, cfg.prompts))
                    for p, _ in todo}
         engine = Engine(model, eos_token_ids=default_eos_ids(model, tokenizer.eos_token_id))
         columns = [TextColumn("expand"), BarColumn(), MofNCompleteColumn(), TextColumn("accept {task.fields[accept]}"),
                    TimeElapsedColumn(), TimeRemainingColumn()]
         start = time.perf_counter()
-        mine = len(dist.shard(problems)) * cfg.n  # the bar counts this rank's shard (shown on rank 0 only)
+        total = sum(pid in mine for pid, _ in wanted_keys(cfg, problems))  # this rank's shard (shown on rank 0 only)
         with JsonlAppender(sink_path) as sink, \
                 Progress(*columns, console=Console(stderr=True), disable=not dist.is_main()) as bar:
-            task = bar.add_task("expand", total=mine, completed=mine - len(todo), accept="-")
+            task = bar.add_task("expand", total=total, completed=total - len(todo), accept="-")
             for i in range(0, len(todo), cfg.batch_size):
                 chunk = todo[i: i + cfg.batch_size]
                 ready: dict[int, Trace] = {}
                 written = 0
                 for gen in rollout(engine, [prompts[p.id] for p, _ in chunk],
-                                   [row_key(cfg.seed, p.id, s) for p, s in chunk],
-                                   max_new_tokens=sampling.max_new_tokens, temperature=sampling.temperature,
-                                   top_p=sampling.top_p, top_k=sampling.top_k, tau=cfg.tau):
+                                   [row_key(cfg.seed, p.id, s, STAGE) for p, s in chunk],
+                                   max_new_tokens=sampling.max_new_tokens, rule=cfg.rule,
+                                   temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k,
+                                   tau=cfg.tau, retries=cfg.retries):
                     problem, sample = chunk[gen.index]
-                    ready[gen.index] = make_trace(gen, problem, sample, cfg.seed, tokenizer, leak)
+                    ready[gen.index] = make_trace(gen, problem, sample, cfg.seed, tokenizer, leak, graded)
                     while written in ready:  # canonical order: a trace waits for those before it
-                        sink.write(ready.pop(written))
+                        sink.write(select(ready.pop(written)))
                         written += 1
                     new["traces"] += 1
                     new["tokens"] += len(gen.token_ids)
-                    new["privileged"] += sum(gen.source)
+                    new["privileged"] += sum(tag_source(tag) for tag in gen.source)
+                    # Proposals the learner drew for each token: those rejected, plus the one kept.
+                    new["proposals"] += sum(tag_rejected(tag) + 1 - tag_source(tag) for tag in gen.source)
                     rate = 1 - new["privileged"] / new["tokens"]
                     bar.update(task, advance=1, accept=f"{rate:.1%}")
         new["seconds"] = time.perf_counter() - start
@@ -243,16 +377,19 @@ def run(cfg: ExpandConfig) -> dict[str, Any]:
     dist.barrier()
     if sink_path != out:  # always so under a launcher; alone, only when parts of an earlier launch are about
         if dist.is_main():
-            dist.merge_parts(out, [(p.id, s) for p in problems for s in range(cfg.n)], world=dist.world_size())
+            dist.merge_parts(out, wanted_keys(cfg, problems), world=dist.world_size())
         dist.barrier()
     ranks = dist.gather(new)
-    new = {k: sum(r[k] for r in ranks) for k in ("traces", "tokens", "privileged")} | \
+    new = {k: sum(r[k] for r in ranks) for k in ("traces", "tokens", "privileged", "proposals")} | \
         {"seconds": max(r["seconds"] for r in ranks)}
     summary = summarise(out)
     summary.update({
         "new_traces": new["traces"],
         "new_tokens": new["tokens"],
+        "rule": cfg.rule,
+        "tau": cfg.tau,
         "acceptance_rate": 1 - new["privileged"] / new["tokens"] if new["tokens"] else None,
+        "mean_proposals": new["proposals"] / new["tokens"] if new["tokens"] else None,
         "seconds": round(new["seconds"], 3),
         "tokens_per_s": new["tokens"] / new["seconds"] if new["seconds"] else None,
         "out": str(out),
@@ -277,6 +414,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
              ("new traces (this run)", summary["new_traces"])]
     if summary["new_tokens"]:
         rows += [("acceptance (this run)", f"{summary['acceptance_rate']:.1%}"),
+                 ("learner proposals per token", f"{summary['mean_proposals']:.2f}"),
                  ("tokens/s (this run)", f"{summary['tokens_per_s']:.1f}")]
     for name, value in rows:
         table.add_row(name, str(value))

@@ -2,7 +2,9 @@
 
 What it does: the unbiased pass@k estimator ``1 - C(n-c, k) / C(n, k)`` for one problem
 (n samples, c correct), its mean over problems, tables over several k, and the counts needed
-for pass@k at a token budget (DESIGN.md, "Evaluation").
+for pass@k at a token budget (DESIGN.md, "Evaluation"): a sample counts at budget B when the
+sample a run with ``max_new_tokens = B`` draws is correct (its first B tokens, graded by the
+evaluation stage and recorded in the sample's row).
 
 What it deliberately does not do: no grading (``grading.py``), no tokenisation, no I/O, no
 confidence intervals. Counts in, floats out.
@@ -57,28 +59,29 @@ def pass_at_k_table(
     return {k: mean_pass_at_k(per_problem_counts, k) for k in ks}
 
 
-def budget_counts(samples: Iterable[Mapping[str, Any] | Any], budget: int | None) -> int:
-    """Number of samples that are correct with their answer inside the first `budget` tokens.
+def correct_at_budget(sample: Mapping[str, Any] | Any, budget: int | None) -> bool:
+    """Whether a sample is correct when sampled with at most `budget` new tokens (None: no budget).
 
-    Each sample has ``correct: bool`` and ``answer_token: int | None``, the 0-based index of
-    the generated token in which the answer ends (so the answer is complete after
-    ``answer_token + 1`` tokens). A sample counts iff it is correct and, when `budget` is not
-    None, ``answer_token is not None and answer_token < budget``. ``budget=None`` means no
-    budget: every correct sample counts. Samples may be mappings or objects with attributes.
+    A sample has ``correct: bool``, ``n_tokens: int`` and ``budgets``, its verdicts keyed by
+    ``str(B)`` at each budget B < n_tokens (mappings or objects with ``correct``). A sample that
+    ended within the budget (``n_tokens <= budget``) is what a run with that budget samples too, so
+    its own verdict stands; one that ran past it is judged by its verdict on its first `budget`
+    tokens, which must be recorded. Samples may be mappings or objects with attributes.
     """
-    if budget is not None and budget < 0:
-        raise ValueError(f"budget must be >= 0 tokens or None, got {budget}")
-    count = 0
-    for sample in samples:
-        if not _field(sample, "correct"):
-            continue
-        if budget is None:
-            count += 1
-            continue
-        token = _field(sample, "answer_token")
-        if token is not None and token < budget:
-            count += 1
-    return count
+    if budget is not None and budget < 1:
+        raise ValueError(f"budget must be >= 1 token or None, got {budget}")
+    if budget is None or _field(sample, "n_tokens") <= budget:
+        return bool(_field(sample, "correct"))
+    verdicts = _field(sample, "budgets") or {}
+    if str(budget) not in verdicts:
+        raise ValueError(f"a sample of {_field(sample, 'n_tokens')} tokens has no verdict at budget {budget} "
+                         f"(verdicts at {sorted(verdicts, key=int)}): it was sampled with other budgets")
+    return bool(_field(verdicts[str(budget)], "correct"))
+
+
+def budget_counts(samples: Iterable[Mapping[str, Any] | Any], budget: int | None) -> int:
+    """Number of samples correct at token budget `budget` (`correct_at_budget`); None means no budget."""
+    return sum(correct_at_budget(s, budget) for s in samples)
 
 
 def answer_token_index(token_ends: Sequence[int], answer_end: int | None) -> int | None:

@@ -114,7 +114,7 @@ def contrastive_loss(
     privileged_logits: torch.Tensor,
     negative_logits: torch.Tensor,
     mask: torch.Tensor,
-    gamma: float = 0.5,
+    gamma: float = 0.1,
     *,
     num_tokens: float | torch.Tensor | None = None,
 ) -> torch.Tensor:

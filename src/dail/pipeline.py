@@ -37,8 +37,21 @@ console = Console(stderr=True)
 TRAINED: dict[str, tuple[str | None, str]] = {
     "sft-expert": (None, "sft-expert"),
     "star": ("traces-star.jsonl", "nll"),
+    "psd-nll": ("traces-psd.jsonl", "nll"),
     "dail-nll": ("traces.jsonl", "nll"),
     "dail": ("traces.jsonl", "contrastive"),
+}
+
+# traces file -> how its expansion differs from the run's [expand] settings.
+#   traces.jsonl      the mixed rollout (DAIL)
+#   traces-psd.jsonl  privileged self-distillation: every token the privileged student's (tau >= 1)
+#   traces-star.jsonl STaR's rationalization: the privileged prompt holds only the final answer, every
+#                     token the privileged student's, correct ones kept (Zelikman et al. 2022; the
+#                     authors' answer_only option)
+EXPANSIONS: dict[str, dict[str, Any]] = {
+    "traces.jsonl": {},
+    "traces-psd.jsonl": {"rule": "threshold", "tau": 1.0},
+    "traces-star.jsonl": {"rule": "threshold", "tau": 1.0, "privileged_view": "answer"},
 }
 
 
@@ -90,24 +103,26 @@ def _problems(spec: str) -> list[Problem]:
 
 def select(cfg: SelectConfig) -> dict:
     """Keep the problems the base model fails in all of `n` samples (the paper's training-set rule)."""
+    from .data import Sample, read_jsonl
     from .evaluate import run as evaluate
 
     out = Path(cfg.out)
     work = out.with_name(out.stem + "-samples")
     problems = _problems(cfg.data)[: cfg.limit]
-    eval_cfg = EvalConfig(**cfg.model_dump(exclude={"data", "out", "limit"}), data=cfg.data, out=str(work),
-                          k=[1], budgets=[cfg.sampling.max_new_tokens], limit=cfg.limit)
-    evaluate(eval_cfg)
     solved: set[str] = set()
-    with (work / "samples.jsonl").open(encoding="utf-8") as f:
-        for line in f:
-            row = json.loads(line)
-            if row["correct"]:
-                solved.add(row["problem_id"])
-    kept = [p for p in problems if p.id not in solved and p.verifiable]
+    checkable = [p for p in problems if p.verifiable]
+    if checkable:
+        eval_cfg = EvalConfig(**cfg.model_dump(exclude={"data", "out", "limit"}), data=cfg.data, out=str(work),
+                              k=[1], budgets=[cfg.sampling.max_new_tokens], limit=cfg.limit)
+        evaluate(eval_cfg, stage="select")  # its own random streams, not evaluation's
+        solved = {row.problem_id for row in read_jsonl(work / "samples.jsonl", Sample) if row.correct}
+    # A problem without a checkable answer (a proof) cannot be selected by failure: it passes through.
+    kept = [p for p in problems if p.id not in solved]
     write_jsonl(out, kept)
-    summary = {"candidates": len(problems), "selected": len(kept), "n": cfg.n}
-    console.print(f"select: kept {len(kept)} of {len(problems)} problems the base model fails in all {cfg.n} samples")
+    summary = {"candidates": len(problems), "selected": len(kept), "unverifiable": len(problems) - len(checkable),
+               "n": cfg.n}
+    console.print(f"select: kept {len(kept)} of {len(problems)} problems: the base model fails all {cfg.n} samples "
+                  f"of {len(kept) - summary['unverifiable']}, and {summary['unverifiable']} have no answer to check")
     return summary
 
 
@@ -118,8 +133,9 @@ def _write_if_changed(path: Path, text: str) -> None:
 
 
 def _expand_done(cfg: ExpandConfig, problems: list[Problem]) -> bool:
-    want = {(p.id, s) for p in problems[: cfg.limit] for s in range(cfg.n)}
-    return want <= read_done_keys(cfg.out)
+    from .expand import wanted_keys
+
+    return set(wanted_keys(cfg, problems[: cfg.limit])) <= read_done_keys(cfg.out)
 
 
 def run(cfg: RunConfig) -> dict:
@@ -153,7 +169,8 @@ def run(cfg: RunConfig) -> dict:
     train_data = cfg.train_data
     if cfg.select:
         sel = SelectConfig(**common, data=cfg.train_data, out=str(root / "selected.jsonl"), n=cfg.select_n,
-                           prompts=prompts, **{k: v for k, v in cfg.eval.items() if k in ("sampling", "batch_size", "limit")})
+                           prompts=prompts, limit=cfg.select_limit,
+                           **{k: v for k, v in cfg.eval.items() if k in ("sampling", "batch_size")})
         stage("select", (root / "selected.jsonl").exists(), sel, select)
         train_data = str(root / "selected.jsonl")
 
@@ -164,7 +181,7 @@ def run(cfg: RunConfig) -> dict:
         from .waypoints import write_waypoints
 
         # Every method trains on the same problems: the ones expansion uses.
-        write_waypoints(_problems(train_data)[: cfg.expand.get("limit")], waypoints_file)
+        write_waypoints(_problems(train_data)[: cfg.expand.get("limit")], waypoints_file, mode=cfg.waypoints_mode)
 
     stage("waypoints", waypoints_file.exists(), None, make_waypoints)
     problems = read_problems(waypoints_file)
@@ -174,8 +191,7 @@ def run(cfg: RunConfig) -> dict:
 
     wanted = {TRAINED[m][0] for m in cfg.methods if m in TRAINED} - {None}
     for traces in sorted(wanted):
-        tau = cfg.star_tau if traces == "traces-star.jsonl" else cfg.expand.get("tau", 0.0)
-        ex = ExpandConfig(**{**cfg.expand, **common, "tau": tau, "prompts": prompts},
+        ex = ExpandConfig(**{**cfg.expand, **EXPANSIONS[traces], **common, "prompts": prompts},
                           data=str(waypoints_file), out=str(root / traces))
         stage(f"expand:{traces}", _expand_done(ex, problems), ex, expand)
 

@@ -195,12 +195,24 @@ def _accuracy(m: dict[str, Any]) -> float | None:
     return _num(m.get("accuracy")) if "accuracy" in m else _num(_int_keyed(m.get("pass_at_k")).get(1))
 
 
-def _budget_curve(m: dict[str, Any]) -> dict[int, float]:
-    """pass@1 at each token budget (from `accuracy_at_budget`, else `pass_at_k_budget[b]['1']`)."""
-    curve = {b: _num(v) for b, v in _int_keyed(m.get("accuracy_at_budget")).items()}
-    if not curve:
-        curve = {b: _num(_int_keyed(v).get(1)) for b, v in _int_keyed(m.get("pass_at_k_budget")).items()}
+def _budget_curve(m: dict[str, Any], k: int = 1) -> dict[int, float]:
+    """pass@k at each token budget: `pass_at_k_budget[b][k]` (pass@1 also from `accuracy_at_budget`)."""
+    curve = {b: _num(_int_keyed(v).get(k)) for b, v in _int_keyed(m.get("pass_at_k_budget")).items()}
+    if k == 1 and not any(v is not None for v in curve.values()):
+        curve = {b: _num(v) for b, v in _int_keyed(m.get("accuracy_at_budget")).items()}
     return {b: v for b, v in curve.items() if v is not None}
+
+
+def _budget_top_k(m: dict[str, Any]) -> int | None:
+    """The largest k > 1 whose pass@k is known at every token budget (None when there is none)."""
+    tables = [_int_keyed(v) for v in _int_keyed(m.get("pass_at_k_budget")).values()]
+    common = set.intersection(*(set(t) for t in tables)) if tables else set()
+    return max((k for k in common if k > 1), default=None)
+
+
+# How a budget is applied, for captions: the metric of `dail eval` (DESIGN.md, "Evaluation").
+BUDGET_RULE = ("each sample graded as if sampled with at most B tokens: a sample cut at B is graded on its "
+               "first B tokens, with a forced answer when they hold none")
 
 
 def _columns(entries: Sequence[EvalEntry]) -> list[tuple[str, str, Any]]:
@@ -251,9 +263,17 @@ def _split_tables(entries: Sequence[EvalEntry]) -> list[tuple[str, list[str], li
 
 
 def _budget_table(entries: Sequence[EvalEntry], split: str) -> tuple[list[int], list[tuple[str, list[str]]]]:
+    """Budgets and rows of the budget table: per method its pass@1 and its largest pass@k at each budget."""
     group = [e for e in entries if e.split == split]
     budgets = sorted({b for e in group for b in _budget_curve(e.metrics)})
-    rows = [(e.method, [_fmt("accuracy", _budget_curve(e.metrics).get(b)) for b in budgets]) for e in group]
+    rows = []
+    for e in group:
+        curve = _budget_curve(e.metrics)
+        rows.append((f"{e.method} · pass@1", [_fmt("accuracy", curve.get(b)) for b in budgets]))
+        top = _budget_top_k(e.metrics)
+        if top is not None:
+            curve = _budget_curve(e.metrics, top)
+            rows.append((f"{e.method} · pass@{top}", [_fmt("accuracy", curve.get(b)) for b in budgets]))
     return budgets, rows
 
 
@@ -276,7 +296,7 @@ def markdown_report(entries: Sequence[EvalEntry]) -> str:
             lines.append(f"| {_md_cell(method)} | " + " | ".join(shown) + " |")
         budgets, brows = _budget_table(entries, split)
         if budgets:
-            lines += ["", "pass@1 (%) at a token budget (an answer ending past the budget counts as wrong):", "",
+            lines += ["", f"pass@k (%) at a token budget B ({BUDGET_RULE}):", "",
                       "| method | " + " | ".join(str(b) for b in budgets) + " |", "|---|" + "---:|" * len(budgets)]
             lines += [f"| {_md_cell(m)} | " + " | ".join(cells) + " |" for m, cells in brows]
         lines.append("")
@@ -315,8 +335,11 @@ def _pass_curve(m: dict[str, Any]) -> dict[int, float]:
 
 
 def _plot(entries: Sequence[EvalEntry], path: str | Path, title: str, curve, xlabel: str, ylabel: str,
-          mark_mean: bool = False) -> None:
-    """One panel per split, one line per method, log2 x axis ticked at the measured points."""
+          mark_mean: bool = False, dashed=None) -> None:
+    """One panel per split, one line per method, log2 x axis ticked at the measured points.
+
+    `dashed(metrics) -> (label, points) | None` adds a second, dashed line per method.
+    """
     splits = _ordered(e.split for e in entries) or ["(none)"]
     colours = _colours(entries)
     fig, axes = _figure(len(splits), title)
@@ -329,6 +352,12 @@ def _plot(entries: Sequence[EvalEntry], path: str | Path, title: str, curve, xla
             xs |= set(points)
             ax.plot(list(points), [100 * v for v in points.values()], marker="o", ms=4, lw=1.8,
                     color=colours[e.method], label=e.method)
+            second = dashed(e.metrics) if dashed else None
+            if second and second[1]:
+                label, more = second
+                xs |= set(more)
+                ax.plot(list(more), [100 * v for v in more.values()], marker="s", ms=3, lw=1.4, ls="--",
+                        color=colours[e.method], label=f"{e.method} {label}")
             if mark_mean and _num(e.metrics.get("mean_tokens")):
                 ax.axvline(e.metrics["mean_tokens"], color=colours[e.method], ls=":", lw=1, alpha=0.7)
         _log2_axis(ax, sorted(xs))
@@ -348,9 +377,15 @@ def plot_pass_at_k(entries: Sequence[EvalEntry], path: str | Path) -> None:
 
 
 def plot_token_budget(entries: Sequence[EvalEntry], path: str | Path) -> None:
-    """pass@1 against the token budget (log2 axis); dotted lines mark each method's mean tokens."""
-    _plot(entries, path, "pass@1 at a token budget: an answer ending past the budget counts as wrong",
-          _budget_curve, "token budget", "pass@1 (%)", mark_mean=True)
+    """pass@1 (solid) and the largest pass@k (dashed) against the token budget B (log2 axis), from
+    `pass_at_k_budget`; dotted lines mark each method's mean tokens."""
+
+    def top_k(m: dict[str, Any]) -> tuple[str, dict[int, float]] | None:
+        k = _budget_top_k(m)
+        return None if k is None else (f"pass@{k}", _budget_curve(m, k))
+
+    _plot(entries, path, "pass@k at a token budget B: each sample as if sampled with at most B tokens",
+          _budget_curve, "token budget B", "pass@1 (solid), pass@k (dashed), %", mark_mean=True, dashed=top_k)
 
 
 # --------------------------------------------------------------------------- report.html
@@ -399,8 +434,7 @@ def html_report(entries: Sequence[EvalEntry], plots: dict[str, Path], traces_lin
         parts += [f"<h2>{e(split)}</h2>", _html_table(headers, rows)]
         budgets, brows = _budget_table(entries, split)
         if budgets:
-            parts.append("<p class=\"meta\">pass@1 (%) at a token budget "
-                         "(an answer ending past the budget counts as wrong)</p>")
+            parts.append(f"<p class=\"meta\">pass@k (%) at a token budget B ({html.escape(BUDGET_RULE)})</p>")
             unmarked = [(m, [(c, False) for c in cells]) for m, cells in brows]
             parts.append(_html_table([str(b) for b in budgets], unmarked))
     for title, path in plots.items():

@@ -281,7 +281,7 @@ def setup(cfg: TrainConfig, n_rows: int) -> Session:
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     # The schedule counts global optimizer steps; accelerate's prepared scheduler would step once per
     # process, so it stays unprepared.
-    warmup = math.ceil(cfg.warmup_ratio * total_steps)
+    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else math.ceil(cfg.warmup_ratio * total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.schedule, warmup, total_steps))
     head = peft_model.get_base_model().get_output_embeddings()
     if any(p.requires_grad for p in head.parameters()):

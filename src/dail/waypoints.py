@@ -1,8 +1,26 @@
 r"""Partial solutions `s~` (waypoints): an expert solution with its reasoning deleted.
 
-DESIGN.md "Waypoints": keep `\boxed{…}` and the right-hand sides of the key equations, drop the
-explanation between them. The rule is fixed -- a few regexes and a bracket-aware scan -- and works
-on any plain-text, markdown or LaTeX solution, not only the bundled ones:
+DESIGN.md "Waypoints". Two fixed constructions, picked by `mode` (`WaypointsConfig.mode`):
+
+**hint** (default, the method's authors' construction, re-implemented): a short hint made of the
+final answer and the intermediate results the solution contains, without any of its sentences
+(`solution_hint`), e.g. "The final answer is 80. Intermediate results along the way include: 100,
+2, 40, 6000."
+
+* The final answer is the content of the LAST `\boxed{...}`, read with brace matching, so
+  `\boxed{\frac{1}{2}}` gives `\frac{1}{2}` (the authors' regex stops at the first `}` and gives
+  `\frac{1`). An unclosed box is not a box.
+* The intermediate results are every match of five patterns over the whole solution, as a set:
+  standalone numbers (`12`, `-3`, `0.5`, `6.02e23`), powers (`2^{10}`, `x^2`), integer-letter
+  (`2x`), letter±integer (`n+1`) and integer-letter±integer (`2n+1`). Those equal to the final
+  answer (spaces removed) are dropped; the rest are sorted as strings ("10" before "9") and all
+  listed. Labels count too ("Solution 2:" gives `2`): the list is deliberately crude.
+* Without a box only the list sentence is written; an empty list is left out (the authors write
+  the sentence with nothing after it); a solution with neither gives "".
+
+**rule** (the project's first construction): keep `\boxed{…}` and the right-hand sides of the key
+equations, drop the explanation between them (`partial_solution`). The rule is a few regexes and a
+bracket-aware scan, and works on any plain-text, markdown or LaTeX solution:
 
 * Each relation `=`, `\approx` / `≈` or `\Rightarrow` / `\implies` / `⇒` whose right-hand side
   ends a statement gives one waypoint, written with its relation (`= 12`, `\approx 3.14`). The
@@ -18,7 +36,9 @@ on any plain-text, markdown or LaTeX solution, not only the bundled ones:
 
 Output: one waypoint per line, in solution order, e.g. `= 12\n= 30\n\boxed{18}`. A solution with
 neither relation nor box gives its last sentence (its conclusion, cut to 200 characters); an empty
-one gives "". Hand-written `waypoints` on a row always win (`waypoints_for`).
+one gives "".
+
+Hand-written `waypoints` on a row always win, whatever the mode (`waypoints_for`).
 
 Model-based extraction (a prompt asking a model for the waypoints, DESIGN.md's option) is out of
 scope here. This module does not render prompts or call models.
@@ -29,11 +49,16 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable
+from typing import Literal, get_args
 
 from dail.data import Problem, write_jsonl
 from dail.grading import _matching_brace  # one brace matcher for the project
 
-__all__ = ["partial_solution", "waypoints_for", "write_waypoints"]
+__all__ = ["Mode", "MODES", "final_box", "intermediate_results", "solution_hint", "partial_solution",
+           "waypoints_for", "write_waypoints"]
+
+Mode = Literal["hint", "rule"]
+MODES: tuple[str, ...] = get_args(Mode)
 
 MAX_RESULT_CHARS = 40
 MAX_FALLBACK_CHARS = 200
@@ -61,6 +86,18 @@ _TRAILING = re.compile(r"(?:\s|[.,;:*_]|\\[,;:! ])+$")
 _CURRENCY = re.compile(r"\\?\$(?=\d)")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _OPEN, _CLOSE = "([{", ")]}"
+
+# hint mode: what counts as an intermediate result. Each pattern is searched on its own and the
+# matches are pooled, so one span may give several results (`2n+1` also gives `1`).
+_RESULT_PATTERNS = [re.compile(p, re.VERBOSE) for p in (
+    r"(?<!\w) [-+]? \d* \.? \d+ (?:[eE] [-+]? \d+)? (?!\w)",  # a standalone number: 12, -3, .5, 6.02e23
+    r"[a-zA-Z0-9.]+ \^ \{? [a-zA-Z0-9+\-.]+ \}?",  # a power: 2^{10}, x^2, n^{k+1}
+    r"(?<!\w) \d+ [a-zA-Z] (?!\w)",  # integer times a letter: 2x
+    r"(?<!\w) [a-zA-Z] [-+] \d+ (?!\w)",  # letter plus or minus an integer: n+1, x-3
+    r"(?<!\w) \d+ [a-zA-Z] [-+] \d+ (?!\w)",  # both: 2n+1
+)]
+HINT_ANSWER = "The final answer is {answer}."
+HINT_RESULTS = "Intermediate results along the way include: {results}."
 
 
 def _closing_brace(text: str, open_at: int) -> int | None:
@@ -142,17 +179,50 @@ def partial_solution(solution: str) -> str:
     return "\n".join(f"\\boxed{{{v}}}" if rel == "\\boxed" else f"{rel} {v}" for rel, v in kept)
 
 
-def waypoints_for(problem: Problem) -> str:
-    """The row's own `waypoints` if it has any, else those extracted from its solution."""
+def final_box(text: str) -> str | None:
+    """Content of the last closed `\\boxed{...}` (brace-matched, stripped); None without one or if empty."""
+    return _unbox(text)[1] or None
+
+
+def intermediate_results(solution: str, answer: str | None = None) -> list[str]:
+    """The numbers and simple expressions of a solution, deduplicated and sorted as strings.
+
+    Results equal to `answer` once spaces are removed are left out. String order on purpose
+    (the authors' order): "10" sorts before "9".
+    """
+    found = {m.group() for pattern in _RESULT_PATTERNS for m in pattern.finditer(solution)}
+    if answer is not None:
+        found.discard("".join(answer.split()))
+    return sorted(found)
+
+
+def solution_hint(solution: str) -> str:
+    """The hint of the negative reference: the final answer, then the intermediate results.
+
+    The authors' `form_cheating_hint` in our words (module docstring), with one fix: the final
+    answer is brace-matched, so nested braces (`\\boxed{\\frac{1}{2}}`) survive whole.
+    """
+    answer = final_box(solution)
+    results = intermediate_results(solution, answer)
+    sentences = [HINT_ANSWER.format(answer=answer)] if answer is not None else []
+    if results:
+        sentences.append(HINT_RESULTS.format(results=", ".join(results)))
+    return " ".join(sentences)
+
+
+def waypoints_for(problem: Problem, mode: Mode = "hint") -> str:
+    """The row's own `waypoints` if it has any, else those built from its solution by `mode`."""
+    if mode not in MODES:
+        raise ValueError(f"unknown waypoints mode {mode!r}; modes are {', '.join(MODES)}")
     if problem.waypoints is not None and problem.waypoints.strip():
         return problem.waypoints
     if problem.solution is None or not problem.solution.strip():
         raise ValueError(f"problem {problem.id!r} has no solution to take waypoints from")
-    return partial_solution(problem.solution)
+    return solution_hint(problem.solution) if mode == "hint" else partial_solution(problem.solution)
 
 
-def write_waypoints(problems: Iterable[Problem], out_path: str | os.PathLike) -> int:
+def write_waypoints(problems: Iterable[Problem], out_path: str | os.PathLike, mode: Mode = "hint") -> int:
     """Write the problems as JSONL with `waypoints` filled in (atomically); the number written."""
-    rows = [p.model_copy(update={"waypoints": waypoints_for(p)}) for p in problems]
+    rows = [p.model_copy(update={"waypoints": waypoints_for(p, mode)}) for p in problems]
     write_jsonl(out_path, rows)
     return len(rows)
