@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dail import evaluate
+from dail import evaluate, grading
 from dail.config import ConfigError, EvalConfig
 from dail.data import Problem, Sample, read_jsonl
 from dail.engine import Generation, row_key
@@ -53,7 +53,7 @@ def test_default_budgets() -> None:
 def test_token_pieces_join_to_the_decoded_text(tokenizer) -> None:
     text = "Héllo wörld — 数学 😀 \\boxed{42}\n\nend"
     ids = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    pieces = evaluate.token_pieces(tokenizer, ids)
+    pieces = grading.token_pieces(tokenizer, ids)
     assert len(pieces) == len(ids)
     assert "".join(pieces) == tokenizer.decode(ids, skip_special_tokens=True) == text
     assert pieces[-1] == ""  # EOS adds no text
@@ -65,10 +65,10 @@ def test_prefix_texts_are_the_texts_of_the_prefixes(tokenizer) -> None:
     """A cut's text is what `token_pieces` of the cut tokens joins to, torn characters included."""
     ids = tokenizer("Héllo 数学 😀 \\boxed{42}", add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     cuts = list(range(1, len(ids)))
-    texts = evaluate.prefix_texts(tokenizer, ids, cuts + [0, len(ids), len(ids) + 5])
+    texts = grading.prefix_texts(tokenizer, ids, cuts + [0, len(ids), len(ids) + 5])
     assert sorted(texts) == cuts  # only real cuts: 0 < c < len(ids)
     for c in cuts:
-        assert texts[c] == "".join(evaluate.token_pieces(tokenizer, ids[:c])), c
+        assert texts[c] == "".join(grading.token_pieces(tokenizer, ids[:c])), c
     assert any("\ufffd" in t for t in texts.values())  # a cut inside a character shows its torn decode
 
 

@@ -194,7 +194,7 @@ def test_traces_viewer_with_tokenizer_and_margins(tmp_path, tokenizer) -> None:
 
 
 def _pieces(tokenizer, t: Trace) -> list[str]:
-    from dail.evaluate import token_pieces
+    from dail.grading import token_pieces
 
     return token_pieces(tokenizer, t.token_ids)
 

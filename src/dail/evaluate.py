@@ -58,11 +58,11 @@ from rich.table import Table
 from . import distributed as dist
 from .config import ConfigError, EvalConfig, load_config, save_config
 from .data import DataError, JsonlAppender, Problem, Sample, atomic_write_text, read_jsonl
-from .grading import answer_kind, extract_answer_span, is_correct
+from .grading import answer_kind, extract_answer_span, is_correct, pieces_and_prefixes, token_pieces
 from .metrics import answer_token_index, budget_counts, pass_at_k_table
 
-__all__ = ["SAMPLE_KEYS", "EVAL_STAGE", "default_budgets", "resolved_budgets", "token_pieces",
-           "prefix_texts", "grade_sample", "grade_text", "grade_forced", "compute_metrics", "versions", "run"]
+__all__ = ["SAMPLE_KEYS", "EVAL_STAGE", "default_budgets", "resolved_budgets", "grade_sample", "grade_text",
+           "grade_forced", "compute_metrics", "versions", "run"]
 
 console = Console(stderr=True)
 
@@ -83,51 +83,6 @@ def default_budgets(max_new_tokens: int) -> list[int]:
 def resolved_budgets(cfg: EvalConfig) -> list[int]:
     """The config's budgets, sorted and unique; the default powers of two when it names none."""
     return sorted(set(cfg.budgets)) or default_budgets(cfg.sampling.max_new_tokens)
-
-
-def _piece_walk(tokenizer, ids: list[int], cuts: Sequence[int] = ()) -> tuple[list[str], dict[int, str]]:
-    """Per-token pieces of `ids`, and for each cut c the text `token_pieces(ids[:c])` joins to.
-
-    Decoding ids one at a time breaks characters that span several byte-level tokens, so each
-    piece is the growth of the decoded text over a short window. The walk over ids[:c] is the
-    walk over ids up to step c, so a prefix's text is the pieces so far plus whatever a character
-    torn at the cut shows.
-    """
-
-    def decode(a: int, b: int) -> str:
-        return tokenizer.decode(ids[a:b], skip_special_tokens=True)
-
-    def torn_tail(end: int) -> str:  # what the decode of a character cut at `end` adds
-        return decode(start, end)[len(decode(start, read)):] if read < end else ""
-
-    wanted, texts = set(cuts), {}
-    pieces: list[str] = []
-    start = read = 0  # window [start, read) has been emitted; start lags one emission for context
-    for i in range(len(ids)):
-        before, after = decode(start, read), decode(start, i + 1)
-        if len(after) > len(before) and not after.endswith("\ufffd"):
-            pieces.append(after[len(before):])
-            start, read = read, i + 1
-        else:
-            pieces.append("")
-        if i + 1 in wanted:
-            texts[i + 1] = "".join(pieces) + torn_tail(i + 1)
-    if read < len(ids):  # a torn character at the very end: the last token shows what there is
-        pieces[-1] += torn_tail(len(ids))
-    return pieces, texts
-
-
-def token_pieces(tokenizer, token_ids: Sequence[int]) -> list[str]:
-    """The text each token adds; they join to the decoded completion (special tokens dropped).
-
-    A token that ends inside a character adds "" and the token that completes the character carries it.
-    """
-    return _piece_walk(tokenizer, list(token_ids))[0]
-
-
-def prefix_texts(tokenizer, token_ids: Sequence[int], cuts: Sequence[int]) -> dict[int, str]:
-    """For each cut c < len(token_ids), the text of the first c tokens as `token_pieces` joins it."""
-    return _piece_walk(tokenizer, list(token_ids), [c for c in cuts if 0 < c < len(token_ids)])[1]
 
 
 def grade_text(text: str, reference: str, kind: str) -> tuple[str | None, bool]:
@@ -289,7 +244,7 @@ def _sample_all(cfg: EvalConfig, todo: list[tuple[Problem, int]], path: Path, st
                 p, i = chunk[gen.index]
                 ids, kind = gen.token_ids, kinds[p.id]
                 cuts = [b for b in budgets if b < len(ids)]
-                pieces, prefixes = _piece_walk(tokenizer, ids, cuts)
+                pieces, prefixes = pieces_and_prefixes(tokenizer, ids, cuts)
                 text, answer, correct, answer_token = grade_sample(pieces, p.answer, kind)
                 item = pending[gen.index] = _Pending(dict(
                     problem_id=p.id, sample=i, seed=cfg.seed, text=text, n_tokens=len(ids), finish=gen.finish,

@@ -10,8 +10,11 @@ three rules (DESIGN.md, "Evaluation"):
   sets, intervals, ...).
 * ``choice``  -- multiple choice, compared by option letter (A-J) only.
 
-What it deliberately does not do: no I/O, no tokenisation (callers map the character offset
-from ``extract_answer_span`` to a token index), no pass@k (see ``metrics.py``), and no
+Token pieces (``token_pieces``, ``prefix_texts``) say which token of a completion completes
+which character, so that callers can map the character offset from ``extract_answer_span`` to a
+token index, and what text a prefix of the tokens decodes to (budgets, the trace viewer).
+
+What it deliberately does not do: no I/O, no pass@k (see ``metrics.py``), and no
 matching of a prediction against the *text* of a multiple-choice option -- a model that
 writes the option's content instead of its letter is graded wrong, so that grading never
 depends on how fuzzy a text match is.
@@ -247,3 +250,52 @@ def _math_equal(predicted: str | None, reference: str, timeout_s: int | None) ->
     # would otherwise escape.
     except (Exception, TimeoutException):
         return False
+
+
+# ---------------------------------------------------------------------------------------------
+# where in the token stream a text ends (for answer_token, budgets and the trace viewer)
+
+
+def pieces_and_prefixes(tokenizer, ids: list[int], cuts: Sequence[int] = ()) -> tuple[list[str], dict[int, str]]:
+    """Per-token pieces of `ids`, and for each cut c the text `token_pieces(ids[:c])` joins to.
+
+    Decoding ids one at a time breaks characters that span several byte-level tokens, so each
+    piece is the growth of the decoded text over a short window. The walk over ids[:c] is the
+    walk over ids up to step c, so a prefix's text is the pieces so far plus whatever a character
+    torn at the cut shows.
+    """
+
+    def decode(a: int, b: int) -> str:
+        return tokenizer.decode(ids[a:b], skip_special_tokens=True)
+
+    def torn_tail(end: int) -> str:  # what the decode of a character cut at `end` adds
+        return decode(start, end)[len(decode(start, read)):] if read < end else ""
+
+    wanted, texts = set(cuts), {}
+    pieces: list[str] = []
+    start = read = 0  # window [start, read) has been emitted; start lags one emission for context
+    for i in range(len(ids)):
+        before, after = decode(start, read), decode(start, i + 1)
+        if len(after) > len(before) and not after.endswith("\ufffd"):
+            pieces.append(after[len(before):])
+            start, read = read, i + 1
+        else:
+            pieces.append("")
+        if i + 1 in wanted:
+            texts[i + 1] = "".join(pieces) + torn_tail(i + 1)
+    if read < len(ids):  # a torn character at the very end: the last token shows what there is
+        pieces[-1] += torn_tail(len(ids))
+    return pieces, texts
+
+
+def token_pieces(tokenizer, token_ids: Sequence[int]) -> list[str]:
+    """The text each token adds; they join to the decoded completion (special tokens dropped).
+
+    A token that ends inside a character adds "" and the token that completes the character carries it.
+    """
+    return pieces_and_prefixes(tokenizer, list(token_ids))[0]
+
+
+def prefix_texts(tokenizer, token_ids: Sequence[int], cuts: Sequence[int]) -> dict[int, str]:
+    """For each cut c < len(token_ids), the text of the first c tokens as `token_pieces` joins it."""
+    return pieces_and_prefixes(tokenizer, list(token_ids), [c for c in cuts if 0 < c < len(token_ids)])[1]

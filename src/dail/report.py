@@ -564,7 +564,7 @@ def _trace_block(t: Trace, pieces: list[str], margin: list[float] | None, scale:
 def _text_pieces(t: Trace, tokenizer) -> list[str]:
     """Per-token text: exact with a tokenizer, else shared out by position."""
     if tokenizer is not None:
-        from .evaluate import token_pieces
+        from .grading import token_pieces
 
         return token_pieces(tokenizer, t.token_ids)
     # Without token boundaries a run of same-source tokens still reads right in bulk.
