@@ -157,10 +157,11 @@ def main() -> None:
 
     from dail.config import PromptConfig
     from dail.datasets import resolve_problems
-    from dail.engine import Engine, default_eos_ids, row_key
+    from dail.engine import Engine, default_eos_ids
     from dail.expand import rollout
     from dail.models import load
     from dail.prompts import render
+    from dail.sampling import Role, row_key
 
     sizes = [int(b) for b in args.batch_sizes.split(",")]
     if args.threads:
@@ -183,8 +184,8 @@ def main() -> None:
         if len(traces) < max(sizes):
             raise SystemExit(f"{args.data} has too few problems for batch size {max(sizes)}")
         templates = PromptConfig()
-        learner = [render(tokenizer, "learner", p, templates) for p, _ in traces]
-        privileged = [render(tokenizer, "privileged", p, templates) for p, _ in traces]
+        learner = [render(tokenizer, Role.LEARNER, p, templates) for p, _ in traces]
+        privileged = [render(tokenizer, Role.PRIVILEGED, p, templates) for p, _ in traces]
         keys = [row_key(args.seed, p.id, s) for p, s in traces]
         engine = Engine(model, eos_token_ids=default_eos_ids(model, tokenizer.eos_token_id))
         pad_id = tokenizer.pad_token_id

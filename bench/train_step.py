@@ -39,7 +39,7 @@ def _rows(cfg, tokenizer, batch_size: int, trace_len: int, seed: int):
 
     from dail.datasets import resolve_problems
     from dail.prompts import render
-    from dail.train import Row
+    from dail.rows import TrainRow
     from dail.waypoints import waypoints_for
 
     g = torch.Generator().manual_seed(seed)
@@ -48,7 +48,7 @@ def _rows(cfg, tokenizer, batch_size: int, trace_len: int, seed: int):
         prompts = {r: render(tokenizer, r, p, cfg.prompts, waypoints=waypoints_for(p) if r == "negative" else None)
                    for r in ("learner", "privileged", "negative")}
         trace = torch.randint(0, len(tokenizer), (trace_len - 1,), generator=g).tolist() + [tokenizer.eos_token_id]
-        rows.append(Row(p.id, prompts, trace))
+        rows.append(TrainRow(p.id, prompts, trace))
     return rows
 
 
@@ -68,8 +68,8 @@ def _session(args: argparse.Namespace, objective: str):
                       device=args.device, dtype=args.dtype, batch_size=args.batch_size, grad_accum=args.grad_accum,
                       gradient_checkpointing=args.gradient_checkpointing, lr=1e-5, max_steps=10_000,
                       warmup_ratio=0.0, schedule="constant", lora={"r": args.lora_r})
-    s = setup(cfg, n_rows=args.batch_size)  # writes nothing: the out dir stays empty
-    return s, _rows(cfg, s.tokenizer, args.batch_size, args.trace_len, seed=0)
+    session = setup(cfg, n_rows=args.batch_size)  # writes nothing: the out dir stays empty
+    return session, _rows(cfg, session.tokenizer, args.batch_size, args.trace_len, seed=0)
 
 
 def peak_memory(args: argparse.Namespace, objective: str) -> dict:
@@ -78,17 +78,17 @@ def peak_memory(args: argparse.Namespace, objective: str) -> dict:
 
     from dail.train import train_step
 
-    s, rows = _session(args, objective)
+    session, rows = _session(args, objective)
     # Weights load memory-mapped: page them all in first, or the baseline misses them.
     with torch.no_grad():
-        sum(float(p.float().sum()) for p in s.peft_model.parameters())
+        sum(float(p.float().sum()) for p in session.peft_model.parameters())
     cuda = args.device.startswith("cuda")
     if cuda:
         torch.cuda.reset_peak_memory_stats()
         held = torch.cuda.memory_allocated()
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     for step in range(2):  # the second step also holds AdamW's state
-        train_step(s, step, rows)
+        train_step(session, step, rows)
     _sync(args.device)
     if cuda:
         peak_mib = (torch.cuda.max_memory_allocated() - held) / 2**20
@@ -107,11 +107,13 @@ def timings(args: argparse.Namespace) -> dict:
 
     import torch
 
-    from dail.train import _collate, train_step
+    from dail.rows import REFERENCE_ROLES, collate
+    from dail.train import train_step
 
-    s_nll, rows = _session(args, "nll")
-    s_con = dataclasses.replace(s_nll, cfg=s_nll.cfg.model_copy(update={"objective": "contrastive"}))
-    sessions = {"nll": s_nll, "contrastive": s_con}
+    nll_session, rows = _session(args, "nll")
+    contrastive_cfg = nll_session.cfg.model_copy(update={"objective": "contrastive"})
+    contrastive_session = dataclasses.replace(nll_session, cfg=contrastive_cfg)  # the same model and optimizer
+    sessions = {"nll": nll_session, "contrastive": contrastive_session}
     times: dict[str, list[float]] = {"nll": [], "contrastive": [], "references": []}
     step = 0
     for i in range(args.warmup + args.steps):
@@ -124,9 +126,9 @@ def timings(args: argparse.Namespace) -> dict:
                 times[name].append(time.perf_counter() - t)
             step += 1
         t = time.perf_counter()  # the two reference forwards alone
-        with torch.no_grad(), s_nll.peft_model.disable_adapter(), s_nll.accelerator.autocast():
-            for role in ("privileged", "negative"):
-                s_nll.lm(*_collate(rows, role, s_nll.pad_id, s_nll.accelerator.device))
+        with torch.no_grad(), nll_session.peft_model.disable_adapter(), nll_session.accelerator.autocast():
+            for role in REFERENCE_ROLES:
+                nll_session.lm(*collate(rows, role, nll_session.pad_id, nll_session.accelerator.device))
         _sync(args.device)
         if i >= args.warmup:
             times["references"].append(time.perf_counter() - t)
@@ -138,8 +140,8 @@ def timings(args: argparse.Namespace) -> dict:
         "trace_tokens": sum(len(r.target) for r in rows),
         "prompt_tokens": {role: round(statistics.mean(len(r.prompts[role]) for r in rows), 1)
                           for role in ("learner", "privileged", "negative")},
-        "device": str(s_nll.accelerator.device), "dtype": str(next(s_nll.peft_model.parameters()).dtype),
-        "mixed_precision": s_nll.accelerator.mixed_precision,
+        "device": str(nll_session.accelerator.device), "dtype": str(next(nll_session.peft_model.parameters()).dtype),
+        "mixed_precision": nll_session.accelerator.mixed_precision,
     }
 
 

@@ -30,3 +30,14 @@ def test_bad_config_is_one_line_not_a_traceback(tmp_path):
     result = CliRunner().invoke(app, ["expand", "--config", str(path)])
     assert result.exit_code == 1
     assert "unknown key 'tua'" in result.output and "Traceback" not in result.output
+
+
+def test_help_and_config_loading_do_not_import_torch():
+    # Layers point one way: the CLI shell, configs and the run directory are light; torch and
+    # transformers come with the stage that needs them.
+    code = ("import sys, dail.cli, dail.config, dail.rundir, dail.ui; "
+            "from dail.cli import app; from typer.testing import CliRunner; "
+            "assert CliRunner().invoke(app, ['--help']).exit_code == 0; "
+            "print(sorted(m for m in ('torch', 'transformers', 'peft', 'accelerate') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

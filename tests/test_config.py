@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from dail.config import (ConfigError, EvalConfig, ExpandConfig, PromptConfig, RunConfig, TrainConfig, load_config,
+                         section_values,
                          save_config)
 
 
@@ -89,14 +90,30 @@ def test_paper_presets_hold_the_authors_values(name, tau, n, tokens, keep, epoch
     """The numbers of the authors' two settings (ethanm88/DAIL conf/*.yaml, dail_train.py, eval.py)."""
     run = load_config(RunConfig, CONFIGS / f"{name}.toml")
     common = {"model": run.model, "seed": run.seed, "device": run.device, "dtype": run.dtype}
-    ex = ExpandConfig(**run.expand, **common, data="-", out="-")
+    ex = ExpandConfig(**section_values(run.expand), **common, data="-", out="-")
     assert (ex.rule, ex.tau, ex.retries, ex.n, ex.sampling.max_new_tokens, ex.keep) == ("threshold", tau, 5, n, tokens, keep)
     assert (ex.sampling.temperature, ex.sampling.top_p, ex.sampling.top_k) == (1.0, 1.0, 20)
-    tr = TrainConfig(**run.train, **common, problems="-", out="-")
+    tr = TrainConfig(**section_values(run.train), **common, problems="-", out="-")
     assert (tr.gamma, tr.lr, tr.weight_decay, tr.schedule, tr.warmup_steps, tr.epochs, tr.batch_size) == \
         (0.1, 2e-4, 0.01, "linear", 5, epochs, 16)
     assert (tr.lora.r, tr.lora.alpha, tr.lora.dropout, len(tr.lora.target_modules)) == (32, 32, 0.0, 7)
-    ev = EvalConfig(**run.eval, **common, data="-", out="-")
+    ev = EvalConfig(**section_values(run.eval), **common, data="-", out="-")
     assert (ev.n, ev.sampling.temperature, ev.sampling.top_p, ev.presence_penalty, ev.force_answer,
             ev.force_answer_tokens) == (128, 0.6, 0.95, 1.5, True, 100)
     assert max(ev.k) == 128 and (budgets is None or ev.budgets == budgets)
+
+
+def test_run_sections_are_typed_and_name_a_bad_key(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text('name = "x"\ntrain_data = "a"\neval_data = ["b"]\n[expand]\ntua = 0.5\n[eval]\nn = 2\nk = [4]\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(RunConfig, path)
+    assert "unknown key 'expand.tua'" in str(info.value)
+    path.write_text('name = "x"\ntrain_data = "a"\neval_data = ["b"]\n[expand]\nn = 3\n[expand.sampling]\n'
+                    'max_new_tokens = 9\n[eval]\nn = 2\nk = [4]\n')
+    with pytest.raises(ConfigError, match=r"\[eval\] k must be in \[1, n=2\]"):
+        load_config(RunConfig, path)
+    path.write_text('name = "x"\ntrain_data = "a"\neval_data = ["b"]\n[expand]\nn = 3\n[expand.sampling]\nmax_new_tokens = 9\n')
+    run = load_config(RunConfig, path)
+    assert (run.expand.n, run.expand.sampling.max_new_tokens, run.expand.sampling.top_k) == (3, 9, 20)
+    assert section_values(run.expand) == {"n": 3, "sampling": {"max_new_tokens": 9}}  # the stage's defaults stand

@@ -1,7 +1,8 @@
-"""Tests for dail.engine: the counter-based uniforms against a plain-Python splitmix64, the sampling
-transforms against hand-computed sets, inverse-CDF sampling against exact multinomials, and the
-batched engine against the slow reference (`reference_sample`) token for token on tiny random
-float64 models, whatever the batch size, order, prompt lengths or prefill chunking."""
+"""Tests for dail.engine: the batched engine against the slow reference (`reference_sample`) token for
+token on tiny random float64 models, whatever the batch size, order, prompt lengths, prefill chunking
+or decode mode (host-read windows, buckets, emulated CUDA graphs); a decode step reads nothing back to
+the host; graphs are captured once per bucket. The sampling arithmetic itself is tested in
+test_sampling.py."""
 
 from __future__ import annotations
 
@@ -10,30 +11,15 @@ import random
 
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from torch.utils._python_dispatch import TorchDispatchMode
 
-import dail.engine as engine_mod
-from dail.engine import (
-    Engine,
-    apply_temperature,
-    bucket_sizes,
-    inverse_cdf,
-    problem_hash,
-    reference_sample,
-    row_key,
-    sampler,
-    top_k_filter,
-    top_p_filter,
-    transform,
-    uniforms,
-)
+import dail.sampling as sampling_mod
+from dail.engine import Engine, bucket_sizes, reference_sample
+from dail.sampling import Sampler, ThresholdChoose, row_key
 
 from conftest import TINY_VOCAB as VOCAB
 from conftest import tiny_llama, tiny_qwen2, traced_graph_engine
 
-F64 = torch.float64
 EOS = (5, 11)
 
 
@@ -57,197 +43,6 @@ def prompts_of(n: int, seed: int = 0) -> list[list[int]]:
     rng = random.Random(seed)
     ids = [i for i in range(VOCAB) if i not in EOS]
     return [[rng.choice(ids) for _ in range(rng.randint(1, 20))] for _ in range(n)]
-
-
-# --------------------------------------------------------------------------------------------------
-# counter-based randomness
-
-_MASK = (1 << 64) - 1
-
-
-def splitmix64(state: int) -> int:
-    """splitmix64's output function on Python ints, straight from its definition (Vigna)."""
-    z = state & _MASK
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
-    return z ^ (z >> 31)
-
-
-def slow_uniform(key: int, t: int, draw: int, bits: int = 53) -> float:
-    """The (t * 16 + draw + 1)-th splitmix64 output of the stream seeded with `key`, top bits as [0, 1)."""
-    state = (key & _MASK) + (t * 16 + draw + 1) * 0x9E3779B97F4A7C15
-    return (splitmix64(state) >> (64 - bits)) / 2.0**bits
-
-
-def test_uniforms_match_plain_python_splitmix64():
-    keys = [row_key(s, f"p{s % 7}", s % 3) for s in range(50)] + [0, -1, (1 << 63) - 1, -(1 << 63)]
-    k = torch.tensor(keys, dtype=torch.long)
-    for t, draw in [(0, 0), (0, 1), (1, 0), (977, 1), (10**6, 0), (3, 15)]:
-        got64 = uniforms(k, t, draw, torch.float64).tolist()
-        got32 = uniforms(k, t, draw, torch.float32).tolist()
-        assert got64 == [slow_uniform(key, t, draw) for key in keys]
-        assert got32 == [slow_uniform(key, t, draw, bits=24) for key in keys]
-        # a step counter held in a tensor (for a future captured graph) gives the same numbers
-        assert uniforms(k, torch.tensor(t), draw, torch.float64).tolist() == got64
-
-
-def test_row_key_is_pinned_and_separates_its_fields():
-    # Pinned: every stored trace depends on these numbers; changing them silently changes traces.
-    assert row_key(0, "arith-train-00000", 0) == 4576102582898290705
-    assert row_key(1, "x", 3) == -4981230295471002296
-    assert problem_hash("x") == 2858720872202629029
-    assert 0 <= problem_hash("any id") < 2**63
-    keys = {row_key(seed, pid, s) for seed in (0, 1, -1) for pid in ("a", "b", "") for s in range(4)}
-    assert len(keys) == 3 * 3 * 4
-
-
-def test_stage_salts_separate_the_streams_of_select_expand_and_eval():
-    # The same (seed, problem, sample) in two stages must not draw the same uniforms.
-    stages = ["", "select", "expand", "eval", "eval-force"]
-    keys = [row_key(0, "arith-train-00000", 0, stage) for stage in stages]
-    assert len(set(keys)) == len(stages)
-    assert keys[0] == row_key(0, "arith-train-00000", 0)  # no salt: the key of before
-    assert keys[2] == 4452412516680341007  # pinned like the unsalted key
-    u = uniforms(torch.tensor(keys), 0, 0)
-    assert len(set(u.tolist())) == len(stages)
-
-
-def test_uniforms_are_deterministic_and_independent_of_batch_composition():
-    keys = torch.tensor([row_key(0, f"p{i}", i % 4) for i in range(64)])
-    full = uniforms(keys, 5, 1)
-    perm = torch.randperm(64)
-    assert torch.equal(uniforms(keys[perm], 5, 1), full[perm])
-    assert torch.equal(uniforms(keys[:3], 5, 1), full[:3])
-    assert torch.equal(uniforms(keys, 5, 1), full)
-
-
-def test_uniforms_look_independent_and_uniform():
-    n = 20000
-    keys = torch.tensor([row_key(7, f"problem-{i // 8}", i % 8) for i in range(n)])
-    u = {(t, d): uniforms(keys, t, d) for t in (0, 1, 2) for d in (0, 1)}
-    for x in u.values():
-        assert 0.0 <= float(x.min()) and float(x.max()) < 1.0
-        assert abs(float(x.mean()) - 0.5) < 0.01
-        assert abs(float(x.var()) - 1 / 12) < 0.005
-        # Kolmogorov-Smirnov distance to U(0, 1); 1.95 / sqrt(n) is the 0.1% critical value
-        xs = x.sort().values
-        grid = torch.arange(1, n + 1, dtype=F64) / n
-        assert float((xs - grid).abs().max()) < 1.95 / math.sqrt(n)
-
-    def corr(a, b):
-        return float(torch.corrcoef(torch.stack([a, b]))[0, 1])
-
-    bound = 4 / math.sqrt(n)
-    assert abs(corr(u[0, 0], u[0, 1])) < bound  # draws of a step
-    assert abs(corr(u[0, 0], u[1, 0])) < bound  # consecutive steps
-    assert abs(corr(u[0, 0][:-1], u[0, 0][1:])) < bound  # neighbouring samples / problems
-    # float32 uniforms never round up to 1
-    assert float(uniforms(keys, 3, 0, torch.float32).max()) < 1.0
-
-
-# --------------------------------------------------------------------------------------------------
-# transforms
-
-
-def test_temperature_divides_logits():
-    logits = torch.tensor([1.0, 2.0, 4.0], dtype=F64)
-    assert torch.allclose(transform(logits, temperature=0.5), torch.softmax(logits / 0.5, -1))
-    assert torch.equal(apply_temperature(logits, 1.0), logits)
-    with pytest.raises(ValueError):
-        apply_temperature(logits, 0.0)
-
-
-def test_top_k_keeps_the_k_largest_and_ties():
-    logits = torch.tensor([[0.0, 3.0, 1.0, 2.0, -1.0]], dtype=F64)
-    kept = top_k_filter(logits, 2)
-    assert torch.isinf(kept[0, [0, 2, 4]]).all() and torch.equal(kept[0, [1, 3]], logits[0, [1, 3]])
-    assert torch.equal(top_k_filter(logits, 0), logits) and torch.equal(top_k_filter(logits, 5), logits)
-    tied = torch.tensor([3.0, 2.0, 2.0, 1.0], dtype=F64)
-    assert torch.isfinite(top_k_filter(tied, 2)).tolist() == [True, True, True, False]
-    q = transform(logits[0], top_k=2)
-    assert torch.allclose(q, torch.tensor([0, math.e**3, 0, math.e**2, 0], dtype=F64) / (math.e**3 + math.e**2))
-
-
-@pytest.mark.parametrize("p, kept", [(0.5, [1]), (0.51, [1, 0]), (0.8, [1, 0]), (0.81, [1, 0, 2]),
-                                     (0.95, [1, 0, 2]), (0.96, [1, 0, 2, 3]), (1.0, [1, 0, 2, 3])])
-def test_top_p_keeps_smallest_set_including_the_crossing_token(p, kept):
-    probs = torch.tensor([0.3, 0.5, 0.15, 0.05], dtype=F64)
-    q = top_p_filter(probs, p)
-    assert sorted(torch.nonzero(q).flatten().tolist()) == sorted(kept)
-    assert torch.allclose(q[kept], probs[kept] / probs[kept].sum())
-    assert math.isclose(float(q.sum()), 1.0)
-
-
-def test_top_p_keeps_every_token_tied_with_the_last_kept():
-    probs = torch.tensor([0.4, 0.2, 0.2, 0.2], dtype=F64)
-    assert top_p_filter(probs, 0.5).gt(0).tolist() == [True, True, True, True]
-    assert top_p_filter(probs, 0.4).gt(0).tolist() == [True, False, False, False]
-
-
-def slow_top_p(probs: list[float], p: float) -> set[int]:
-    """Tokens whose strictly-more-likely mass is < p, the rule written as a double loop."""
-    return {v for v, pv in enumerate(probs) if sum(pu for pu in probs if pu > pv) < p}
-
-
-@settings(max_examples=60, deadline=None)
-@given(st.lists(st.floats(-6, 6, allow_nan=False), min_size=2, max_size=40), st.floats(0.05, 0.99),
-       st.integers(1, 8))
-def test_top_p_matches_the_rule_with_and_without_the_cpu_head(logits, p, head):
-    probs = torch.softmax(torch.tensor(logits, dtype=F64), -1)
-    want = slow_top_p(probs.tolist(), p)
-    full = top_p_filter(probs[None].repeat(3, 1), p)
-    old = engine_mod._TOP_P_HEAD
-    engine_mod._TOP_P_HEAD = head  # exercise the head + fallback path on a small vocabulary
-    try:
-        partial = top_p_filter(probs[None].repeat(3, 1), p)
-    finally:
-        engine_mod._TOP_P_HEAD = old
-    assert set(torch.nonzero(full[0]).flatten().tolist()) == want
-    assert torch.allclose(partial, full)
-    assert float(probs[sorted(want)].sum()) >= p - 1e-12
-
-
-def test_transform_applies_temperature_then_top_k_then_top_p():
-    logits = torch.log(torch.tensor([0.4, 0.3, 0.2, 0.1], dtype=F64))
-    q = transform(logits, temperature=2.0, top_p=0.6, top_k=3)
-    # T=2: probs ~ sqrt(p) = [.632, .548, .447, .316]; top-3 renormalised: [.388, .337, .275];
-    # top-p 0.6 keeps the first two (mass before the third is 0.725 >= 0.6)
-    s = torch.sqrt(torch.tensor([0.4, 0.3], dtype=F64))
-    assert torch.allclose(q, torch.cat([s / s.sum(), torch.zeros(2, dtype=F64)]))
-
-
-# --------------------------------------------------------------------------------------------------
-# inverse CDF
-
-
-def test_inverse_cdf_on_a_grid_reproduces_the_multinomial_exactly():
-    probs = torch.tensor([[0.1, 0.0, 0.25, 0.0, 0.65], [0.0, 0.0, 1.0, 0.0, 0.0]], dtype=F64)
-    m = 10000
-    u = (torch.arange(m, dtype=F64) + 0.5) / m  # [m] evenly spaced uniforms
-    for row in probs:
-        tokens = inverse_cdf(row.expand(m, -1), u)
-        freq = torch.bincount(tokens, minlength=5).to(F64) / m
-        assert (freq - row).abs().max() <= 1 / m
-
-
-def test_inverse_cdf_with_counter_uniforms_matches_the_multinomial():
-    probs = torch.softmax(torch.randn(12, generator=torch.Generator().manual_seed(3), dtype=F64), -1)
-    n = 20000
-    keys = torch.tensor([row_key(0, "chi", i) for i in range(n)])
-    tokens = inverse_cdf(probs.expand(n, -1), uniforms(keys, 0, 0))
-    observed = torch.bincount(tokens, minlength=12).to(F64)
-    expected = probs * n
-    chi2 = float(((observed - expected) ** 2 / expected).sum())
-    assert chi2 < 35.0  # chi-square, 11 degrees of freedom: 0.1% critical value 31.3 (+ slack)
-
-
-def test_inverse_cdf_never_picks_a_zero_probability_token():
-    probs = torch.tensor([0.0, 0.3, 0.0, 0.7, 0.0, 0.0], dtype=F64)
-    edges = torch.tensor([0.0, 1e-300, 0.3, 1 - 2.0**-53], dtype=F64)
-    assert inverse_cdf(probs.expand(4, -1), edges).tolist() == [1, 1, 3, 3]
-    unnormalised = torch.tensor([0.0, 3.0, 0.0, 7.0, 0.0], dtype=torch.float32)
-    u = torch.tensor([0.0, 0.29, 0.31, 1 - 2.0**-24])
-    assert inverse_cdf(unnormalised.expand(4, -1), u).tolist() == [1, 1, 3, 3]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -319,7 +114,7 @@ def test_interleaved_generates_on_a_graph_engine_do_not_share_a_workspace():
     model = tiny_llama()
     prompts, keys = prompts_of(6, seed=8), [row_key(6, "i", i) for i in range(6)]
     engine = traced_graph_engine(model, eos_token_ids=EOS, sync_every=4, bucketed=True)
-    choose = sampler(**SAMPLING)
+    choose = Sampler(**SAMPLING)
     outer = engine.generate([[p] for p in prompts[:3]], keys[:3], choose, max_new_tokens=20)
     first = next(outer)  # the outer decode is suspended mid-way on the kept workspace ...
     got = {g.index + 3: g for g in engine.generate([[p] for p in prompts[3:]], keys[3:], choose, max_new_tokens=20)}
@@ -352,10 +147,8 @@ class HostReads(TorchDispatchMode):
 def test_a_decode_step_reads_nothing_back_to_the_host(model, mixed):
     # What a CUDA graph may capture. (The vocabulary of 97 < 256 keeps top-p on its full sort, the
     # GPU path; the CPU-only top-k head branch is the one deliberate host read in sampling.)
-    from dail.expand import mixed_choose
-
     rows = 2 if mixed else 1
-    choose = mixed_choose(**SAMPLING, tau=0.05) if mixed else sampler(**SAMPLING)
+    choose = ThresholdChoose(**SAMPLING, tau=0.05) if mixed else Sampler(**SAMPLING)
     engine = Engine(model, eos_token_ids=EOS, bucketed=True, sync_every=4)
     prompts = [[p] * rows for p in prompts_of(3, seed=7)]
     with torch.inference_mode():
@@ -418,7 +211,7 @@ def test_engine_draw_index_selects_an_independent_stream(model):
 
 def test_engine_cpu_top_p_head_path_equals_reference(monkeypatch):
     model = tiny_llama()
-    monkeypatch.setattr(engine_mod, "_TOP_P_HEAD", 3)
+    monkeypatch.setattr(sampling_mod, "_TOP_P_HEAD", 3)
     prompts, keys = prompts_of(5, seed=4), [row_key(1, "h", i) for i in range(5)]
     got = Engine(model, eos_token_ids=EOS).sample(prompts, keys, max_new_tokens=12, top_p=0.9)
     for i, gen in enumerate(got):
@@ -428,7 +221,7 @@ def test_engine_cpu_top_p_head_path_equals_reference(monkeypatch):
 
 def test_generate_checks_its_arguments():
     engine = Engine(tiny_llama(), eos_token_ids=EOS)
-    choose = sampler()
+    choose = Sampler()
     with pytest.raises(ValueError, match="same number of rows"):
         list(engine.generate([[[1, 2]], [[3], [4]]], [0, 1], choose, max_new_tokens=2))
     with pytest.raises(ValueError, match="one key per group"):
@@ -449,29 +242,3 @@ def test_engine_runs_in_low_precision(dtype):
     for gen in out:
         assert all(0 <= t < VOCAB for t in gen.token_ids) and 1 <= len(gen.token_ids) <= 8
         assert all(lp <= 0 and math.isfinite(lp) for lp in gen.logprobs[0])
-
-
-@pytest.mark.parametrize("weights, temperature, top_p, top_k, want", [
-    # logits = log([4, 3, 2, 1]), T = 0.5: probs ~ w^2 = [16, 9, 4, 1] / 30 = [.533, .3, .133, .033].
-    # Mass before each token: 0, .533, .833 -> top-p 0.75 keeps 2 tokens: [16, 9] / 25.
-    # (Top-p first, on [.4, .3, .2, .1]: mass before 0, .4, .7 -> it would keep 3: [16, 9, 4] / 29.)
-    ([4, 3, 2, 1], 0.5, 0.75, 0, [16 / 25, 9 / 25, 0, 0]),
-    # logits = log([16, 4, 1, 1]), T = 2: probs ~ sqrt(w) = [4, 2, 1, 1] / 8 = [.5, .25, .125, .125].
-    # Mass before each: 0, .5, .75 -> top-p 0.7 keeps 2 tokens: [4, 2] / 6.
-    # (Top-p first, on [16, 4, 1, 1] / 22 = [.727, ...]: the first token alone crosses 0.7: [1, 0, 0, 0].)
-    ([16, 4, 1, 1], 2.0, 0.7, 0, [2 / 3, 1 / 3, 0, 0]),
-    # logits = log([8, 6, 4, 2, 1]), T = 0.5, top-k 4: probs ~ [64, 36, 16, 4] / 120 = [.533, .3, .133, .033].
-    # Mass before each: 0, .533, .833 -> top-p 0.75 keeps 2 tokens: [64, 36] / 100.
-    # (Top-k and top-p first, on [8, 6, 4, 2] / 20 = [.4, .3, .2, .1]: 3 kept: [64, 36, 16] / 116.)
-    ([8, 6, 4, 2, 1], 0.5, 0.75, 4, [64 / 100, 36 / 100, 0, 0, 0]),
-])
-def test_temperature_is_applied_before_top_p_decides_the_kept_set(weights, temperature, top_p, top_k, want):
-    """Temperature first: the nucleus is taken on the tempered distribution, so T changes which
-    tokens top-p keeps (here 2 kept, where the untempered distribution would keep 3, or 1).
-    Expected probabilities are the hand-computed fractions of the derivation beside each case."""
-    logits = torch.log(torch.tensor(weights, dtype=F64))
-    q = transform(logits, temperature=temperature, top_p=top_p, top_k=top_k)
-    torch.testing.assert_close(q, torch.tensor(want, dtype=F64), rtol=0, atol=1e-12)
-    # the same in a batch of rows ([G, R, V], as the mixed rollout calls it)
-    batch = transform(logits.expand(2, 3, -1), temperature=temperature, top_p=top_p, top_k=top_k)
-    torch.testing.assert_close(batch, torch.tensor(want, dtype=F64).expand(2, 3, -1), rtol=0, atol=1e-12)

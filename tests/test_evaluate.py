@@ -13,8 +13,9 @@ import pytest
 from dail import evaluate, grading
 from dail.config import ConfigError, EvalConfig
 from dail.data import Problem, Sample, read_jsonl
-from dail.engine import Generation, row_key
+from dail.engine import Generation
 from dail.metrics import pass_at_k
+from dail.sampling import row_key
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: intra-op threads only add waiting
 
@@ -229,12 +230,12 @@ def test_run_end_to_end_and_resume(tmp_path, tiny_model_dir, tokenizer) -> None:
     for k in (1, 2, 4):
         assert m["pass_at_k"][str(k)] == pytest.approx(recompute_pass_at_k(samples, k))
     assert m["mean_tokens"] == pytest.approx(sum(s.n_tokens for s in samples) / 12)
-    assert (full / "eval_config.toml").read_text().startswith('model = "')
+    assert (full / "config.toml").read_text().startswith('model = "')
 
     # A kill mid-write: the file is cut inside a row; the rerun finishes it and matches the full run.
     cut = tmp_path / "cut"
     cut.mkdir()
-    shutil.copy(full / "eval_config.toml", cut)
+    shutil.copy(full / "config.toml", cut)
     content = (full / "samples.jsonl").read_bytes()
     (cut / "samples.jsonl").write_bytes(content[: int(len(content) * 0.45)])
     m2 = evaluate.run(config(tiny_model_dir, data, cut, sampling={"top_p": 0.95, "max_new_tokens": 8}))

@@ -16,9 +16,9 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from dail.config import ExpandConfig, load_config
 from dail.data import Problem, read_traces, write_jsonl
-from dail.engine import PRIVILEGED_DRAW, Engine, row_key, transform
-from dail.expand import (LEARNER, PRIVILEGED, SOURCES, reference_rollout, rollout, run, tag_rejected, tag_source,
-                         verdict)
+from dail.engine import Engine
+from dail.expand import reference_rollout, rollout, run, verdict
+from dail.sampling import PRIVILEGED_DRAW, Role, row_key, tag_rejected, tag_role, transform
 
 from conftest import TINY_VOCAB as VOCAB
 from conftest import tiny_llama, tiny_qwen2
@@ -68,9 +68,9 @@ MIXED = {"temperature": 0.8, "top_p": 0.7, "top_k": 30}
 
 
 # (rule, tau) -> the sources the rollout must show: tau = 0 keeps every first proposal, tau >= 1 none.
-RULE_CASES = {("threshold", 0.0): {LEARNER}, ("threshold", 0.3): {LEARNER, PRIVILEGED},
-              ("threshold", 0.8): {LEARNER, PRIVILEGED}, ("threshold", 1.0): {PRIVILEGED},
-              ("nucleus", 0.05): {LEARNER, PRIVILEGED}}
+RULE_CASES = {("threshold", 0.0): {Role.LEARNER}, ("threshold", 0.3): {Role.LEARNER, Role.PRIVILEGED},
+              ("threshold", 0.8): {Role.LEARNER, Role.PRIVILEGED}, ("threshold", 1.0): {Role.PRIVILEGED},
+              ("nucleus", 0.05): {Role.LEARNER, Role.PRIVILEGED}}
 
 
 @pytest.mark.parametrize("batch_size", [1, 3, 8])
@@ -93,17 +93,17 @@ def test_rollout_equals_reference(sharp_model, batch_size, rule, tau):
         assert got[i].finish == want.finish
         torch.testing.assert_close(torch.tensor(got[i].logprobs), torch.tensor(want.logprobs), rtol=1e-9, atol=1e-9)
         tags += want.source
-    assert {tag_source(t) for t in tags} == RULE_CASES[rule, tau]
+    assert {tag_role(t) for t in tags} == RULE_CASES[rule, tau]
     if (rule, tau) == ("threshold", 0.3):  # a later proposal was kept after an earlier one failed
-        assert any(tag_rejected(t) > 0 for t in tags if tag_source(t) == LEARNER)
+        assert any(tag_rejected(t) > 0 for t in tags if tag_role(t) is Role.LEARNER)
     if rule == "threshold" and tau >= 1:  # every step tried all 5 proposals before falling back
-        assert set(tags) == {2 * 5 + PRIVILEGED}
+        assert set(tags) == {2 * 5 + Role.PRIVILEGED.row}
 
 
 def test_threshold_rule_written_out_independently(sharp_model):
     """The rule checked against a third statement of it: per step, from the two roles' logits, the
     first of 5 learner draws whose raw privileged probability is >= tau, else a privileged draw."""
-    from dail.engine import inverse_cdf, uniforms
+    from dail.sampling import inverse_cdf, uniforms
 
     model, tau = sharp_model, 0.5
     (learner, privileged), key = pairs_of(1, seed=9)[0], keys_of(1)[0]
@@ -120,7 +120,7 @@ def test_threshold_rule_written_out_independently(sharp_model):
         passing = [a for a in draws if p_p[a] >= tau]
         want = passing[0] if passing else int(inverse_cdf(q_p, uniforms(k, t, PRIVILEGED_DRAW)[0]))
         assert token == want
-        assert tag_source(gen.source[t]) == (LEARNER if passing else PRIVILEGED)
+        assert tag_role(gen.source[t]) is (Role.LEARNER if passing else Role.PRIVILEGED)
         ctx_l.append(token)
         ctx_p.append(token)
 
@@ -153,11 +153,11 @@ def test_tau_above_one_is_privileged_sampling(model):
     engine = Engine(model, eos_token_ids=EOS)
     mixed = {g.index: g for g in rollout(engine, pairs, keys, max_new_tokens=16, tau=1.5, **MIXED)}
     # every step rejects, so the token is the privileged draw from q_P: plain sampling of the privileged prompt
-    plain = engine.sample([p for _, p in pairs], keys, max_new_tokens=16, draw=PRIVILEGED_DRAW, **MIXED)
+    plain = engine.sample([p for _, p in pairs], keys, max_new_tokens=16, draw=Role.PRIVILEGED.draw, **MIXED)
     for i in range(6):
-        assert {tag_source(t) for t in mixed[i].source} == {PRIVILEGED}
+        assert {tag_role(t) for t in mixed[i].source} == {Role.PRIVILEGED}
         assert mixed[i].token_ids == plain[i].token_ids and mixed[i].finish == plain[i].finish
-        torch.testing.assert_close(torch.tensor(mixed[i].logprobs[PRIVILEGED]), torch.tensor(plain[i].logprobs[0]))
+        torch.testing.assert_close(torch.tensor(mixed[i].logprobs[Role.PRIVILEGED.row]), torch.tensor(plain[i].logprobs[0]))
 
 
 def test_tau_above_one_first_token_follows_q_privileged():
@@ -179,11 +179,11 @@ def test_trivial_transform_with_tau_zero_is_learner_sampling(model):
     pairs, keys = pairs_of(6, seed=4), keys_of(6)
     engine = Engine(model, eos_token_ids=EOS)
     mixed = {g.index: g for g in rollout(engine, pairs, keys, max_new_tokens=16, top_p=1.0, top_k=0, tau=0.0)}
-    plain = engine.sample([learner for learner, _ in pairs], keys, max_new_tokens=16, draw=LEARNER)
+    plain = engine.sample([learner for learner, _ in pairs], keys, max_new_tokens=16, draw=Role.LEARNER.draw)
     for i in range(6):
-        assert set(mixed[i].source) == {LEARNER}  # tau = 0: every first proposal stands
+        assert set(mixed[i].source) == {Role.LEARNER.row}  # tau = 0: every first proposal stands
         assert mixed[i].token_ids == plain[i].token_ids
-        torch.testing.assert_close(torch.tensor(mixed[i].logprobs[LEARNER]), torch.tensor(plain[i].logprobs[0]))
+        torch.testing.assert_close(torch.tensor(mixed[i].logprobs[Role.LEARNER.row]), torch.tensor(plain[i].logprobs[0]))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -256,7 +256,7 @@ def test_run_writes_every_trace_with_verdict_config_and_log(stage):
     traces = read_traces(cfg.out, kept_only=False)
     assert sorted((t.problem_id, t.sample) for t in traces) == [(f"q{i}", s) for i in range(3) for s in range(3)]
     for t in traces:
-        assert t.seed == 5 and len(t.token_ids) <= 6 and set(t.source) <= set(SOURCES)
+        assert t.seed == 5 and len(t.token_ids) <= 6 and set(t.source) <= {Role.LEARNER.letter, Role.PRIVILEGED.letter}
         assert t.kept == (t.reject_reason is None)
         assert t.reject_reason in {"length", "no_answer", "wrong_answer", "leak", None}
         assert (t.finish == "length") == (t.reject_reason == "length")

@@ -102,7 +102,7 @@ def call(name: str, s, p, n, targets, mask, **kw) -> torch.Tensor:
     """One signature over the three objectives: nll reads targets, the contrastive ones the references."""
     if name == "nll":
         return nll_loss(s, targets, mask, **kw)
-    return OBJECTIVES[name](s, p, n, mask, **kw)
+    return OBJECTIVES[name].fn(s, p, n, mask, **kw)
 
 
 def slow(name: str, s, p, n, targets, mask, **kw) -> float:
@@ -425,5 +425,31 @@ def test_diagnostics():
     assert empty == {"tokens": 0.0, "kl_privileged": 0.0, "kl_negative": 0.0, "margin": 0.0, "nll": 0.0}
 
 
-def test_registry_names():
-    assert set(OBJECTIVES) == {"contrastive", "contrastive-target", "nll"}
+def test_registry_names_every_objective_a_config_can_choose():
+    from typing import get_args
+
+    from dail.config import TrainConfig
+
+    assert tuple(OBJECTIVES) == ("contrastive", "contrastive-target", "nll", "sft-expert")
+    assert set(get_args(TrainConfig.model_fields["objective"].annotation)) == set(OBJECTIVES)
+    for name, objective in OBJECTIVES.items():  # each hyperparameter is a config field of that name
+        assert set(objective.hyperparameters) <= set(TrainConfig.model_fields), name
+    assert [n for n, o in OBJECTIVES.items() if o.target == "solution"] == ["sft-expert"]
+    assert OBJECTIVES["sft-expert"].fn is nll_loss and not OBJECTIVES["sft-expert"].needs_references
+
+
+@pytest.mark.parametrize("name", list(OBJECTIVES))
+def test_registry_loss_calls_its_function_with_the_configs_hyperparameters(name):
+    from types import SimpleNamespace
+
+    s, p, n, targets, mask = random_batch()
+    settings = SimpleNamespace(gamma=0.3, alpha=0.5, beta=0.2)
+    objective = OBJECTIVES[name]
+    got = objective.loss(s, (p, n), targets, mask, settings, num_tokens=7)
+    want = {
+        "contrastive": lambda: contrastive_loss(s, p, n, mask, 0.3, num_tokens=7),
+        "contrastive-target": lambda: contrastive_target_loss(s, p, n, mask, 0.5, 0.2, num_tokens=7),
+        "nll": lambda: nll_loss(s, targets, mask, num_tokens=7),
+        "sft-expert": lambda: nll_loss(s, targets, mask, num_tokens=7),
+    }[name]()
+    assert torch.equal(got, want)

@@ -66,7 +66,7 @@ def _snapshot(root: Path) -> dict[str, float]:
 @pytest.mark.slow
 def test_run_writes_everything_and_resumes(run_config, monkeypatch):
     cfg = load_config(RunConfig, run_config)
-    root = pipeline.run_dir(cfg)
+    root = pipeline.run_dir(cfg).root
 
     # Killed in training, right after expansion finished.
     def killed(_cfg):
@@ -129,7 +129,7 @@ def test_accelerate_launcher_command(tmp_path, monkeypatch, processes):
     monkeypatch.setattr(pipeline.subprocess, "run", lambda command, check, env: calls.append((command, env)))
     cfg = RunConfig(name="x", train_data="arith-train", eval_data=["arith-test"], launcher="accelerate",
                     num_processes=processes, device="cpu")
-    pipeline._stage(cfg, tmp_path, "expand:traces.jsonl", cfg, in_process=None)  # any config: it is only saved
+    pipeline._launch(cfg, tmp_path / "expand.toml", "expand", cfg)  # any config: it is only saved
     (command, env), = calls
     assert command[command.index("--num_processes") + 1] == str(processes)
     assert ("--multi_gpu" in command) == (processes > 1) and "--cpu" not in command

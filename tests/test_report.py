@@ -1,4 +1,4 @@
-"""Tests for dail.report: finding evaluations, tables, plots, and the trace viewer (synthetic inputs)."""
+"""Tests for dail.report: finding evaluations, tables, plots, the link to the trace viewer (synthetic inputs)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 
 from dail import report
 from dail.data import DataError, Trace, write_jsonl
+from dail.rundir import split_name
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 VOID = {"meta", "input", "img", "br", "hr", "link"}
@@ -153,77 +154,26 @@ def test_run_dir_that_is_also_the_output(runs) -> None:
     assert "| dail |" in (run / "report.md").read_text()
 
 
-def make_traces(tokenizer) -> list[Trace]:
-    """Traces with known sources, one with text that would break unescaped HTML."""
-    texts = ["First <script>alert('x')</script> & \"quoted\" — 数学 ok.\nSo \\boxed{42}",
-             "Second trace: 6 × 7 = 42.\n\nThe answer is \\boxed{42}."]
-    traces = []
-    for i, text in enumerate(texts):
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-        source = "".join("P" if j % 5 == 3 else "L" for j in range(len(ids)))
-        traces.append(Trace(problem_id=f"p<{i}>", sample=0, seed=0, text=text, token_ids=ids, source=source,
-                            logprob_learner=[-0.5] * len(ids), logprob_privileged=[-0.2] * len(ids), finish="eos",
-                            answer="42", kept=i == 1, reject_reason=None if i == 1 else "leak"))
-    return traces
-
-
-def test_traces_viewer_with_tokenizer_and_margins(tmp_path, tokenizer) -> None:
+def test_traces_are_linked_from_the_report(tmp_path) -> None:
+    """A run that has expanded but not evaluated yet: traces.html alone, linked from report.html."""
     run = tmp_path / "run"
-    run.mkdir()
-    traces = make_traces(tokenizer)
-    write_jsonl(run / "traces.jsonl", traces)
-    write_jsonl(run / "diagnostics.jsonl", [{"step": 1, "loss": 0.3}] + [
-        {"problem_id": t.problem_id, "sample": t.sample, "margin": [((j % 7) - 3) / 2 for j in range(len(t.token_ids))]}
-        for t in traces])
-    result = report.run([str(run)], str(tmp_path / "out"), tokenizer=tokenizer)
-    assert result["entries"] == [] and result["plots"] == []  # traces only: no evaluations yet
-    page = parse_html(Path(result["traces_html"]))
-    raw = Path(result["traces_html"]).read_text()
-    text = "".join(page.text)
-    assert "<script>alert('x')</script>" in text  # shown as text, escaped in the markup
-    assert "2 traces: 1 kept, 1 rejected (leak: 1)" in text and "rejected: leak" in text
-    assert "decoded per token by the tokenizer" in text and "l_P − l_N for 2 of 2 shown" in text
-    # One span per token that adds text; the spans' text is the trace text.
-    assert raw.count('class="t P"') == sum(s == "P" for t in traces for s, p in zip(t.source, _pieces(tokenizer, t)) if p)
-    assert "l_P − l_N" in text and "--m:rgba(" in raw
-    t0 = traces[0]
-    acc0 = t0.source.count("L") / len(t0.token_ids)
-    assert f"acceptance {100 * acc0:.1f}%" in text
+    write_jsonl(run / "traces.jsonl", [Trace(problem_id="p", sample=0, seed=0, text="6 × 7 = <42>", token_ids=[1, 2],
+                                             source="LP", logprob_learner=[-0.5, -2.0], logprob_privileged=[-0.2, -0.1],
+                                             finish="eos", answer="42")])
+    result = report.run([str(run)], str(tmp_path / "out"))
+    assert result["entries"] == [] and result["plots"] == []
+    assert "6 × 7 = <42>" in "".join(parse_html(Path(result["traces_html"])).text)
     parse_html(tmp_path / "out" / "report.html")
     assert 'href="traces.html"' in (tmp_path / "out" / "report.html").read_text()
-
-
-def _pieces(tokenizer, t: Trace) -> list[str]:
-    from dail.grading import token_pieces
-
-    return token_pieces(tokenizer, t.token_ids)
-
-
-def test_traces_viewer_without_tokenizer_is_approximate(tmp_path, tokenizer) -> None:
-    traces = make_traces(tokenizer)
-    write_jsonl(tmp_path / "t.jsonl", traces)
+    # Traces named explicitly are shown beside the evaluations.
     put(tmp_path / "ev", metrics(0.3, 0.1, 200))
-    result = report.run([str(tmp_path / "ev")], str(tmp_path / "out"), traces=str(tmp_path / "t.jsonl"))
-    page = parse_html(Path(result["traces_html"]))
-    text = "".join(page.text)
-    assert "approximate" in text and "l_P − l_N" not in text  # no margins: no margin mode
-    # The text is all there, shared out over the tokens.
-    for t in traces:
-        assert t.text in text
-    pieces = report._approx_pieces("abcdef", 4)
-    assert len(pieces) == 4 and "".join(pieces) == "abcdef" and all(pieces)
+    result = report.run([str(tmp_path / "ev")], str(tmp_path / "out2"), traces=str(run / "traces.jsonl"))
+    assert result["traces_html"] and len(result["entries"]) == 1
 
 
-def test_compute_margins_from_a_tiny_model(tiny_model_dir, tokenizer) -> None:
-    from dail.data import Problem
-    from dail.models import load
-
-    model, tok = load(tiny_model_dir)
-    traces = make_traces(tokenizer)
-    problems = {t.problem_id: Problem(id=t.problem_id, problem="What is 6 × 7?", solution="6 × 7 = 42.",
-                                      waypoints="= 42", answer="42") for t in traces[:1]}
-    margins = report.compute_margins(model, tok, traces, problems)
-    assert list(margins) == [(traces[0].problem_id, 0)]  # the second trace has no problem row
-    m = margins[(traces[0].problem_id, 0)]
-    assert len(m) == len(traces[0].token_ids) and all(isinstance(x, float) for x in m)
-    assert any(abs(x) > 0 for x in m)  # the two prompts differ, so the log-probs do
+@pytest.mark.parametrize("data, split", [("arith-test", "arith-test"), ("data/hard.jsonl", "hard"), ("", "eval")])
+def test_a_loose_eval_is_named_as_the_pipeline_names_its_directory(tmp_path, data, split) -> None:
+    put(tmp_path / "loose", {**metrics(0.3, 0.1, 200), "config": {"data": data}})
+    assert [e.split for e in report.find_evals([tmp_path / "loose"])] == [split]
+    if data:
+        assert split_name(data) == split

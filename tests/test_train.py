@@ -10,6 +10,7 @@ reference favours the trace tokens as it does for real mixed-policy traces.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -25,6 +26,8 @@ import torch
 from dail import models, train
 from dail.config import ConfigError, PromptConfig, TrainConfig
 from dail.data import DataError, Trace, write_jsonl
+from dail.objectives import OBJECTIVES
+from dail.rows import build_rows, collate
 
 TRACE_LENGTHS = (5, 9, 7, 12)  # unequal on purpose: a per-micro-batch mean would weight rows differently
 
@@ -113,37 +116,18 @@ def _probe_ids() -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------------------------------
-# plan and gather
-
-
-def test_step_plan_is_a_seeded_shuffle_per_epoch():
-    order = [train.step_rows(10, 4, seed=3, step=s, per_epoch=3) for s in range(6)]
-    assert sorted(sum(order[:3], [])) == list(range(10)) and sorted(sum(order[3:], [])) == list(range(10))
-    assert order[:3] != order[3:]  # a new order each epoch...
-    assert order == [train.step_rows(10, 4, seed=3, step=s, per_epoch=3) for s in range(6)]  # ...reproducible
-
-
-def test_plan_steps_counts_epochs_and_max_steps(tiny_dir, data, tmp_path):
-    cfg = _cfg(tiny_dir, data, tmp_path, epochs=2.5, batch_size=3)
-    assert train.plan_steps(10, cfg) == (4, 10)
-    assert train.plan_steps(10, cfg.model_copy(update={"max_steps": 7})) == (4, 7)
-    assert train.plan_steps(10, cfg, num_processes=2) == (3, 8)  # a 1-row last step cannot feed 2 processes
-
-
-def test_split_keeps_the_last_micro_batch_full():
-    assert [len(m) for m in train._split(list(range(6)), 4)] == [1, 1, 2, 2]
-    assert [len(m) for m in train._split([0], 3)] == [0, 0, 1]
+# gather
 
 
 def test_logits_are_gathered_at_the_positions_that_predict_trace_tokens(tiny_dir, data, tmp_path):
     cfg = _cfg(tiny_dir, data, tmp_path, objective="contrastive")
     model, tok = models.load(tiny_dir, dtype="float64")  # float64: padding and batching change no digit that matters
-    rows = train.build_rows(cfg, tok)
+    rows = build_rows(cfg, tok)
     assert len(rows) == 4  # the rejected trace is left out
-    lm = train._TraceHidden(models.attach_lora(model, r=4))
+    lm = train.TraceHidden(models.attach_lora(model, r=4))
     with torch.no_grad():
         for role in ("learner", "privileged", "negative"):
-            ids, index = train._collate(rows, role, tok.pad_token_id, "cpu")  # [B, L], [N]
+            ids, index = collate(rows, role, tok.pad_token_id, "cpu")  # [B, L], [N]
             got = lm.head(lm(ids, index))  # [N, V]
             want = []
             for r in rows:  # each row alone, unpadded, through the ordinary forward
@@ -166,7 +150,7 @@ def test_nll_training_lowers_the_trace_nll(nll_run):
     assert log[-1]["nll"] < log[0]["nll"] - 1.0
     assert summary["steps"] == 16 and summary["rows"] == 4
     assert (out / "adapter_config.json").exists() and (out / "adapter_model.safetensors").exists()
-    assert (out / "train_config.toml").exists() and (out / "checkpoints" / "step-16" / "state.json").exists()
+    assert (out / "config.toml").exists() and (out / "checkpoints" / "step-16" / "state.json").exists()
 
 
 def test_contrastive_training_lowers_its_loss_and_the_trace_nll(contrastive_run):
@@ -225,9 +209,7 @@ def test_sft_expert_trains_on_solutions_without_traces(tiny_dir, data, tmp_path)
     _, summary = train.fit(cfg)
     log = _log(tmp_path / "sft")
     assert summary["rows"] == 4 and log[-1]["loss"] < log[0]["loss"] - 1.0
-    tok = models.load_tokenizer(tiny_dir)
-    rows = train.build_rows(cfg, tok)
-    assert all(r.target[-1] == tok.eos_token_id for r in rows) and set(rows[0].prompts) == {"learner"}
+    assert "kl_privileged" not in log[0] and log[0]["nll"] == log[0]["loss"]  # no reference forwards
 
 
 # --------------------------------------------------------------------------------------------------
@@ -271,13 +253,13 @@ def test_resume_gives_the_losses_of_an_uninterrupted_run(tiny_dir, data, tmp_pat
 
 def _one_step(cfg: TrainConfig, rows) -> tuple[dict, dict]:
     """Accumulated gradients and updated LoRA weights after the first optimizer step."""
-    s = train.setup(cfg, len(rows))
+    session = train.setup(cfg, len(rows))
     grads: dict[str, torch.Tensor] = {}
-    for name, p in s.peft_model.named_parameters():
+    for name, p in session.peft_model.named_parameters():
         if p.requires_grad:  # fires after each accumulation: the last value is the full gradient
             p.register_post_accumulate_grad_hook(lambda p, name=name: grads.__setitem__(name, p.grad.clone()))
-    train.train_step(s, 0, rows)
-    return grads, {n: p.detach().clone() for n, p in s.peft_model.named_parameters() if p.requires_grad}
+    train.train_step(session, 0, rows)
+    return grads, {n: p.detach().clone() for n, p in session.peft_model.named_parameters() if p.requires_grad}
 
 
 @pytest.mark.parametrize("objective", ["contrastive", "contrastive-target", "nll"])
@@ -285,7 +267,7 @@ def test_gradient_accumulation_gives_the_full_batch_update(tiny_dir, data, tmp_p
     # Adam's first step is nearly sign(g), blind to how g is scaled; the gradients are compared too.
     cfg = _cfg(tiny_dir, data, tmp_path, objective=objective, dtype="float64", lr=1e-4, max_grad_norm=None,
                schedule="constant", max_steps=1)
-    rows = train.build_rows(cfg, models.load_tokenizer(tiny_dir))
+    rows = build_rows(cfg, models.load_tokenizer(tiny_dir))
     assert len({len(r.target) for r in rows}) > 1
     grads_full, weights_full = _one_step(cfg, rows)
     grads_acc, weights_acc = _one_step(cfg.model_copy(update={"grad_accum": 4}), rows)  # micro-batches of 1
@@ -328,7 +310,7 @@ def test_two_processes_with_accumulation_give_the_single_process_run(tiny_dir, d
 
 def test_gradient_checkpointing_gives_the_same_gradients(tiny_dir, data, tmp_path):
     cfg = _cfg(tiny_dir, data, tmp_path, objective="contrastive", dtype="float64", max_grad_norm=None, max_steps=1)
-    rows = train.build_rows(cfg, models.load_tokenizer(tiny_dir))
+    rows = build_rows(cfg, models.load_tokenizer(tiny_dir))
     grads, _ = _one_step(cfg, rows)
     grads_ckpt, _ = _one_step(cfg.model_copy(update={"gradient_checkpointing": True}), rows)
     for name in grads:
@@ -336,11 +318,11 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_dir, data, tmp_pat
 
 
 def test_schedule_warms_up_linearly_and_never_runs_a_step_at_zero():
-    cosine = [train._lr_lambda("cosine", 2, 10)(s) for s in range(10)]
+    cosine = [train.lr_lambda("cosine", 2, 10)(s) for s in range(10)]
     assert cosine[:3] == pytest.approx([1 / 3, 2 / 3, 1.0]) and all(0 < f <= 1 for f in cosine)
     assert cosine == sorted(cosine[:3]) + sorted(cosine[3:], reverse=True)
-    assert [train._lr_lambda("linear", 0, 4)(s) for s in range(4)] == [1.0, 0.75, 0.5, 0.25]
-    assert {train._lr_lambda("constant", 1, 4)(s) for s in range(1, 4)} == {1.0}
+    assert [train.lr_lambda("linear", 0, 4)(s) for s in range(4)] == [1.0, 0.75, 0.5, 0.25]
+    assert {train.lr_lambda("constant", 1, 4)(s) for s in range(1, 4)} == {1.0}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -356,21 +338,6 @@ def test_trace_naming_an_unknown_problem_names_the_file_and_the_id(tiny_dir, dat
     assert str(bad) in str(info.value) and "no-such-problem" in str(info.value) and ":1:" in str(info.value)
 
 
-def test_no_kept_traces_is_a_clear_error(tiny_dir, data, tmp_path):
-    tok = models.load_tokenizer(tiny_dir)
-    bad = tmp_path / "traces.jsonl"
-    row = _trace(tok, "x", [5, 6])
-    row.kept, row.reject_reason = False, "length"
-    write_jsonl(bad, [row])
-    with pytest.raises(DataError, match=r"no kept traces to train on \(1 rows: 1 length\)"):
-        train.run(_cfg(tiny_dir, data, tmp_path / "out", traces=str(bad)))
-
-
-def test_trace_objectives_need_a_traces_file(tiny_dir, data, tmp_path):
-    with pytest.raises(ConfigError, match="traces: required for objective 'nll'"):
-        train.run(_cfg(tiny_dir, data, tmp_path / "out", traces=None, objective="nll"))
-
-
 def test_student_and_references_are_scored_at_the_positions_that_predict_each_trace_token(
         tiny_dir, data, tmp_path, monkeypatch):
     """What the contrastive loss receives, row by row: at counted position i (row b, token j), the
@@ -379,25 +346,24 @@ def test_student_and_references_are_scored_at_the_positions_that_predict_each_tr
     token j. Checked on the logits the step really hands to the loss (captured), against one direct
     forward per row and role, as log-probs of the trace token. At step 0 the adapter's B is zero, so
     the student is the base model too. Chunks of 7 positions exercise the chunked head."""
-    from dail import objectives
     from dail.datasets import resolve_problems
     from dail.prompts import render
     from dail.waypoints import waypoints_for
 
     cfg = _cfg(tiny_dir, data, tmp_path, objective="contrastive", dtype="float64", max_steps=1)
     tok = models.load_tokenizer(tiny_dir)
-    rows = train.build_rows(cfg, tok)
-    s = train.setup(cfg, len(rows))
-    monkeypatch.setattr(train, "LOGIT_CHUNK_ELEMENTS", 7 * s.vocab_size)
+    rows = build_rows(cfg, tok)
+    session = train.setup(cfg, len(rows))
+    monkeypatch.setattr(train, "LOGIT_CHUNK_ELEMENTS", 7 * session.vocab_size)
     seen: list[tuple[torch.Tensor, ...]] = []
-    real = objectives.contrastive_loss
+    real = OBJECTIVES["contrastive"].fn
 
     def capture(student, privileged, negative, mask, *args, **kwargs):
         seen.append((student.detach().clone(), privileged.clone(), negative.clone(), mask.clone()))
         return real(student, privileged, negative, mask, *args, **kwargs)
 
-    monkeypatch.setattr(objectives, "contrastive_loss", capture)
-    train.train_step(s, 0, rows)
+    monkeypatch.setitem(OBJECTIVES, "contrastive", dataclasses.replace(OBJECTIVES["contrastive"], fn=capture))
+    train.train_step(session, 0, rows)
     assert len(seen) == -(-sum(TRACE_LENGTHS) // 7)  # one call per chunk
     student, privileged, negative, mask = (torch.cat(x) for x in zip(*seen))  # [N, V] x 3, [N]
 

@@ -17,8 +17,9 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-from dail.engine import Engine, reference_sample, row_key, sampler
-from dail.expand import mixed_choose, reference_rollout
+from dail.engine import Engine, reference_sample
+from dail.expand import reference_rollout
+from dail.sampling import Sampler, ThresholdChoose, row_key
 
 VOCAB = 97
 EOS = (5, 11)
@@ -52,7 +53,7 @@ def groups_of(n: int, mixed: bool, seed: int = 0) -> list[list[list[int]]]:
 
 
 def decode(engine, groups, mixed: bool, max_new_tokens: int = 48):
-    choose = mixed_choose(**SAMPLING, tau=0.05) if mixed else sampler(**SAMPLING)
+    choose = ThresholdChoose(**SAMPLING, tau=0.05) if mixed else Sampler(**SAMPLING)
     keys = [row_key(7, f"p{i}", 0) for i in range(len(groups))]
     out = {g.index: g for g in engine.generate(groups, keys, choose, max_new_tokens=max_new_tokens)}
     return [out[i] for i in range(len(groups))]
@@ -97,7 +98,7 @@ def test_a_decode_step_never_synchronises(mixed):
     model = tiny("llama", torch.bfloat16)
     engine = Engine(model, eos_token_ids=EOS, cuda_graphs=False, sync_every=16)
     groups = groups_of(5, mixed)
-    choose = mixed_choose(**SAMPLING) if mixed else sampler(**SAMPLING)
+    choose = ThresholdChoose(**SAMPLING, tau=0.0) if mixed else Sampler(**SAMPLING)
     with torch.inference_mode():
         ws, logits = engine.prefill(groups, list(range(5)), max_new_tokens=8)
         size, _, rows = engine._arrange(ws, 5, [0, 1, 2, None, 4], 5)  # 4 live: a bucket of 4

@@ -146,10 +146,14 @@ def expand(
         "sampling.max_new_tokens": max_new_tokens, "batch_size": batch_size, "seed": seed,
         "limit": limit, "device": device, "dtype": dtype,
     })
+    from . import ui
+    from .distributed import is_main
     from .expand import run
 
-    with _user_errors():
-        run(cfg)
+    with _user_errors(), ui.progress("expand") as bar:
+        summary = run(cfg, progress=bar)
+    if is_main():
+        ui.console.print(ui.expand_summary(summary))
 
 
 @app.command()
@@ -225,10 +229,14 @@ def eval_(
         "presence_penalty": presence_penalty, "force_answer": force_answer,
         "batch_size": batch_size, "seed": seed, "limit": limit, "device": device, "dtype": dtype,
     })
+    from . import ui
+    from .distributed import is_main
     from .evaluate import run
 
-    with _user_errors():
-        run(cfg)
+    with _user_errors(), ui.progress("sampling") as bar:
+        metrics = run(cfg, progress=bar)
+    if is_main():
+        ui.console.print(ui.eval_summary(metrics))
 
 
 @app.command()
@@ -262,19 +270,27 @@ def select(
         "sampling.max_new_tokens": max_new_tokens, "batch_size": batch_size, "limit": limit,
         "seed": seed, "device": device,
     })
+    from . import ui
     from .pipeline import select as run_select
 
+    events = ui.RunEvents()
     with _user_errors():
-        run_select(cfg)
+        run_select(cfg, on_event=events)
 
 
 def _run(config: Path, overrides: dict[str, Any]) -> dict:
+    from . import ui
     from .config import RunConfig
     from .pipeline import run as run_pipeline
 
     cfg = _config(RunConfig, config, overrides)
-    with _user_errors():
-        result = run_pipeline(cfg)
+    events = ui.RunEvents()
+    try:
+        with _user_errors():
+            result = run_pipeline(cfg, on_event=events, progress=events.progress)
+    finally:
+        events.close()
+    ui.console.print(ui.run_table(cfg.name, result["table"]))
     console.print(f"report: {result['report']}  ({result['seconds']:.0f} s)")
     return result
 

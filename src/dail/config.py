@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from .data import atomic_write_text
 from .models import DEFAULT_MODEL
@@ -27,7 +27,10 @@ __all__ = [
     "EvalConfig",
     "SelectConfig",
     "RunConfig",
-    "METHODS",
+    "ExpandSection",
+    "TrainSection",
+    "EvalSection",
+    "section_values",
     "WaypointsConfig",
     "load_config",
     "save_config",
@@ -402,7 +405,6 @@ def save_config(config: BaseModel, path: str | Path) -> None:
     atomic_write_text(path, to_toml(config))
 
 
-METHODS = ("base", "sft-expert", "star", "psd-nll", "dail-nll", "dail")
 
 
 def _check_section(cls: type[BaseModel], name: str, section: dict[str, Any], fill: dict[str, Any]) -> None:
@@ -414,6 +416,28 @@ def _check_section(cls: type[BaseModel], name: str, section: dict[str, Any], fil
         cls.model_validate({**section, **fill})
     except ValidationError as e:
         raise ValueError("; ".join(_error_lines(e, prefix=f"{name}."))) from None
+
+
+# Keys a run sets for every stage itself; a stage section may not repeat them.
+_RUN_KEYS = {"model", "seed", "device", "dtype", "data", "out", "problems", "traces", "adapter", "objective",
+             "prompts", "resume"}
+
+
+def _section(cls: type[_Config], name: str) -> type[_Config]:
+    """A typed `[section]` of a run config: the stage config's fields less those the run sets."""
+    fields = {k: (f.annotation, f) for k, f in cls.model_fields.items() if k not in _RUN_KEYS}
+    return create_model(name, __base__=_Config, __doc__=f"The [{name}] keys of a run: {cls.__name__} less the run's own.",
+                        **fields)
+
+
+ExpandSection = _section(ExpandConfig, "ExpandSection")
+TrainSection = _section(TrainConfig, "TrainSection")
+EvalSection = _section(EvalConfig, "EvalSection")
+
+
+def section_values(section: BaseModel) -> dict[str, Any]:
+    """The keys a run config's section set explicitly (the stage's defaults stand for the rest)."""
+    return section.model_dump(exclude_unset=True)
 
 
 class RunConfig(_Config):
@@ -442,9 +466,9 @@ class RunConfig(_Config):
     launcher: Literal["none", "accelerate"] = Field("none", description="Run model stages in-process or via `accelerate launch`.")
     num_processes: int = Field(1, ge=1, description="Processes for launcher = accelerate.")
     prompts: PromptConfig = Field(default_factory=PromptConfig)
-    expand: dict[str, Any] = Field(default_factory=dict, description="ExpandConfig keys (n, tau, sampling, batch_size, limit, ...).")
-    train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig keys shared by every trained method (epochs, lr, lora, ...).")
-    eval: dict[str, Any] = Field(default_factory=dict, description="EvalConfig keys (n, k, sampling, budgets, batch_size, limit, ...).")
+    expand: ExpandSection = Field(default_factory=ExpandSection, description="ExpandConfig keys (n, tau, sampling, batch_size, limit, ...).")
+    train: TrainSection = Field(default_factory=TrainSection, description="TrainConfig keys shared by every trained method (epochs, lr, lora, ...).")
+    eval: EvalSection = Field(default_factory=EvalSection, description="EvalConfig keys (n, k, sampling, budgets, batch_size, limit, ...).")
 
     @field_validator("methods")
     @classmethod
@@ -456,7 +480,8 @@ class RunConfig(_Config):
     @model_validator(mode="after")
     def _sections(self) -> RunConfig:
         run_keys = {"model": self.model, "seed": self.seed, "device": self.device, "dtype": self.dtype}
-        _check_section(ExpandConfig, "expand", self.expand, {**run_keys, "data": "-", "out": "-"})
-        _check_section(TrainConfig, "train", self.train, {**run_keys, "problems": "-", "out": "-"})
-        _check_section(EvalConfig, "eval", self.eval, {**run_keys, "data": "-", "out": "-"})
+        # The sections' own fields are typed; this catches what only the whole stage config checks (k <= n).
+        _check_section(ExpandConfig, "expand", section_values(self.expand), {**run_keys, "data": "-", "out": "-"})
+        _check_section(TrainConfig, "train", section_values(self.train), {**run_keys, "problems": "-", "out": "-"})
+        _check_section(EvalConfig, "eval", section_values(self.eval), {**run_keys, "data": "-", "out": "-"})
         return self

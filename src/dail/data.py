@@ -253,7 +253,7 @@ class JsonlAppender:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        _truncate_torn_tail(self.path)
+        truncate_torn_tail(self.path)
         self._f = self.path.open("a", encoding="utf-8")
 
     def write(self, row: BaseModel | dict) -> None:
@@ -273,7 +273,8 @@ class JsonlAppender:
         self.close()
 
 
-def _truncate_torn_tail(path: Path) -> None:
+def truncate_torn_tail(path: Path) -> None:
+    """Cut a last line that a kill left without its newline, so the next append starts a clean row."""
     if not path.exists() or path.stat().st_size == 0:
         return
     data = path.read_bytes()

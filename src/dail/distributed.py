@@ -27,14 +27,14 @@ from __future__ import annotations
 import functools
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .data import _truncate_torn_tail, read_done_keys
+from .data import truncate_torn_tail, read_done_keys
 
 __all__ = ["use_cpu", "check_launch", "state", "rank", "world_size", "is_main", "device_for", "barrier", "shard", "gather", "part_path",
-           "find_parts", "write_path", "done_keys", "merge_parts"]
+           "find_parts", "write_path", "done_keys", "merge_parts", "Progress", "ShardedJsonl"]
 
 T = TypeVar("T")
 KEY = ("problem_id", "sample")
@@ -205,7 +205,7 @@ def merge_parts(out: str | os.PathLike, order: Iterable[tuple], *, world: int | 
     rows.sort()
     if rows:
         out.parent.mkdir(parents=True, exist_ok=True)
-        _truncate_torn_tail(out)
+        truncate_torn_tail(out)
         with out.open("a", encoding="utf-8") as f:
             f.writelines(line for _, _, line in rows)
             f.flush()
@@ -213,3 +213,77 @@ def merge_parts(out: str | os.PathLike, order: Iterable[tuple], *, world: int | 
     for part in parts:
         part.unlink()
     return len(rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# the sharded, resumable, ordered output of a sampling stage
+
+
+Progress = Callable[..., None]
+"""progress(done, total, **fields): called after every row a stage writes (the CLI draws it)."""
+
+
+class ShardedJsonl:
+    """One stage's JSONL output, shared out by problem over the ranks, resumable, in canonical order.
+
+    `keys` are every row's (problem_id, sample) in canonical order. `todo` is this rank's share of
+    them (interleaved by problem, see the module docstring) that no earlier run wrote. The stage
+    computes rows in any order and hands each over with `put(i, row)` (`i` indexes `todo`); a row
+    waits for every row before it, so the file is always a prefix of the canonical order. `finish()`
+    leaves this rank's part (empty when idle), waits for every rank, and rank 0 merges the parts.
+
+        with ShardedJsonl(out, keys) as sink:
+            for i, row in compute(sink.todo):
+                sink.put(i, row)
+        # after the `with`: merged, every rank past the final barrier
+    """
+
+    def __init__(self, out: str | os.PathLike, keys: Sequence[tuple[str, int]], progress: Progress | None = None,
+                 in_order: Callable[[Any], Any] | None = None):
+        from .data import JsonlAppender
+
+        self.out, self.keys = Path(out), list(keys)
+        problems = list(dict.fromkeys(pid for pid, _ in self.keys))
+        mine = set(shard(problems))
+        done = done_keys(self.out)
+        mine_keys = [k for k in self.keys if k[0] in mine]
+        self.todo: list[tuple[str, int]] = [k for k in mine_keys if k not in done]
+        self.resumed = len(mine_keys) - len(self.todo)  # this rank's rows an earlier run wrote
+        self.path = write_path(self.out)
+        self.progress = progress
+        self.in_order = in_order or (lambda row: row)  # applied as rows are written, in canonical order
+        self._ready: dict[int, Any] = {}
+        self._written = 0
+        self._sink = JsonlAppender(self.path) if self.todo else None
+
+    def __enter__(self) -> ShardedJsonl:
+        if self._sink is not None:
+            self._sink.__enter__()
+        return self
+
+    def put(self, i: int, row: Any) -> None:
+        """Row `i` of `todo` is done: write it and every row after it that was waiting for it."""
+        self._ready[i] = row
+        while self._written in self._ready:
+            self._sink.write(self.in_order(self._ready.pop(self._written)))
+            self._written += 1
+            if self.progress:
+                self.progress(self.resumed + self._written, self.resumed + len(self.todo))
+
+    def __exit__(self, kind, value, traceback) -> None:
+        if self._sink is not None:
+            self._sink.__exit__(kind, value, traceback)
+        if kind is None:
+            self.finish()
+
+    def finish(self) -> None:
+        """Leave this rank's part, wait for every rank, merge on rank 0, wait again."""
+        if self._written != len(self.todo):
+            raise RuntimeError(f"{self.out}: {len(self.todo) - self._written} row(s) of this rank were never put")
+        if self.path != self.out and not self.path.exists():
+            self.path.touch()  # every rank leaves its part, so a merge can tell a lost part from an idle rank
+        barrier()
+        if self.path != self.out:  # always so under a launcher; alone, only when parts of an earlier launch are about
+            if is_main():
+                merge_parts(self.out, self.keys, world=world_size())
+            barrier()

@@ -1,13 +1,13 @@
-"""Batched decoding for any causal LM from transformers: KV cache, sampling transforms, per-sequence RNG.
+"""Batched decoding for any causal LM from transformers: prefill, a static KV cache, one forward per step.
 
 What it does. `Engine.generate` decodes a batch of *groups* of rows -- one row per group for plain
 sampling, two (learner, privileged) for the mixed rollout of `dail.expand` -- over a preallocated
 `transformers.StaticCache`: `prefill` runs each distinct prompt once (the n samples of a problem
 share theirs) in length-sorted chunks and assembles the cache, then each step runs ONE forward per
-generated token for every live row. A small `choose` callback turns a step's logits
-`[G, R, V]` into one token per group; that token is appended to every row of its group. Per token
-the engine records the token, a `source` tag set by `choose` (the provenance mask: learner or
-privileged) and the raw log-prob of the token under every row of the group.
+generated token for every live row. A small `choose` callback (`dail.sampling.Choose`) turns a
+step's logits `[G, R, V]` into one token per group; that token is appended to every row of its
+group. Per token the engine records the token, a tag set by `choose` (the provenance mask: learner
+or privileged, in `Generation.source`) and the raw log-prob of the token under every row of the group.
 
 Layout. Left padding: row i's prompt ends at column P (the longest prompt) and generated tokens
 follow at P, P+1, ... in every row, which is what `StaticCache` (one write column for the whole
@@ -26,271 +26,54 @@ to the BUCKET of their count (`bucket_sizes`: 1, 2, 4, ..., 32, 64, 96, ... on G
 cover every size; exactly the live count on CPU, where a forward costs in proportion to its rows
 and trace lengths are long-tailed). Padding groups are copies of a live one whose output is ignored.
 
-Randomness is counter-based: the uniform of draw `d` at step `t` of a sequence is the
-`t * DRAWS_PER_STEP + d + 1`-th output of splitmix64 seeded with the sequence's key
-(`row_key(seed, problem id, sample index, stage=...)`; the stage salt keeps selection, expansion and
-evaluation from sharing streams), computed in int64 tensor arithmetic on the device.
-Tokens are drawn by inverse CDF over the transformed distribution. So a sequence's tokens depend on
-nothing but its key and its own logits -- not on batch size, order, or process count -- and sampling
-needs no generator object and no host round trip. (The logits themselves are batch-invariant on CPU;
-on GPU, low-precision matmuls may tile differently per batch size and move them by rounding.)
+Each group carries the key of its random stream (`dail.sampling.row_key`) and `choose` draws its
+uniforms from (key, step): a sequence's tokens depend on nothing but its key and its own logits, not
+on batch size, order, or process count. (The logits themselves are batch-invariant on CPU; on GPU,
+low-precision matmuls may tile differently per batch size and move them by rounding.) For a presence
+penalty the engine keeps, per group, a [G, V] mask of the tokens generated so far (`seen`, updated
+in place each step) and hands it to `choose`.
 
-Draw convention: draws 0 .. MAX_PROPOSALS - 1 are the learner's proposals (draw 0 is also plain
-sampling's default), draw PRIVILEGED_DRAW the privileged model's fallback;
-`Engine.sample(..., draw=PRIVILEGED_DRAW)` therefore reproduces a mixed rollout that always rejects.
+`reference_sample` is plain sampling written out slowly (a full forward per token, no cache); the
+tests hold the engine equal to it.
 
-Presence penalty (vLLM's meaning) is part of the sampling transform: the engine keeps, per group, a
-[G, V] mask of the tokens generated so far (`seen`, updated in place each step) and hands it to
-`choose`, which subtracts the penalty from those tokens' logits before temperature, top-k and top-p.
-
-What it deliberately does not do: tokenisation and prompts (`dail.prompts`), the mixed acceptance
-rule (`dail.expand`), continuous batching (a finished group's slot is not refilled), torch.compile
-(graphs replay the eager kernels; fusing them is the next step), caches other than key/value
-attention caches (linear-attention / SSM layers raise).
+What it deliberately does not do: tokenisation and prompts (`dail.prompts`), the sampling
+arithmetic and the mixed acceptance rules (`dail.sampling`), continuous batching (a finished group's
+slot is not refilled), torch.compile (graphs replay the eager kernels; fusing them is the next step),
+caches other than key/value attention caches (linear-attention / SSM layers raise).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import inspect
-import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from .sampling import Choose, Sampler, inverse_cdf, sampling_dtype, transform, uniforms
+
 __all__ = [
-    "DRAWS_PER_STEP",
-    "MAX_PROPOSALS",
-    "PRIVILEGED_DRAW",
-    "Choose",
     "Generation",
     "Engine",
-    "problem_hash",
-    "row_key",
-    "uniforms",
-    "apply_temperature",
-    "top_k_filter",
-    "top_p_filter",
-    "transform",
-    "inverse_cdf",
-    "inverse_cdf_many",
-    "Sampler",
-    "sampler",
     "bucket_sizes",
-    "sampling_dtype",
     "default_eos_ids",
     "reference_sample",
 ]
-
-DRAWS_PER_STEP = 16  # counter layout: n = t * DRAWS_PER_STEP + draw
-PRIVILEGED_DRAW = DRAWS_PER_STEP - 1  # the privileged model's draw; 0 .. PRIVILEGED_DRAW - 1 are the learner's
-MAX_PROPOSALS = PRIVILEGED_DRAW  # learner proposals per step that have a draw of their own
-
-_MASK64 = (1 << 64) - 1
-_GOLDEN = 0x9E3779B97F4A7C15  # splitmix64's increment (2^64 / golden ratio)
-_M1 = 0xBF58476D1CE4E5B9
-_M2 = 0x94D049BB133111EB
-
-
-# ---------------------------------------------------------------------------------------------
-# counter-based randomness
-
-
-def _signed(x: int) -> int:
-    """An unsigned 64-bit value as the int64 with the same bits."""
-    x &= _MASK64
-    return x - (1 << 64) if x >> 63 else x
-
-
-def _mix64_int(z: int) -> int:
-    # splitmix64's finaliser on Python ints (host side, exact).
-    z &= _MASK64
-    z = ((z ^ (z >> 30)) * _M1) & _MASK64
-    z = ((z ^ (z >> 27)) * _M2) & _MASK64
-    return z ^ (z >> 31)
-
-
-def _shr(z: Tensor, s: int) -> Tensor:
-    # torch's >> on int64 is arithmetic; masking off the sign-extended bits makes it logical.
-    return (z >> s) & ((1 << (64 - s)) - 1)
-
-
-def _mix64(z: Tensor) -> Tensor:
-    # The same finaliser in int64 tensor arithmetic: multiplication wraps mod 2^64 like uint64.
-    z = (z ^ _shr(z, 30)) * _signed(_M1)
-    z = (z ^ _shr(z, 27)) * _signed(_M2)
-    return z ^ _shr(z, 31)
-
-
-def problem_hash(problem_id: str) -> int:
-    """A problem id hashed to 63 bits (blake2b), stable across processes and Python versions."""
-    digest = hashlib.blake2b(problem_id.encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1
-
-
-def row_key(seed: int, problem_id: str, sample: int, stage: str = "") -> int:
-    """The int64 key of one sequence's random stream, from (seed, problem id, sample index, stage salt).
-
-    Stages pass their name (`select`, `expand`, `eval`, ...) so that two stages never draw the same
-    uniforms for the same (seed, problem, sample); the empty salt adds nothing to the key.
-    """
-    z = 0
-    parts = (seed, problem_hash(problem_id), sample) + ((problem_hash(stage),) if stage else ())
-    for part in parts:
-        # Adding the increment keeps a zero field from landing on the finaliser's fixed point 0.
-        z = _mix64_int((z ^ (part & _MASK64)) + _GOLDEN)
-    return _signed(z)
-
-
-def uniforms(keys: Tensor, t: int | Tensor, draw: int, dtype: torch.dtype = torch.float64) -> Tensor:
-    """Uniforms in [0, 1) for draw `draw` at step `t` of each key's stream; `keys` [G] int64 -> [G]."""
-    if not 0 <= draw < DRAWS_PER_STEP:
-        raise ValueError(f"draw must be in [0, {DRAWS_PER_STEP}), got {draw}")
-    if isinstance(t, Tensor):
-        counter = (t.to(torch.int64) * DRAWS_PER_STEP + (draw + 1)) * _signed(_GOLDEN)  # wraps
-        bits = _mix64(keys + counter)
-    else:
-        # A Python int offset is a kernel argument, not a host-to-device copy.
-        bits = _mix64(keys + _signed((t * DRAWS_PER_STEP + draw + 1) * _GOLDEN))
-    # Exactly as many bits as the mantissa holds: the result is exact and can never round up to 1.
-    m = 1 - int(math.log2(torch.finfo(dtype).eps))  # mantissa bits: 53 for float64, 24 for float32
-    return _shr(bits, 64 - m).to(dtype) * (2.0**-m)
-
-
-# ---------------------------------------------------------------------------------------------
-# sampling transforms (pure functions over the last dimension)
-
-
-def apply_temperature(logits: Tensor, temperature: float) -> Tensor:
-    """Logits divided by the temperature (> 0)."""
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    return logits if temperature == 1.0 else logits / temperature
-
-
-def top_k_filter(logits: Tensor, k: int) -> Tensor:
-    """Logits outside the k largest set to -inf (ties with the k-th value are kept); k=0 disables."""
-    if k <= 0 or k >= logits.shape[-1]:
-        return logits
-    kth = logits.topk(k, dim=-1).values[..., -1:]  # [..., 1]
-    return logits.masked_fill(logits < kth, float("-inf"))
-
-
-_TOP_P_HEAD = 256  # CPU: candidates of the nucleus taken by topk before any full sort
-
-
-def top_p_filter(probs: Tensor, p: float) -> Tensor:
-    """Renormalised probs on the smallest set of most likely tokens whose mass is >= p, zero elsewhere.
-
-    A token is kept when the mass of the tokens more likely than it is < p: the token that crosses
-    p is kept, the most likely token always is, and tokens tied with the last kept one are kept too
-    (the set never depends on token order).
-    """
-    if p >= 1.0:
-        return probs
-    if p <= 0:
-        raise ValueError(f"top_p must be in (0, 1], got {p}")
-    flat = probs.reshape(-1, probs.shape[-1])  # [M, V]
-    vocab = flat.shape[-1]
-    # A full sort of the vocabulary costs as much as a decode step on CPU; the nucleus of an LM is
-    # almost always inside its top few hundred tokens. So on CPU, threshold from the top-k head and
-    # sort in full only the rows whose nucleus is wider. Elsewhere sort everything: no host branch.
-    k = min(vocab, _TOP_P_HEAD) if flat.device.type == "cpu" else vocab
-    theta, inside = _nucleus_threshold(flat.topk(k, dim=-1).values, p)  # [M], [M]
-    if k < vocab and not bool(inside.all()):  # CPU only: a host read, not a device sync
-        wide = (~inside).nonzero()[:, 0]
-        theta[wide] = _nucleus_threshold(flat[wide].sort(dim=-1, descending=True).values, p)[0]
-    kept = flat * (flat >= theta[:, None])  # [M, V]
-    return (kept / kept.sum(-1, keepdim=True)).view_as(probs)
-
-
-def _nucleus_threshold(head: Tensor, p: float) -> tuple[Tensor, Tensor]:
-    """(smallest kept probability, whether the nucleus ends inside `head`) from probs sorted descending [M, k]."""
-    total = head.cumsum(-1)  # [M, k]
-    before = F.pad(total[:, :-1], (1, 0))  # [M, k] mass of the tokens sorted before each one
-    n_kept = (before < p).sum(-1)  # [M] >= 1: the first token has nothing before it
-    theta = head.gather(-1, (n_kept - 1)[:, None])[:, 0]  # [M]
-    return theta, total[:, -1] >= p
-
-
-def apply_presence_penalty(logits: Tensor, penalty: float, seen: Tensor | None) -> Tensor:
-    """Logits less `penalty` on every token already generated (`seen` [..., V] bool); vLLM's presence penalty."""
-    if penalty == 0 or seen is None:
-        return logits
-    return logits - penalty * seen.to(logits.dtype)
-
-
-def transform(logits: Tensor, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
-              presence_penalty: float = 0.0, seen: Tensor | None = None) -> Tensor:
-    """T(logits) -> probabilities: presence penalty, temperature, top-k, top-p; exactly 0 outside the kept set."""
-    logits = apply_presence_penalty(logits, presence_penalty, seen)
-    logits = top_k_filter(apply_temperature(logits, temperature), top_k)
-    return top_p_filter(torch.softmax(logits, dim=-1), top_p)
-
-
-def inverse_cdf(probs: Tensor, u: Tensor) -> Tensor:
-    """Token drawn from each row of `probs` [..., V] by inverse CDF of the uniforms `u` [...] -> [...]."""
-    return inverse_cdf_many(probs, u.unsqueeze(-1)).squeeze(-1)
-
-
-def inverse_cdf_many(probs: Tensor, u: Tensor) -> Tensor:
-    """M tokens drawn from each row of `probs` [..., V], one per uniform of `u` [..., M] -> [..., M]."""
-    cdf = probs.cumsum(-1)  # [..., V], nondecreasing; constant after the last token with mass
-    total = cdf[..., -1:]  # [..., 1]; scaling u by it tolerates rows that do not sum to exactly 1
-    # u * total < total in exact arithmetic; clamping below total keeps rounding from ever picking
-    # an index past the last token with mass (which could be a zero-probability token or V).
-    x = torch.minimum(u * total, torch.nextafter(total, torch.zeros_like(total)))  # [..., M]
-    return torch.searchsorted(cdf, x, right=True)  # [..., M]
 
 
 # ---------------------------------------------------------------------------------------------
 # the engine
 
-Choose = Callable[[Tensor, Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
-"""choose(logits [G, R, V], keys [G] int64, t [] int64, seen [G, V] bool) -> (token [G] int64, tag [G] int64).
-
-`seen` marks the tokens each group has generated so far (for a presence penalty). The tag is
-recorded per token (`Generation.source`); the mixed rules put the source (0 learner, 1 privileged)
-in its low bit and the number of learner proposals rejected before the decision above it.
-
-It runs inside a captured CUDA graph on GPU: tensor ops only, no host reads, no shapes that depend on
-values, and `t` (the step) is a 0-d device tensor. Graphs are kept per `choose`, so a callback that
-compares equal by its settings (a frozen dataclass, like `Sampler`) reuses them across calls."""
-
-
-@dataclass(frozen=True)
-class Sampler:
-    """The `choose` of plain sampling: one row per group, token ~ T(logits) with the given draw."""
-
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    draw: int = 0
-    presence_penalty: float = 0.0
-
-    def __call__(self, logits: Tensor, keys: Tensor, t: Tensor, seen: Tensor) -> tuple[Tensor, Tensor]:
-        q = transform(logits[:, 0], self.temperature, self.top_p, self.top_k, self.presence_penalty, seen)  # [G, V]
-        token = inverse_cdf(q, uniforms(keys, t, self.draw, q.dtype))  # [G]
-        return token, torch.zeros_like(token)
-
-
-def sampler(temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, draw: int = 0,
-            presence_penalty: float = 0.0) -> Choose:
-    """The `choose` of plain sampling with these settings."""
-    return Sampler(temperature, top_p, top_k, draw, presence_penalty)
-
 
 @dataclass
 class Generation:
-    """One finished group: its tokens, their sources, and raw log-probs under each row."""
+    """One finished group: its tokens, their tags (source and rejections), and raw log-probs under each row."""
 
     index: int  # position of the group in the request list
     token_ids: list[int] = field(default_factory=list)
-    source: list[int] = field(default_factory=list)  # choose's tag per token
+    source: list[int] = field(default_factory=list)  # choose's tag per token (`dail.sampling.tag_source`)
     logprobs: list[list[float]] = field(default_factory=list)  # [R][T]: log_softmax(raw logits)[token]
     finish: str = "length"  # "eos" | "length"
 
@@ -298,18 +81,12 @@ class Generation:
 def default_eos_ids(model, *extra: int | Iterable[int] | None) -> list[int]:
     """EOS ids of a model's generation config, plus any given (ints, lists or None)."""
     found: set[int] = set()
-    gen = getattr(model, "generation_config", None)
-    for ids in (getattr(gen, "eos_token_id", None), *extra):
+    config = getattr(model, "generation_config", None)
+    for ids in (getattr(config, "eos_token_id", None), *extra):
         if ids is None:
             continue
         found.update([ids] if isinstance(ids, int) else ids)
     return sorted(found)
-
-
-def sampling_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The dtype of the sampling math for logits of `dtype`: float64 stays, anything else is float32."""
-    # bf16 has 8 mantissa bits, too coarse for a CDF over 100k+ tokens.
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def _token_logprob(logits: Tensor, token: Tensor) -> Tensor:
@@ -321,11 +98,11 @@ def _chunks(lengths: Sequence[int], budget: int, waste: float = 0.25) -> Iterato
     """[lo, hi) ranges over ascending `lengths`: padded size (rows x longest) within `budget`, and at
     most `waste` of it padding (prefill compute grows with padded tokens)."""
     lo, real = 0, 0
-    for hi, n in enumerate(lengths):
-        if hi > lo and ((hi + 1 - lo) * n > budget or real + n < (1 - waste) * (hi + 1 - lo) * n):
+    for hi, length in enumerate(lengths):
+        if hi > lo and ((hi + 1 - lo) * length > budget or real + length < (1 - waste) * (hi + 1 - lo) * length):
             yield lo, hi
             lo, real = hi, 0
-        real += n
+        real += length
     if lengths:
         yield lo, len(lengths)
 
@@ -344,8 +121,9 @@ class _Workspace:
     A CUDA graph replays kernels on the pointers it captured, so nothing a step touches may be
     reallocated: the KV cache holds `groups * R` rows of `width` columns and a batch of g groups runs
     on views of its first g * R rows; the step, the record column and the positions are device
-    tensors that the step advances in place; each step writes its tokens, sources and log-probs into
-    column `col` of the record buffers, which the host reads once per window of `window` steps.
+    tensors that the step advances in place; each step writes its tokens, tags and log-probs into
+    column `col` of the record buffers, which the host reads once per window of `window` steps
+    (`read_window`).
     """
 
     def __init__(self, model, template, groups: int, rows_per_group: int, width: int, window: int,
@@ -375,7 +153,7 @@ class _Workspace:
         self.t = torch.zeros((), dtype=torch.long, device=device)  # tokens generated so far
         self.col = torch.zeros((), dtype=torch.long, device=device)  # record column of the next token
         self.rec_token = torch.zeros(groups, window, dtype=torch.long, device=device)  # [G, W]
-        self.rec_source = torch.zeros(groups, window, dtype=torch.long, device=device)  # [G, W]
+        self.rec_tag = torch.zeros(groups, window, dtype=torch.long, device=device)  # [G, W]
         self.rec_logprob = torch.zeros(groups, rows_per_group, window, dtype=logits_dtype, device=device)  # [G, R, W]
         self.graphs: dict = {}  # (groups, choose) -> captured step
         self.busy = False  # a generate() is decoding in it
@@ -397,6 +175,15 @@ class _Workspace:
     def state(self) -> list[Tensor]:
         """The tensors a step advances in place (a graph's warm-up runs must leave them as they were)."""
         return [self.token, self.pos, self.t, self.col, self.seen] + [layer.cumulative_length for layer in self.cache.layers]
+
+    def read_window(self, groups: int, steps: int) -> list[list[float]]:
+        """Record columns [0, steps) -- the steps since the last read -- of the first `groups` groups, on the
+        host: per group its tokens [steps], then tags [steps], then log-probs [R * steps] (row-major), as floats."""
+        # sync point: the one host read of a window -- tokens, tags and log-probs in one transfer.
+        # Token ids < 2^24 are exact in float32.
+        return torch.cat([self.rec_token[:groups, :steps].to(self.logits_dtype),
+                          self.rec_tag[:groups, :steps].to(self.logits_dtype),
+                          self.rec_logprob[:groups, :, :steps].flatten(1)], 1).tolist()
 
     def arrange(self, groups: int, order: list[int]) -> Tensor:
         """Make group i of the batch the current group order[i], for every per-row and per-group buffer;
@@ -505,23 +292,23 @@ class Engine:
     def prefill(self, prompts: Sequence[Sequence[Sequence[int]]], keys: Sequence[int],
                 max_new_tokens: int) -> tuple[_Workspace, Tensor]:
         """Prefill every distinct prompt once into a workspace, left-padded; logits [N, V] at each prompt's end."""
-        rows = [tuple(p) for group in prompts for p in group]  # N rows, group-major
-        if any(len(r) == 0 for r in rows):
+        row_prompts = [tuple(p) for group in prompts for p in group]  # N rows, group-major
+        if any(len(r) == 0 for r in row_prompts):
             raise ValueError("empty prompt: every row needs at least one token")
         # The n samples of a problem share their prompts: prefill each distinct prompt once, in
         # length-sorted chunks so that a short prompt is not padded to the longest of the batch.
-        unique = sorted(set(rows), key=lambda r: (len(r), r))  # U
+        unique = sorted(set(row_prompts), key=lambda r: (len(r), r))  # U
         slot = {r: i for i, r in enumerate(unique)}
-        src = torch.tensor([slot[r] for r in rows], device=self.device)  # [N] distinct prompt of each row
-        lens = torch.tensor([len(r) for r in rows], device=self.device)  # [N]
+        src = torch.tensor([slot[r] for r in row_prompts], device=self.device)  # [N] distinct prompt of each row
+        lens = torch.tensor([len(r) for r in row_prompts], device=self.device)  # [N]
         width = len(unique[-1])  # P; every prompt ends at column P
-        ws, logits = None, []
+        ws, logit_chunks = None, []
         for lo, hi in _chunks([len(r) for r in unique], self.prefill_tokens):
             part, chunk_logits = self._prefill_chunk(unique[lo:hi])  # DynamicCache [C, H, w, D], [C, V]
             if ws is None:  # the first chunk tells the cache's heads, head size and dtype
                 ws = self._ensure_workspace(part, chunk_logits.dtype, len(prompts), len(prompts[0]),
                                             width + max_new_tokens - 1, chunk_logits.shape[-1])
-            logits.append(chunk_logits)
+            logit_chunks.append(chunk_logits)
             here = ((src >= lo) & (src < hi)).nonzero()[:, 0]  # [n] rows fed by this chunk
             # The chunk is right-padded; row n's prompt moves to columns [P - len_n, P) of the cache.
             # Columns left of it get copies of column 0: masked, but finite (0 * NaN would poison).
@@ -534,11 +321,12 @@ class Engine:
         for layer in ws.cache.layers:
             layer.cumulative_length.fill_(width)
         columns = torch.arange(ws.width, device=self.device)
-        ws.mask[: len(rows)] = columns[None, :] >= (width - lens)[:, None]  # future columns: causality hides them
-        ws.pos[: len(rows)] = lens
+        n = len(row_prompts)
+        ws.mask[:n] = columns[None, :] >= (width - lens)[:, None]  # future columns: causality hides them
+        ws.pos[:n] = lens
         ws.key[: len(prompts)] = torch.tensor(list(keys), dtype=torch.long)
         ws.seen[: len(prompts)] = False
-        return ws, torch.cat(logits)[src]
+        return ws, torch.cat(logit_chunks)[src]
 
     def _prefill_chunk(self, prompts: Sequence[Sequence[int]]) -> tuple[object, Tensor]:
         """One forward over right-padded prompts into a throwaway DynamicCache; logits [C, V] at each end."""
@@ -564,11 +352,11 @@ class Engine:
     def _choose(ws: _Workspace, groups: int, choose: Choose, logits: Tensor) -> None:
         """Choose each group's next token from `logits` [groups * R, V] and record it at column `col`."""
         R = ws.R
-        token, source = choose(logits.view(groups, R, -1), ws.key[:groups], ws.t, ws.seen[:groups])  # [g], [g]
+        token, tag = choose(logits.view(groups, R, -1), ws.key[:groups], ws.t, ws.seen[:groups])  # [g], [g]
         logprob = _token_logprob(logits, token[:, None].expand(-1, R).reshape(-1)).view(groups, R)  # [g, R]
         col = ws.col.view(1)
         ws.rec_token[:groups].index_copy_(1, col, token[:, None])
-        ws.rec_source[:groups].index_copy_(1, col, source.to(torch.long)[:, None])
+        ws.rec_tag[:groups].index_copy_(1, col, tag.to(torch.long)[:, None])
         ws.rec_logprob[:groups].index_copy_(2, col, logprob.to(ws.logits_dtype)[:, :, None])
         ws.token[:groups] = token
         ws.seen[:groups].scatter_(1, token[:, None], True)
@@ -642,45 +430,40 @@ class Engine:
     def _decode(self, ws: _Workspace, logits: Tensor, n_groups: int, R: int, choose: Choose, max_new_tokens: int,
                 stop_on_eos: bool) -> Iterator[Generation]:
         """The decode loop of `generate` after prefill: windows of steps, one host read each."""
-        acc = {i: Generation(i, logprobs=[[] for _ in range(R)]) for i in range(n_groups)}
+        running = {i: Generation(i, logprobs=[[] for _ in range(R)]) for i in range(n_groups)}  # request -> its tokens so far
         slots: list[int | None] = list(range(n_groups))  # request index of each batch group; None: ended
         groups, slots, rows = self._arrange(ws, n_groups, slots, n_groups)
         ws.t.zero_()
         ws.col.zero_()
         self._choose(ws, groups, choose, logits[rows])  # token 0 from the prefill's logits
-        done = window = 1  # tokens generated; of them, recorded since the last host read
+        done = recorded = 1  # tokens generated; of them, recorded since the last host read
         while True:
-            steps = min(self.sync_every - window, max_new_tokens - done)
+            steps = min(self.sync_every - recorded, max_new_tokens - done)
             for _ in range(steps):
                 self._run(ws, groups, choose)
-            done, window = done + steps, window + steps
-            # The host read, once per window: tokens, sources and log-probs of every step in one transfer.
-            # Token ids < 2^24 are exact in float32.
-            table = torch.cat([ws.rec_token[:groups, :window].to(ws.logits_dtype),
-                               ws.rec_source[:groups, :window].to(ws.logits_dtype),
-                               ws.rec_logprob[:groups, :, :window].flatten(1)], 1).tolist()
-            first = done - window  # step of the window's column 0
-            for j, row in enumerate(table):
+            done, recorded = done + steps, recorded + steps
+            window_start = done - recorded  # step of the window's column 0
+            for j, record in enumerate(ws.read_window(groups, recorded)):
                 if slots[j] is None:
                     continue
-                gen = acc[slots[j]]
-                for c in range(window):
-                    token = int(row[c])
+                gen = running[slots[j]]
+                for c in range(recorded):
+                    token = int(record[c])
                     gen.token_ids.append(token)
-                    gen.source.append(int(row[window + c]))
+                    gen.source.append(int(record[recorded + c]))
                     for r in range(R):
-                        gen.logprobs[r].append(row[(2 + r) * window + c])
+                        gen.logprobs[r].append(record[(2 + r) * recorded + c])
                     hit = stop_on_eos and token in self.eos
-                    if hit or first + c + 1 == max_new_tokens:
+                    if hit or window_start + c + 1 == max_new_tokens:
                         gen.finish = "eos" if hit else "length"
-                        yield acc.pop(slots[j])
+                        yield running.pop(slots[j])
                         slots[j] = None
                         break
-            if not acc:
+            if not running:
                 return
             groups, slots, _ = self._arrange(ws, groups, slots, n_groups)
             ws.col.zero_()
-            window = 0
+            recorded = 0
 
     def _arrange(self, ws: _Workspace, groups: int, slots: list[int | None], start: int) -> tuple[int, list, Tensor]:
         """Fit the batch to the bucket of its live groups (at most `start`, the batch's first size): a no-op
@@ -701,8 +484,11 @@ class Engine:
                temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, draw: int = 0,
                presence_penalty: float = 0.0, batch_size: int | None = None,
                stop_on_eos: bool = True) -> list[Generation]:
-        """Plain sampling of each prompt with its key; results in request order."""
-        choose = sampler(temperature, top_p, top_k, draw, presence_penalty)
+        """Plain sampling of each prompt with its key; results in request order.
+
+        `draw` picks the stream of each step's uniforms (`dail.sampling`'s draw convention).
+        """
+        choose = Sampler(temperature, top_p, top_k, draw, presence_penalty)
         size = batch_size or max(len(prompts), 1)
         out: list[Generation] = [None] * len(prompts)  # type: ignore[list-item]
         for start in range(0, len(prompts), size):
@@ -736,7 +522,7 @@ def reference_sample(model, prompt: Sequence[int], key: int, *, max_new_tokens: 
         key_t = torch.tensor([key], dtype=torch.long, device=device)
         token = int(inverse_cdf(q, uniforms(key_t, t, draw, q.dtype)[0]))
         gen.token_ids.append(token)
-        gen.source.append(0)
+        gen.source.append(0)  # `Sampler`'s tag
         gen.logprobs[0].append(float(torch.log_softmax(logits, -1)[token]))
         ids.append(token)
         if token in eos:

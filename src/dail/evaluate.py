@@ -28,13 +28,14 @@ Outputs in `cfg.out`:
   therefore always a prefix of one canonical order: a killed run reruns from where it stopped and
   ends with the same file an uninterrupted run writes.
 * `metrics.json` -- written atomically at the end, computed from samples.jsonl alone.
-* `eval_config.toml` -- the resolved config. A rerun into the same directory must agree with it on
+* `config.toml` -- the resolved config. A rerun into the same directory must agree with it on
   everything that changes a sample (`SAMPLE_KEYS`).
 
-Under `accelerate launch` each rank samples its shard of the problems into its own part file and
-rank 0 merges them into the samples.jsonl a single process writes (`dail.distributed`); every rank
-then computes the metrics from the merged file, and rank 0 alone writes metrics.json, the config
-and the console summary.
+The sharded, resumable, ordered writing is `dail.distributed.ShardedJsonl`'s: under `accelerate
+launch` each rank samples its shard of the problems into its own part file and rank 0 merges them
+into the samples.jsonl a single process writes; every rank then computes the metrics from the
+merged file, and rank 0 alone writes metrics.json and the config. `run` returns the metrics; the
+CLI draws them (`dail.ui`).
 
 Problems without an answer cannot be graded and are skipped (and counted). This module does not
 compare methods (`dail.report` does).
@@ -45,26 +46,20 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import platform
-import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
-
 from . import distributed as dist
 from .config import ConfigError, EvalConfig, load_config, save_config
-from .data import DataError, JsonlAppender, Problem, Sample, atomic_write_text, read_jsonl
+from .data import DataError, Problem, Sample, atomic_write_text, read_jsonl
 from .grading import answer_kind, extract_answer_span, is_correct, pieces_and_prefixes, token_pieces
 from .metrics import answer_token_index, budget_counts, pass_at_k_table
 
 __all__ = ["SAMPLE_KEYS", "EVAL_STAGE", "default_budgets", "resolved_budgets", "grade_sample", "grade_text",
            "grade_forced", "compute_metrics", "versions", "run"]
-
-console = Console(stderr=True)
 
 # Keys of EvalConfig that change what a sample (or its verdict at a budget) is; a resumed run must
 # not mix two settings of them.
@@ -210,134 +205,91 @@ class _Pending:
     budgets: dict[int, dict[str, Any]] = field(default_factory=dict)  # B -> Sample.AtBudget fields
 
 
-def _sample_all(cfg: EvalConfig, todo: list[tuple[Problem, int]], path: Path, stage: str) -> None:
-    """Sample and grade every (problem, sample) of `todo`, appending rows in todo order."""
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
-
-    from .engine import Engine, default_eos_ids, row_key, sampler
+def _sample_all(cfg: EvalConfig, problems: list[Problem], sink: dist.ShardedJsonl, stage: str) -> None:
+    """Sample and grade every (problem, sample) of `sink.todo`, handing each row to the sink."""
+    from .engine import Engine, default_eos_ids
     from .models import load
     from .prompts import render
+    from .sampling import Sampler, row_key
 
     model, tokenizer = load(cfg.model, adapter=cfg.adapter, dtype=cfg.dtype, device=dist.device_for(cfg.device))
     engine = Engine(model, default_eos_ids(model, tokenizer.eos_token_id))
     s = cfg.sampling
-    choose = sampler(s.temperature, s.top_p, s.top_k, presence_penalty=cfg.presence_penalty)
+    choose = Sampler(s.temperature, s.top_p, s.top_k, presence_penalty=cfg.presence_penalty)
     cue_ids = tokenizer(cfg.answer_cue, add_special_tokens=False)["input_ids"]
     budgets = resolved_budgets(cfg)
-    problems = {p.id: p for p, _ in todo}
-    prompts = {pid: render(tokenizer, "learner", p, cfg.prompts) for pid, p in problems.items()}
-    kinds = {pid: answer_kind(p.answer, p.choices) for pid, p in problems.items()}
-    columns = (TextColumn("[bold]sampling"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-               TimeElapsedColumn(), TimeRemainingColumn())
-    t0, tokens = time.perf_counter(), 0
-    with JsonlAppender(path) as out, Progress(*columns, console=console, disable=not dist.is_main()) as progress:
-        task = progress.add_task("sampling", total=len(todo), rate="")
-        for start in range(0, len(todo), cfg.batch_size):
-            chunk = todo[start : start + cfg.batch_size]
-            # 1. The completions, graded in full and at every budget that cuts them.
-            keys = [row_key(cfg.seed, p.id, i, stage) for p, i in chunk]
-            pending: list[_Pending] = [None] * len(chunk)  # type: ignore[list-item]
-            forcing: list[tuple[int, int | None, list[int]]] = []  # (chunk index, budget or None, context)
-            for gen in engine.generate([[prompts[p.id]] for p, _ in chunk], keys, choose,
-                                       max_new_tokens=s.max_new_tokens):
-                p, i = chunk[gen.index]
-                ids, kind = gen.token_ids, kinds[p.id]
-                cuts = [b for b in budgets if b < len(ids)]
-                pieces, prefixes = pieces_and_prefixes(tokenizer, ids, cuts)
-                text, answer, correct, answer_token = grade_sample(pieces, p.answer, kind)
-                item = pending[gen.index] = _Pending(dict(
-                    problem_id=p.id, sample=i, seed=cfg.seed, text=text, n_tokens=len(ids), finish=gen.finish,
-                    answer=answer, correct=correct, answer_token=answer_token))
-                body = ids[:-1] if gen.finish == "eos" else ids  # the context continues the text, not the EOS
-                if answer is None and cfg.force_answer:
-                    forcing.append((gen.index, None, prompts[p.id] + body + cue_ids))
-                for b in cuts:
-                    cut_answer, cut_correct = grade_text(prefixes[b], p.answer, kind)
-                    item.budgets[b] = dict(answer=cut_answer, correct=cut_correct)
-                    if cut_answer is None and cfg.force_answer:
-                        forcing.append((gen.index, b, prompts[p.id] + ids[:b] + cue_ids))
-                tokens += len(ids)
-            # 2. One forced continuation per completion or prefix without an answer, batched.
-            for lo in range(0, len(forcing), cfg.batch_size):
-                part = forcing[lo : lo + cfg.batch_size]
-                force_keys = [row_key(cfg.seed, chunk[j][0].id, chunk[j][1], f"{stage}-force") for j, _, _ in part]
-                for gen in engine.generate([[context] for _, _, context in part], force_keys, choose,
-                                           max_new_tokens=cfg.force_answer_tokens):
-                    j, b, _ = part[gen.index]
-                    p = chunk[j][0]
-                    forced_text = "".join(token_pieces(tokenizer, gen.token_ids))
-                    answer, correct = grade_forced(cfg.answer_cue, forced_text, p.answer, kinds[p.id])
-                    if b is None:
-                        pending[j].row.update(answer=answer, correct=correct, forced=True, forced_text=forced_text,
-                                              forced_tokens=len(gen.token_ids))
-                    else:
-                        pending[j].budgets[b] = dict(answer=answer, correct=correct, forced=True)
-                    tokens += len(gen.token_ids)
-            # 3. The rows, in todo order (see module docstring).
-            for item in pending:
-                out.write(Sample(**item.row, budgets={str(b): Sample.AtBudget(**v) for b, v in item.budgets.items()}))
-            rate = tokens / max(time.perf_counter() - t0, 1e-9)
-            progress.update(task, advance=len(chunk), rate=f"{rate:,.0f} tok/s")
+    by_id = {p.id: p for p in problems}
+    todo = [(by_id[pid], i) for pid, i in sink.todo]
+    mine = {p.id: p for p, _ in todo}  # each problem once, however many samples
+    prompts = {pid: render(tokenizer, "learner", p, cfg.prompts) for pid, p in mine.items()}
+    kinds = {pid: answer_kind(p.answer, p.choices) for pid, p in mine.items()}
+    for start in range(0, len(todo), cfg.batch_size):
+        chunk = todo[start : start + cfg.batch_size]
+        # 1. The completions, graded in full and at every budget that cuts them.
+        keys = [row_key(cfg.seed, p.id, i, stage) for p, i in chunk]
+        pending: list[_Pending] = [None] * len(chunk)  # type: ignore[list-item]
+        forcing: list[tuple[int, int | None, list[int]]] = []  # (chunk index, budget or None, context)
+        for gen in engine.generate([[prompts[p.id]] for p, _ in chunk], keys, choose,
+                                   max_new_tokens=s.max_new_tokens):
+            p, i = chunk[gen.index]
+            ids, kind = gen.token_ids, kinds[p.id]
+            cuts = [b for b in budgets if b < len(ids)]
+            pieces, prefixes = pieces_and_prefixes(tokenizer, ids, cuts)
+            text, answer, correct, answer_token = grade_sample(pieces, p.answer, kind)
+            item = pending[gen.index] = _Pending(dict(
+                problem_id=p.id, sample=i, seed=cfg.seed, text=text, n_tokens=len(ids), finish=gen.finish,
+                answer=answer, correct=correct, answer_token=answer_token))
+            body = ids[:-1] if gen.finish == "eos" else ids  # the context continues the text, not the EOS
+            if answer is None and cfg.force_answer:
+                forcing.append((gen.index, None, prompts[p.id] + body + cue_ids))
+            for b in cuts:
+                cut_answer, cut_correct = grade_text(prefixes[b], p.answer, kind)
+                item.budgets[b] = dict(answer=cut_answer, correct=cut_correct)
+                if cut_answer is None and cfg.force_answer:
+                    forcing.append((gen.index, b, prompts[p.id] + ids[:b] + cue_ids))
+        # 2. One forced continuation per completion or prefix without an answer, batched.
+        for lo in range(0, len(forcing), cfg.batch_size):
+            part = forcing[lo : lo + cfg.batch_size]
+            force_keys = [row_key(cfg.seed, chunk[j][0].id, chunk[j][1], f"{stage}-force") for j, _, _ in part]
+            for gen in engine.generate([[context] for _, _, context in part], force_keys, choose,
+                                       max_new_tokens=cfg.force_answer_tokens):
+                j, b, _ = part[gen.index]
+                p = chunk[j][0]
+                forced_text = "".join(token_pieces(tokenizer, gen.token_ids))
+                answer, correct = grade_forced(cfg.answer_cue, forced_text, p.answer, kinds[p.id])
+                if b is None:
+                    pending[j].row.update(answer=answer, correct=correct, forced=True, forced_text=forced_text,
+                                          forced_tokens=len(gen.token_ids))
+                else:
+                    pending[j].budgets[b] = dict(answer=answer, correct=correct, forced=True)
+        # 3. The rows, in todo order (see module docstring).
+        for j, item in enumerate(pending):
+            verdicts = {str(b): Sample.AtBudget(**v) for b, v in item.budgets.items()}
+            sink.put(start + j, Sample(**item.row, budgets=verdicts))
 
 
-def _summary(metrics: dict[str, Any], cfg: EvalConfig) -> Table:
-    what = cfg.model + (f" + {cfg.adapter}" if cfg.adapter else "")
-    table = Table(title=f"eval: {what} on {cfg.data}", show_header=False, title_justify="left")
-    table.add_column(style="bold")
-    table.add_column(justify="right")
-    table.add_row("problems × samples", f"{metrics['n_problems']} × {metrics['n_per_problem']}")
-    if metrics["n_skipped_unverifiable"]:
-        table.add_row("skipped (no answer)", str(metrics["n_skipped_unverifiable"]))
-    for k, v in metrics["pass_at_k"].items():
-        table.add_row(f"pass@{k}", f"{100 * v:.1f}%")
-    table.add_row("accuracy", f"{100 * metrics['accuracy']:.1f}%")
-    table.add_row("mean tokens", f"{metrics['mean_tokens']:.1f}")
-    mtc = metrics["mean_tokens_correct"]
-    table.add_row("mean tokens (correct)", "–" if mtc is None else f"{mtc:.1f}")
-    table.add_row("with an answer / forced / truncated",
-                  f"{100 * metrics['answer_rate']:.1f}% / {100 * metrics['forced_rate']:.1f}% / "
-                  f"{100 * metrics['truncated_rate']:.1f}%")
-    acc_b = metrics["accuracy_at_budget"]
-    table.add_row("pass@1 at budget", "  ".join(f"{b}: {100 * v:.1f}%" for b, v in acc_b.items()))
-    return table
+def run(cfg: EvalConfig, stage: str = EVAL_STAGE, progress: dist.Progress | None = None) -> dict[str, Any]:
+    """Sample, grade and score `cfg.data`; write samples.jsonl, metrics.json and the config beside them.
 
-
-def run(cfg: EvalConfig, stage: str = EVAL_STAGE) -> dict[str, Any]:
-    """Sample, grade and score `cfg.data`; write samples.jsonl, metrics.json, eval_config.toml.
-
-    `stage` salts the random streams (`dail.engine.row_key`): another stage sampling through this one
+    `stage` salts the random streams (`dail.sampling.row_key`): another stage sampling through this one
     (`dail.pipeline.select`) draws its own samples, not the ones evaluation draws.
     """
+    from .rundir import config_path
+
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     problems, skipped = _problems(cfg)
-    main = dist.is_main()
-    if skipped and main:
-        console.print(f"[yellow]warning:[/] {skipped} problem(s) without an answer skipped (not verifiable)")
-    _check_resume(cfg, out / "eval_config.toml")
+    _check_resume(cfg, config_path(out))
     dist.barrier()  # every rank has checked the old config before rank 0 replaces it
-    if main:
-        save_config(cfg, out / "eval_config.toml")
+    if dist.is_main():
+        save_config(cfg, config_path(out))
     samples_path = out / "samples.jsonl"
-    done = dist.done_keys(samples_path)
-    write_path = dist.write_path(samples_path)
-    wanted = [(p, i) for p in problems for i in range(cfg.n)]
-    todo = [(p, i) for p in dist.shard(problems) for i in range(cfg.n) if (p.id, i) not in done]
-    if todo:
-        n_done = sum((p.id, i) in done for p, i in wanted)
-        if n_done and main:
-            console.print(f"resuming: {n_done} sample(s) done, {len(wanted) - n_done} to go")
-        _sample_all(cfg, todo, write_path, stage)
-    elif write_path != samples_path:
-        write_path.touch()  # every rank leaves its part, so a merge can tell a lost part from an idle rank
-    dist.barrier()
-    if write_path != samples_path:  # always so under a launcher; alone, only when parts of an earlier launch are about
-        if main:
-            dist.merge_parts(samples_path, [(p.id, i) for p, i in wanted], world=dist.world_size())
-        dist.barrier()
+    wanted = [(p.id, i) for p in problems for i in range(cfg.n)]
+    with dist.ShardedJsonl(samples_path, wanted, progress) as sink:
+        if sink.todo:
+            _sample_all(cfg, problems, sink, stage)
     # Metrics come from the file alone, so a resumed run counts what earlier runs wrote.
-    keys = {(p.id, i) for p, i in wanted}
+    keys = set(wanted)
     rows: dict[tuple[str, int], Sample] = {}
     for row in read_jsonl(samples_path, Sample):
         if (row.problem_id, row.sample) in keys:
@@ -346,9 +298,8 @@ def run(cfg: EvalConfig, stage: str = EVAL_STAGE) -> dict[str, Any]:
     metrics = {"model": cfg.model, "adapter": cfg.adapter, "data": cfg.data,
                "n_skipped_unverifiable": skipped, **metrics,
                "config": cfg.model_dump(mode="json"), "versions": versions()}
-    if main:
+    if dist.is_main():
         atomic_write_text(out / "metrics.json", _json(metrics))
-        console.print(_summary(metrics, cfg))
     return metrics
 
 

@@ -7,7 +7,7 @@ L); if none is, the token is drawn from q_P = T(privileged logits) (draw PRIVILE
 tau = 0: every token is the learner's first proposal; tau >= 1: every token is the privileged
 student's. The earlier rule stays as `rule = "nucleus"` (an ablation): one proposal, kept when the
 *transformed* q_P(a) > tau. The chosen token is appended to both contexts; EOS from either source
-ends the trace (the EOS token is part of it), else it ends at `max_new_tokens`. `mixed_choose`
+ends the trace (the EOS token is part of it), else it ends at `max_new_tokens`. `dail.sampling.mixed_rule`
 builds a rule as a `choose` callback of `dail.engine.Engine`, so learner and privileged rows share
 one forward per step; `reference_rollout` writes both rules out slowly (two full forwards per token,
 no cache, one trace at a time) and the tests hold the two equal. Each token's engine tag carries
@@ -23,7 +23,7 @@ trace that passes ("all-correct"), only the first that passes per problem in sam
 ("first-correct", later ones become "not_first"; the authors' non-reasoning data), or one seeded
 random sample per problem, ungraded ("one-random", the authors' reasoning-model prefixes; only that
 sample is decoded). Problems without an answer are kept without grading. The resolved config is saved as
-`<out>.config.toml` (e.g. traces.config.toml) and a summary line is appended to `log.jsonl` beside
+`<out>.config.toml` (`dail.rundir.config_path`) and a summary line is appended to `log.jsonl` beside
 the output.
 
 Rows are written in canonical order (problem-file order, then sample index; a finished trace waits
@@ -33,7 +33,7 @@ problems into its own part file and rank 0 merges them into the same bytes (`dai
 only rank 0 writes the config, the summary and the log line.
 
 What it deliberately does not do: training-time filtering (training reads `kept`), or any sampling
-arithmetic of its own (all of it is `dail.engine`'s).
+arithmetic of its own (all of it is `dail.sampling`'s).
 """
 
 from __future__ import annotations
@@ -42,8 +42,6 @@ import re
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -52,114 +50,34 @@ from torch import Tensor
 
 from . import distributed as dist
 from .config import ExpandConfig, save_config
-from .data import DataError, JsonlAppender, Problem, Trace, read_traces
-from .engine import (
-    Choose,
-    MAX_PROPOSALS,
+from .data import DataError, Problem, Trace, read_traces
+from .engine import Engine, Generation, default_eos_ids
+from .sampling import (
     PRIVILEGED_DRAW,
-    Engine,
-    Generation,
-    sampling_dtype,
-    default_eos_ids,
+    RULES,
+    Role,
     inverse_cdf,
-    inverse_cdf_many,
+    mixed_rule,
     row_key,
+    sampling_dtype,
+    tag_rejected,
+    tag_role,
+    tag_source,
     transform,
     uniforms,
 )
 
-__all__ = ["LEARNER", "PRIVILEGED", "SOURCES", "RULES", "tag_source", "tag_rejected", "ThresholdChoose",
-           "NucleusChoose", "mixed_choose", "rollout", "reference_rollout", "verdict", "make_trace", "random_sample",
-           "wanted_keys", "FirstCorrect", "summarise", "run"]
+__all__ = ["rollout", "reference_rollout", "verdict", "make_trace", "random_sample", "wanted_keys", "FirstCorrect",
+           "summarise", "run"]
 
-LEARNER, PRIVILEGED = 0, 1  # row of a group and source tag (low bit) at once
-SOURCES = "LP"  # source -> letter in Trace.source
 STAGE = "expand"  # salt of this stage's random streams
-RULES = ("threshold", "nucleus")
-
-
-def tag_source(tag: int) -> int:
-    """The source (LEARNER or PRIVILEGED) of a token from its engine tag."""
-    return tag & 1
-
-
-def tag_rejected(tag: int) -> int:
-    """How many learner proposals were rejected before the token was decided."""
-    return tag >> 1
-
-
-@dataclass(frozen=True)
-class ThresholdChoose:
-    """The authors' rule as an engine `choose` over groups of (learner, privileged) rows.
-
-    Proposals a_1..a_R ~ q_L = T(learner logits), draws 0..R-1; the first with p_P(a_r) >= tau under
-    the privileged student's raw softmax is kept (source L); if none is, the token is drawn from
-    q_P = T(privileged logits), draw PRIVILEGED_DRAW (source P). tau = 0 keeps every first proposal,
-    tau >= 1 keeps none (the authors' special cases, so a degenerate p_P = 1.0 does not slip through).
-    """
-
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 20
-    tau: float = 0.8
-    retries: int = 5
-
-    def __post_init__(self):
-        if not 1 <= self.retries <= MAX_PROPOSALS:
-            raise ValueError(f"retries must be in [1, {MAX_PROPOSALS}], got {self.retries}")
-
-    def __call__(self, logits: Tensor, keys: Tensor, t: Tensor, seen: Tensor) -> tuple[Tensor, Tensor]:
-        q = transform(logits, self.temperature, self.top_p, self.top_k)  # [G, 2, V]
-        # Every proposal is drawn, used or not: a per-group branch would cost a host sync, and the
-        # draws are one cumsum and one searchsorted whatever R is.
-        u = torch.stack([uniforms(keys, t, r, q.dtype) for r in range(self.retries)], -1)  # [G, R]
-        proposals = inverse_cdf_many(q[:, LEARNER], u)  # [G, R]
-        fallback = inverse_cdf(q[:, PRIVILEGED], uniforms(keys, t, PRIVILEGED_DRAW, q.dtype))  # [G]
-        if self.tau >= 1:
-            passes = torch.zeros_like(proposals, dtype=torch.bool)
-        else:
-            p_raw = torch.softmax(logits[:, PRIVILEGED], -1)  # [G, V] untransformed
-            passes = p_raw.gather(-1, proposals) >= self.tau  # [G, R]
-        accepted = passes.any(-1)  # [G]
-        first = passes.to(torch.int8).argmax(-1)  # [G] index of the first passing proposal (0 if none)
-        token = torch.where(accepted, proposals.gather(-1, first[:, None])[:, 0], fallback)
-        rejected = torch.where(accepted, first, torch.full_like(first, self.retries))
-        return token, rejected * 2 + (~accepted).long()
-
-
-@dataclass(frozen=True)
-class NucleusChoose:
-    """The earlier rule (an ablation): keep a ~ q_L when q_P(a) > tau on the transformed privileged distribution."""
-
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    tau: float = 0.0
-
-    def __call__(self, logits: Tensor, keys: Tensor, t: Tensor, seen: Tensor) -> tuple[Tensor, Tensor]:
-        q = transform(logits, self.temperature, self.top_p, self.top_k)  # [G, 2, V]
-        a = inverse_cdf(q[:, LEARNER], uniforms(keys, t, 0, q.dtype))  # [G]
-        # b is drawn for every group, needed or not: a branch per group would cost a host sync.
-        b = inverse_cdf(q[:, PRIVILEGED], uniforms(keys, t, PRIVILEGED_DRAW, q.dtype))  # [G]
-        accept = q[:, PRIVILEGED].gather(-1, a[:, None])[:, 0] > self.tau  # [G]
-        return torch.where(accept, a, b), (~accept).long() * 3  # rejected 1 proposal, source P
-
-
-def mixed_choose(rule: str = "threshold", temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
-                 tau: float = 0.0, retries: int = 5) -> Choose:
-    """The mixed rule with these settings (equal settings give equal callbacks, which share CUDA graphs)."""
-    if rule == "threshold":
-        return ThresholdChoose(temperature, top_p, top_k, tau, retries)
-    if rule == "nucleus":
-        return NucleusChoose(temperature, top_p, top_k, tau)
-    raise ValueError(f"unknown rule {rule!r}; rules are {', '.join(RULES)}")
 
 
 def rollout(engine: Engine, pairs: Sequence[tuple[Sequence[int], Sequence[int]]], keys: Sequence[int], *,
             max_new_tokens: int, rule: str = "threshold", temperature: float = 1.0, top_p: float = 1.0,
             top_k: int = 0, tau: float = 0.0, retries: int = 5, stop_on_eos: bool = True) -> Iterator[Generation]:
     """Mixed rollouts of (learner prompt, privileged prompt) pairs in one batch, yielded as they finish."""
-    choose = mixed_choose(rule, temperature, top_p, top_k, tau, retries)
+    choose = mixed_rule(rule, temperature=temperature, top_p=top_p, top_k=top_k, tau=tau, retries=retries)
     yield from engine.generate([list(pair) for pair in pairs], keys, choose, max_new_tokens=max_new_tokens,
                                stop_on_eos=stop_on_eos)
 
@@ -186,24 +104,24 @@ def reference_rollout(model, learner_prompt: Sequence[int], privileged_prompt: S
         for ctx in contexts:
             logits = model(input_ids=torch.tensor([ctx], device=device), use_cache=False).logits[0, -1]  # [V]
             raw.append(logits.to(sampling_dtype(logits.dtype)))
-        q_learner = transform(raw[LEARNER], temperature, top_p, top_k)  # [V]
-        q_privileged = transform(raw[PRIVILEGED], temperature, top_p, top_k)  # [V]
+        q_learner = transform(raw[Role.LEARNER.row], temperature, top_p, top_k)  # [V]
+        q_privileged = transform(raw[Role.PRIVILEGED.row], temperature, top_p, top_k)  # [V]
         token = None
         if rule == "threshold":
-            p_raw = torch.softmax(raw[PRIVILEGED], -1)  # [V]
+            p_raw = torch.softmax(raw[Role.PRIVILEGED.row], -1)  # [V]
             for r in range(retries):
                 a = draw(q_learner, t, r)
                 if tau < 1 and float(p_raw[a]) >= tau:
-                    token, tag = a, 2 * r + LEARNER
+                    token, tag = a, 2 * r + Role.LEARNER.row
                     break
             rejected = retries
         else:
             a = draw(q_learner, t, 0)
             if float(q_privileged[a]) > tau:
-                token, tag = a, LEARNER
+                token, tag = a, Role.LEARNER.row
             rejected = 1
         if token is None:
-            token, tag = draw(q_privileged, t, PRIVILEGED_DRAW), 2 * rejected + PRIVILEGED
+            token, tag = draw(q_privileged, t, PRIVILEGED_DRAW), 2 * rejected + Role.PRIVILEGED.row
         gen.token_ids.append(token)
         gen.source.append(tag)
         for row, logits in enumerate(raw):
@@ -249,8 +167,8 @@ def make_trace(gen: Generation, problem: Problem, sample: int, seed: int, tokeni
     text = tokenizer.decode(gen.token_ids, skip_special_tokens=True)
     answer, reason = verdict(text, gen.finish, problem, leak, graded)
     return Trace(problem_id=problem.id, sample=sample, seed=seed, text=text, token_ids=gen.token_ids,
-                 source="".join(SOURCES[tag_source(s)] for s in gen.source), logprob_learner=gen.logprobs[LEARNER],
-                 logprob_privileged=gen.logprobs[PRIVILEGED], finish=gen.finish, answer=answer,
+                 source="".join(tag_role(s).letter for s in gen.source), logprob_learner=gen.logprobs[Role.LEARNER.row],
+                 logprob_privileged=gen.logprobs[Role.PRIVILEGED.row], finish=gen.finish, answer=answer,
                  kept=reason is None, reject_reason=reason)
 
 
@@ -303,15 +221,12 @@ def summarise(path: str | Path) -> dict[str, Any]:
 # the stage
 
 
-def run(cfg: ExpandConfig) -> dict[str, Any]:
+def run(cfg: ExpandConfig, progress: dist.Progress | None = None) -> dict[str, Any]:
     """`dail expand`: decode problems x n mixed rollouts, write filtered traces, return the summary."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-        TimeRemainingColumn
-
     from .datasets import resolve_problems
     from .models import load
     from .prompts import render
+    from .rundir import RunLog, config_path
 
     problems = resolve_problems(cfg.data)[: cfg.limit]
     missing = [p.id for p in problems if not p.solution]
@@ -320,65 +235,39 @@ def run(cfg: ExpandConfig) -> dict[str, Any]:
                         f"{len(missing)} problem(s) have no solution (first: {missing[0]!r}); expand needs one each")
     leak = [re.compile(p) for p in cfg.leak_patterns]
     out = Path(cfg.out)
-    config_path = out.with_suffix(".config.toml")
     if dist.is_main():
-        save_config(cfg, config_path)
-    done = dist.done_keys(out)
-    sink_path = dist.write_path(out)
-    mine = {p.id for p in dist.shard(problems)}
-    by_id = {p.id: p for p in problems}
-    todo = [(by_id[pid], s) for pid, s in wanted_keys(cfg, problems) if pid in mine and (pid, s) not in done]
+        save_config(cfg, config_path(out))
     # A problem's samples all live on one rank, so the rank's own rows say which problems have a kept trace.
-    select = FirstCorrect(pid for pid, kept in dist.done_keys(out, ("problem_id", "kept")) if kept) \
-        if cfg.keep == "first-correct" else (lambda trace: trace)
+    keep = FirstCorrect(pid for pid, kept in dist.done_keys(out, ("problem_id", "kept")) if kept) \
+        if cfg.keep == "first-correct" else None
     graded = cfg.keep != "one-random"
-
-    sampling = cfg.sampling
+    by_id = {p.id: p for p in problems}
     new = {"traces": 0, "tokens": 0, "privileged": 0, "proposals": 0, "seconds": 0.0}
-    if todo:
-        model, tokenizer = load(cfg.model, dtype=cfg.dtype, device=dist.device_for(cfg.device))
-        # STaR's rationalization: the privileged student sees only the final answer.
-        privileged = "rationalize" if cfg.privileged_view == "answer" else "privileged"
-        prompts = {p.id: (render(tokenizer, "learner", p, cfg.prompts), render(tokenizer, privileged, p, cfg.prompts))
-                   for p, _ in todo}
-        engine = Engine(model, eos_token_ids=default_eos_ids(model, tokenizer.eos_token_id))
-        columns = [TextColumn("expand"), BarColumn(), MofNCompleteColumn(), TextColumn("accept {task.fields[accept]}"),
-                   TimeElapsedColumn(), TimeRemainingColumn()]
-        start = time.perf_counter()
-        total = sum(pid in mine for pid, _ in wanted_keys(cfg, problems))  # this rank's shard (shown on rank 0 only)
-        with JsonlAppender(sink_path) as sink, \
-                Progress(*columns, console=Console(stderr=True), disable=not dist.is_main()) as bar:
-            task = bar.add_task("expand", total=total, completed=total - len(todo), accept="-")
-            for i in range(0, len(todo), cfg.batch_size):
-                chunk = todo[i: i + cfg.batch_size]
-                ready: dict[int, Trace] = {}
-                written = 0
-                for gen in rollout(engine, [prompts[p.id] for p, _ in chunk],
-                                   [row_key(cfg.seed, p.id, s, STAGE) for p, s in chunk],
-                                   max_new_tokens=sampling.max_new_tokens, rule=cfg.rule,
-                                   temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k,
-                                   tau=cfg.tau, retries=cfg.retries):
-                    problem, sample = chunk[gen.index]
-                    ready[gen.index] = make_trace(gen, problem, sample, cfg.seed, tokenizer, leak, graded)
-                    while written in ready:  # canonical order: a trace waits for those before it
-                        sink.write(select(ready.pop(written)))
-                        written += 1
+    with dist.ShardedJsonl(out, wanted_keys(cfg, problems), progress, in_order=keep) as sink:
+        if sink.todo:
+            model, tokenizer = load(cfg.model, dtype=cfg.dtype, device=dist.device_for(cfg.device))
+            # STaR's rationalization: the privileged student sees only the final answer.
+            privileged = "rationalize" if cfg.privileged_view == "answer" else "privileged"
+            prompts = {pid: (render(tokenizer, "learner", by_id[pid], cfg.prompts),
+                             render(tokenizer, privileged, by_id[pid], cfg.prompts))
+                       for pid in dict.fromkeys(pid for pid, _ in sink.todo)}  # each problem once
+            engine = Engine(model, eos_token_ids=default_eos_ids(model, tokenizer.eos_token_id))
+            start = time.perf_counter()
+            for lo in range(0, len(sink.todo), cfg.batch_size):
+                chunk = sink.todo[lo: lo + cfg.batch_size]
+                for gen in rollout(engine, [prompts[pid] for pid, _ in chunk],
+                                   [row_key(cfg.seed, pid, s, STAGE) for pid, s in chunk],
+                                   max_new_tokens=cfg.sampling.max_new_tokens, rule=cfg.rule,
+                                   temperature=cfg.sampling.temperature, top_p=cfg.sampling.top_p,
+                                   top_k=cfg.sampling.top_k, tau=cfg.tau, retries=cfg.retries):
+                    pid, sample = chunk[gen.index]
                     new["traces"] += 1
                     new["tokens"] += len(gen.token_ids)
                     new["privileged"] += sum(tag_source(tag) for tag in gen.source)
                     # Proposals the learner drew for each token: those rejected, plus the one kept.
                     new["proposals"] += sum(tag_rejected(tag) + 1 - tag_source(tag) for tag in gen.source)
-                    rate = 1 - new["privileged"] / new["tokens"]
-                    bar.update(task, advance=1, accept=f"{rate:.1%}")
-        new["seconds"] = time.perf_counter() - start
-    elif sink_path != out:
-        sink_path.touch()  # every rank leaves its part, so a merge can tell a lost part from an idle rank
-
-    dist.barrier()
-    if sink_path != out:  # always so under a launcher; alone, only when parts of an earlier launch are about
-        if dist.is_main():
-            dist.merge_parts(out, wanted_keys(cfg, problems), world=dist.world_size())
-        dist.barrier()
+                    sink.put(lo + gen.index, make_trace(gen, by_id[pid], sample, cfg.seed, tokenizer, leak, graded))
+            new["seconds"] = time.perf_counter() - start
     ranks = dist.gather(new)
     new = {k: sum(r[k] for r in ranks) for k in ("traces", "tokens", "privileged", "proposals")} | \
         {"seconds": max(r["seconds"] for r in ranks)}
@@ -393,29 +282,8 @@ def run(cfg: ExpandConfig) -> dict[str, Any]:
         "seconds": round(new["seconds"], 3),
         "tokens_per_s": new["tokens"] / new["seconds"] if new["seconds"] else None,
         "out": str(out),
-        "config": str(config_path),
+        "config": str(config_path(out)),
     })
     if dist.is_main():
-        _print_summary(summary)
-        with JsonlAppender(out.parent / "log.jsonl") as log:
-            log.write({"stage": "expand", "time": datetime.now(timezone.utc).isoformat(timespec="seconds"), **summary})
+        RunLog(out.parent / "log.jsonl")("expand", "summary", **summary)
     return summary
-
-
-def _print_summary(summary: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"expand -> {summary['out']}", show_header=False)
-    rows = [("traces", summary["traces"]), ("kept", summary["kept"])]
-    rows += [(f"rejected: {reason}", count) for reason, count in summary["rejected"].items()]
-    rows += [("mean tokens", f"{summary['mean_tokens']:.1f}"),
-             ("privileged share", f"{summary['privileged_share']:.1%}"),
-             ("new traces (this run)", summary["new_traces"])]
-    if summary["new_tokens"]:
-        rows += [("acceptance (this run)", f"{summary['acceptance_rate']:.1%}"),
-                 ("learner proposals per token", f"{summary['mean_proposals']:.2f}"),
-                 ("tokens/s (this run)", f"{summary['tokens_per_s']:.1f}")]
-    for name, value in rows:
-        table.add_row(name, str(value))
-    Console().print(table)

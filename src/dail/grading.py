@@ -38,7 +38,6 @@ from math_verify.errors import TimeoutException
 
 Kind = Literal["integer", "math", "choice"]
 KINDS: tuple[str, ...] = ("integer", "math", "choice")
-CHOICE_LETTERS = "ABCDEFGHIJ"
 
 # Optional whitespace after the command is legal LaTeX (`\boxed {x}`).
 _BOX_OPEN = re.compile(r"\\(?:boxed|fbox)\s*\{")
@@ -85,7 +84,7 @@ def extract_answer_span(text: str) -> tuple[str | None, int | None]:
         # The last box decides. If it never closes the model was cut off mid-answer: no answer,
         # rather than crediting an earlier (intermediate) box.
         start = boxes[-1].end()
-        close = _matching_brace(text, start)
+        close = matching_brace(text, start)
         if close is None:
             return None, None
         answer = text[start:close].strip()
@@ -93,7 +92,7 @@ def extract_answer_span(text: str) -> tuple[str | None, int | None]:
     return _phrase_answer(text)
 
 
-def _matching_brace(text: str, start: int) -> int | None:
+def matching_brace(text: str, start: int) -> int | None:
     """Index of the `}` closing a group opened just before `start`, or None if unbalanced."""
     depth = 1
     i = start

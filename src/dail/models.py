@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
+# torch is imported inside the functions that need it: `dail --help` and config loading stay light.
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -79,6 +79,7 @@ def _embedded_path(name: str) -> Path:
 
 def _convert_gguf(gguf_path: Path, target: Path) -> None:
     """Dequantise a GGUF file once and save it as safetensors (atomic: temp dir, rename)."""
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     kw = {"gguf_file": gguf_path.name}
@@ -138,6 +139,8 @@ def resolve(name_or_path: str) -> Resolved:
 
 def pick_dtype(dtype: str | torch.dtype | None, device: str | torch.device) -> torch.dtype:
     """`auto` is bf16 on a GPU that has it, float32 elsewhere."""
+    import torch
+
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype in (None, "auto"):
@@ -196,6 +199,8 @@ _KNOWN_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj"
 
 def default_target_modules(model: torch.nn.Module) -> list[str]:
     """LoRA targets for Llama/Qwen/Mistral-style models: every attention and MLP projection."""
+    import torch
+
     present = {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
     found = [t for t in _KNOWN_TARGETS if t in present]
     if not found:

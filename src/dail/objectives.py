@@ -27,18 +27,22 @@ probability the KL is genuinely infinite and the loss is ``±inf`` (not NaN): fi
 (top-k) reference's tail with a finite floor before calling. In ``l_P − γ l_N`` a token the
 privileged model rules out (``l_P = −inf``) stays ruled out whatever ``l_N`` says.
 
+``OBJECTIVES`` names each objective a config can choose and says how training calls its loss.
+
 Deliberately not here: models, reference forwards, batching, logging, I/O (see ``train.py``).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, Literal, Sequence
 
 import torch
 
 __all__ = [
     "OBJECTIVES",
+    "Objective",
     "contrastive_diagnostics",
     "contrastive_loss",
     "contrastive_target_loss",
@@ -264,9 +268,44 @@ def contrastive_diagnostics(
     return {"tokens": tokens, **dict(zip(names, means))}
 
 
-# Names used by configs; `nll` takes targets, the contrastive objectives take the two references.
-OBJECTIVES: dict[str, Callable[..., torch.Tensor]] = {
-    "contrastive": contrastive_loss,
-    "contrastive-target": contrastive_target_loss,
-    "nll": nll_loss,
+# --------------------------------------------------------------------------------------------------
+# the registry: every objective a config can name
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A loss as training uses it: which inputs it needs, which config fields it reads, which targets.
+
+    ``target`` says what the rows' target ids are: the kept traces, or each problem's expert solution
+    (+ EOS). ``hyperparameters`` are the config fields ``fn`` takes as keywords of the same names.
+    """
+
+    fn: Callable[..., torch.Tensor]
+    needs_references: bool  # the privileged and negative logits (two no-grad forwards); else the targets
+    hyperparameters: tuple[str, ...] = ()
+    target: Literal["trace", "solution"] = "trace"
+
+    def loss(
+        self,
+        student_logits: torch.Tensor,
+        reference_logits: Sequence[torch.Tensor],
+        targets: torch.Tensor,
+        mask: torch.Tensor,
+        settings: object,
+        *,
+        num_tokens: float | torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``fn`` on student logits ``[..., V]``: against the (privileged, negative) reference logits if it
+        needs them, else the target ids ``[...]``; hyperparameters read off ``settings`` (a TrainConfig)."""
+        kwargs = {name: getattr(settings, name) for name in self.hyperparameters}
+        if self.needs_references:
+            return self.fn(student_logits, *reference_logits, mask, **kwargs, num_tokens=num_tokens)
+        return self.fn(student_logits, targets, mask, **kwargs, num_tokens=num_tokens)
+
+
+OBJECTIVES: dict[str, Objective] = {
+    "contrastive": Objective(contrastive_loss, needs_references=True, hyperparameters=("gamma",)),
+    "contrastive-target": Objective(contrastive_target_loss, needs_references=True, hyperparameters=("alpha", "beta")),
+    "nll": Objective(nll_loss, needs_references=False),
+    "sft-expert": Objective(nll_loss, needs_references=False, target="solution"),  # the baseline: NLL on solutions
 }

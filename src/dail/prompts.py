@@ -13,6 +13,9 @@ All roles share one set of weights; only the prompt differs (DESIGN.md, "The thr
   privileged slot for the `star` baseline. The answer is the row's `answer`, else the solution's
   last `\\boxed{}`.
 
+A role is a `dail.sampling.Role` or its name (`Role` is a `StrEnum` whose values are the names above,
+so configs and callers may pass plain strings).
+
 Rendering goes through the tokenizer's chat template with the generation prompt appended, so a
 trace continues the assistant turn. Templates come from `PromptConfig`. This module does no
 sampling, holds no model, and does not build waypoints (the negative role takes them from the row
@@ -24,18 +27,15 @@ from __future__ import annotations
 import re
 import string
 from collections.abc import Callable
-from typing import Literal, get_args
 
 from .config import PromptConfig
 from .data import Problem
+from .sampling import Role
 from .waypoints import final_box
 
-__all__ = ["Role", "ROLES", "ALL_ROLES", "LETTERS", "problem_text", "prompt_text", "fit_solution", "render",
-           "render_text", "render_roles"]
+__all__ = ["ROLES", "LETTERS", "problem_text", "prompt_text", "fit_solution", "render", "render_text", "render_roles"]
 
-Role = Literal["learner", "privileged", "negative", "rationalize"]
-ROLES: tuple[Role, ...] = ("learner", "privileged", "negative")  # the three roles of the method
-ALL_ROLES: tuple[str, ...] = get_args(Role)
+ROLES = (Role.LEARNER, Role.PRIVILEGED, Role.NEGATIVE)  # the three roles of the method
 LETTERS = string.ascii_uppercase[:10]  # A-J, the letters `grading` accepts
 
 # Where a further reference solution starts, when several are given in one string.
@@ -63,24 +63,26 @@ def _answer(problem: Problem) -> str:
     return answer
 
 
-def prompt_text(role: Role, problem: Problem, templates: PromptConfig, waypoints: str | None = None) -> str:
+def prompt_text(role: Role | str, problem: Problem, templates: PromptConfig, waypoints: str | None = None) -> str:
     """The user message of a role, before the chat template."""
+    try:
+        role = Role(role)
+    except ValueError:
+        raise ValueError(f"unknown role {role!r}; roles are {', '.join(Role)}") from None
     fields = {"problem": problem_text(problem, templates)}
-    if role == "privileged":
+    if role is Role.PRIVILEGED:
         if not problem.solution:
             raise ValueError(f"problem {problem.id!r} has no solution: the privileged prompt needs one")
         fields["solution"] = problem.solution
-    elif role == "negative":
+    elif role is Role.NEGATIVE:
         wp = waypoints if waypoints is not None else problem.waypoints
         if wp is None:
             raise ValueError(f"problem {problem.id!r} has no waypoints: run `dail waypoints` or pass them")
         fields["waypoints"] = wp
-    elif role == "rationalize":
+    elif role is Role.RATIONALIZE:
         fields["answer"] = _answer(problem)
-    elif role != "learner":
-        raise ValueError(f"unknown role {role!r}; roles are {', '.join(ALL_ROLES)}")
     # format_map with only the role's fields: a learner template cannot reach the solution.
-    return getattr(templates, role).format_map(fields)
+    return getattr(templates, role.value).format_map(fields)
 
 
 def fit_solution(solution: str, fits: Callable[[str], bool]) -> str:
@@ -123,7 +125,7 @@ def _within_budget(tokenizer, problem: Problem, templates: PromptConfig) -> Prob
 
     def fits(solution: str) -> bool:
         cut = problem.model_copy(update={"solution": solution})
-        return len(_ids(tokenizer, _chat(tokenizer, prompt_text("privileged", cut, templates), templates))) <= budget
+        return len(_ids(tokenizer, _chat(tokenizer, prompt_text(Role.PRIVILEGED, cut, templates), templates))) <= budget
 
     try:
         solution = fit_solution(problem.solution, fits)
@@ -133,17 +135,19 @@ def _within_budget(tokenizer, problem: Problem, templates: PromptConfig) -> Prob
     return problem if solution == problem.solution else problem.model_copy(update={"solution": solution})
 
 
-def render_text(tokenizer, role: Role, problem: Problem, templates: PromptConfig, waypoints: str | None = None) -> str:
+def render_text(tokenizer, role: Role | str, problem: Problem, templates: PromptConfig,
+                waypoints: str | None = None) -> str:
     """The full prompt string of a role through the chat template (generation prompt appended).
 
     The privileged prompt is cut to `templates.max_prompt_tokens` when that is set (`fit_solution`).
     """
-    if role == "privileged" and templates.max_prompt_tokens is not None and problem.solution:
+    if role == Role.PRIVILEGED and templates.max_prompt_tokens is not None and problem.solution:
         problem = _within_budget(tokenizer, problem, templates)
     return _chat(tokenizer, prompt_text(role, problem, templates, waypoints), templates)
 
 
-def render(tokenizer, role: Role, problem: Problem, templates: PromptConfig, waypoints: str | None = None) -> list[int]:
+def render(tokenizer, role: Role | str, problem: Problem, templates: PromptConfig,
+           waypoints: str | None = None) -> list[int]:
     """Token ids of a role's prompt, ready for decoding."""
     return _ids(tokenizer, render_text(tokenizer, role, problem, templates, waypoints))
 

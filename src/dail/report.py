@@ -1,4 +1,4 @@
-"""`dail report`: compare evaluations (tables, pass@k and token-budget plots) and view traces.
+"""`dail report`: compare evaluations (tables, pass@k and token-budget plots), link the trace viewer.
 
 Inputs are eval directories (holding `metrics.json`, as `dail eval` writes it) or run directories
 (`runs/NAME/`), read as follows:
@@ -6,13 +6,11 @@ Inputs are eval directories (holding `metrics.json`, as `dail eval` writes it) o
 * `RUN/eval/<method>/<split>/metrics.json` -- one method per directory (base, sft-expert, dail...);
 * `RUN/eval/<split>/metrics.json` -- the run itself is the method (named after `RUN`);
 * an eval directory passed directly is placed by the same rule from its path, and is otherwise
-  the method, its split being the data set named in its config.
+  the method, its split being the data set named in its config (`dail.rundir.split_name`).
 
 A `label` in metrics.json always names the method. Outputs, under `out`: `report.md` and a
 self-contained `report.html` (one comparison table per split, plots inlined), `plots/pass_at_k.png`,
-`plots/token_budget.png`, and `traces.html` when expansion traces exist: every token coloured by
-its source (learner or privileged) and, when per-token margins `l_P - l_N` are known (a
-diagnostics JSONL, or computed from a model given explicitly), by that margin.
+`plots/token_budget.png`, and, when expansion traces exist, `traces.html` (`dail.viewer`).
 
 This module does not sample, grade or recompute pass@k: the numbers are the ones in metrics.json.
 """
@@ -22,24 +20,19 @@ from __future__ import annotations
 import base64
 import html
 import json
-import logging
 import math
-import tomllib
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .data import DataError, Problem, Trace, atomic_write_text, iter_jsonl, read_problems, read_traces
+from .data import DataError, atomic_write_text
+from .rundir import split_name
+from .viewer import find_traces, write_traces
 
-__all__ = ["EvalEntry", "TraceSource", "find_evals", "find_traces", "markdown_report", "html_report",
-           "plot_pass_at_k", "plot_token_budget", "traces_html", "read_margins", "compute_margins", "run"]
-
-log = logging.getLogger(__name__)
-
-SOURCE_COLOURS = {"L": "#dbeafe", "P": "#fdba74"}  # learner: pale blue; privileged: orange
-SOURCE_NAMES = {"L": "learner", "P": "privileged"}
+__all__ = ["EvalEntry", "TableRow", "find_evals", "markdown_report", "html_report", "plot_pass_at_k",
+           "plot_token_budget", "run"]
 
 
 @dataclass
@@ -51,18 +44,6 @@ class EvalEntry:
     path: Path
     metrics: dict[str, Any]
     run: str | None = None
-
-
-@dataclass
-class TraceSource:
-    """A traces.jsonl to show, with what helps show it (all optional)."""
-
-    name: str
-    traces: Path
-    diagnostics: Path | None = None
-    model: str | None = None  # model name from the run config: its tokenizer splits the tokens
-    problems: Path | None = None  # problems with waypoints, for computing margins from a model
-    prompts: dict | None = None  # the prompt templates expand used, for the same
 
 
 # --------------------------------------------------------------------------- finding inputs
@@ -78,13 +59,6 @@ def _read_metrics(path: Path) -> dict[str, Any]:
     return obj
 
 
-def _data_name(metrics: dict[str, Any]) -> str:
-    data = str((metrics.get("config") or {}).get("data") or "")
-    if not data:
-        return "eval"
-    return Path(data).stem if data.endswith((".jsonl", ".json")) else Path(data).name
-
-
 def _entry(path: Path, method: str, split: str, run: str | None) -> EvalEntry:
     metrics = _read_metrics(path / "metrics.json")
     label = metrics.get("label")
@@ -98,7 +72,8 @@ def _from_eval_dir(d: Path) -> EvalEntry:
     if d.parent.parent.name == "eval":  # RUN/eval/METHOD/SPLIT
         return _entry(d, d.parent.name, d.name, d.parent.parent.parent.name)
     entry = _entry(d, d.name, "", None)
-    entry.split = _data_name(entry.metrics)
+    data = str((entry.metrics.get("config") or {}).get("data") or "")
+    entry.split = split_name(data) if data else "eval"
     return entry
 
 
@@ -140,37 +115,6 @@ def find_evals(inputs: Iterable[str | Path]) -> list[EvalEntry]:
         if clashes[(e.method, e.split)] > 1:
             e.method = f"{e.run}/{e.method}" if e.run and e.run != e.method else str(e.path.parent)
     return entries
-
-
-def find_traces(inputs: Iterable[str | Path], traces: str | Path | None = None,
-                diagnostics: str | Path | None = None) -> list[TraceSource]:
-    """The traces files to show: `traces` if given, else each run directory's traces.jsonl."""
-    if traces is not None:
-        found = [_trace_source(Path(traces).parent, Path(traces))]
-    else:  # traces.jsonl, and traces-star.jsonl of the STaR baseline when the run has one
-        found = [_trace_source(Path(p), t) for p in inputs
-                 for t in sorted(Path(p).glob("traces*.jsonl"), key=lambda t: (t.name != "traces.jsonl", t.name))]
-    if diagnostics is not None:
-        for src in found:
-            src.diagnostics = Path(diagnostics)
-    return found
-
-
-def _trace_source(run: Path, traces: Path) -> TraceSource:
-    diag = next((p for p in (run / "diagnostics.jsonl", run / "adapter" / "diagnostics.jsonl") if p.is_file()), None)
-    problems = run / "waypoints.jsonl"
-    # expand saves its config beside its output (traces.config.toml); a run has config.toml.
-    tree = _toml(traces.with_name(traces.stem + ".config.toml")) or _toml(run / "config.toml")
-    return TraceSource(name=f"{run.resolve().name}/{traces.name}", traces=traces, diagnostics=diag,
-                       model=tree.get("model") if isinstance(tree.get("model"), str) else None,
-                       problems=problems if problems.is_file() else None, prompts=tree.get("prompts"))
-
-
-def _toml(path: Path) -> dict[str, Any]:
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError):
-        return {}
 
 
 # --------------------------------------------------------------------------- tables
@@ -241,10 +185,10 @@ def _fmt(header: str, v: float | None) -> str:
     return f"{v:.1f}"
 
 
-Row = tuple[str, list[tuple[str, bool]]]  # (method, [(cell text, is best)])
+TableRow = tuple[str, list[tuple[str, bool]]]  # (method, [(cell text, is best)])
 
 
-def _split_tables(entries: Sequence[EvalEntry]) -> list[tuple[str, list[str], list[Row]]]:
+def _split_tables(entries: Sequence[EvalEntry]) -> list[tuple[str, list[str], list[TableRow]]]:
     """Per split: its name, the column headers, and the rows."""
     tables = []
     for split in _ordered(e.split for e in entries):
@@ -408,7 +352,7 @@ code{background:#f3f4f6;padding:0 .25rem;border-radius:3px}
 _BEST = ' class="best"'
 
 
-def _html_table(headers: Sequence[str], rows: Sequence[tuple[str, Sequence[tuple[str, bool]]]]) -> str:
+def _html_table(headers: Sequence[str], rows: Sequence[TableRow]) -> str:
     e = html.escape
     head = "<tr><th>method</th>" + "".join(f"<th>{e(h)}</th>" for h in headers) + "</tr>"
     body = "".join(
@@ -446,240 +390,19 @@ def html_report(entries: Sequence[EvalEntry], plots: dict[str, Path], traces_lin
     return "\n".join(parts)
 
 
-# --------------------------------------------------------------------------- traces.html
-
-
-def read_margins(path: str | Path) -> dict[tuple[str, int], list[float]]:
-    """Per-token `margin` (l_P - l_N) lists of a diagnostics JSONL, keyed by (problem_id, sample)."""
-    margins = {}
-    for lineno, obj in iter_jsonl(path):
-        m = obj.get("margin")
-        if not isinstance(m, list) or "problem_id" not in obj:
-            continue  # diagnostics rows of other kinds (per-step losses...) share the file
-        if not all(isinstance(x, (int, float)) for x in m):
-            raise DataError(path, lineno, "margin", "expected a list of numbers")
-        margins[(str(obj["problem_id"]), int(obj.get("sample", 0)))] = [float(x) for x in m]
-    return margins
-
-
-def compute_margins(model, tokenizer, traces: Sequence[Trace], problems: dict[str, Problem],
-                    templates=None) -> dict[tuple[str, int], list[float]]:
-    """l_P - l_N of each trace token from a model (privileged and negative prompts, no adapter).
-
-    Slow and simple: two forwards per trace, one trace at a time. Traces whose problem lacks a
-    solution or waypoints are left out.
-    """
-    from contextlib import nullcontext
-
-    import torch
-
-    from .config import PromptConfig
-    from .prompts import render
-
-    templates = templates or PromptConfig()
-    device = next(model.parameters()).device
-    out = {}
-    for t in traces:
-        p = problems.get(t.problem_id)
-        if p is None or not p.solution or not p.waypoints or not t.token_ids:
-            continue
-        lps = []
-        for role in ("privileged", "negative"):
-            prompt = render(tokenizer, role, p, templates)
-            ids = torch.tensor([prompt + t.token_ids], device=device)
-            # Both references are the base weights: an adapter, if any, is switched off.
-            reference = model.disable_adapter() if hasattr(model, "disable_adapter") else nullcontext()
-            with torch.no_grad(), reference:
-                logits = model(ids).logits[0, len(prompt) - 1 : -1].float()  # [T, V]
-            lp = torch.log_softmax(logits, dim=-1).gather(-1, ids[0, len(prompt):, None])[:, 0]  # [T]
-            lps.append(lp)
-        out[(t.problem_id, t.sample)] = (lps[0] - lps[1]).tolist()
-    return out
-
-
-def _approx_pieces(text: str, n_tokens: int) -> list[str]:
-    """Without a tokenizer: share the text out over the tokens by position (an approximation)."""
-    if n_tokens == 0:
-        return []
-    cuts = [round(i * len(text) / n_tokens) for i in range(n_tokens + 1)]
-    return [text[cuts[i]:cuts[i + 1]] for i in range(n_tokens)]
-
-
-def _margin_colour(m: float, scale: float) -> str:
-    a = min(1.0, abs(m) / scale) * 0.85
-    rgb = "22,163,74" if m >= 0 else "220,38,38"  # green: the full solution explains it; red: waypoints do
-    return f"rgba({rgb},{a:.2f})"
-
-
-_TRACE_CSS = """
-body{font:14px/1.5 system-ui,-apple-system,"Segoe UI",sans-serif;color:#1f2937;max-width:1100px;margin:0 auto;
- padding:1.2rem}
-h1{font-size:1.5rem;margin:.2rem 0}h2{font-size:1.15rem;margin:1.4rem 0 .3rem}
-.meta{color:#4b5563;font-size:.9rem;margin:.2rem 0}
-.legend span.sw{display:inline-block;padding:0 .45rem;border-radius:3px;margin-right:.6rem;border:1px solid #d1d5db}
-.grad{display:inline-block;width:140px;height:.8rem;vertical-align:middle;border:1px solid #d1d5db;
- background:linear-gradient(90deg,rgba(220,38,38,.85),rgba(255,255,255,0),rgba(22,163,74,.85))}
-input.mode{display:none}
-.modes label{cursor:pointer;padding:.15rem .6rem;border:1px solid #9ca3af;border-radius:4px;margin-right:.4rem}
-#by-source:checked ~ header label[for=by-source],
-#by-margin:checked ~ header label[for=by-margin]{background:#1f2937;color:#fff}
-details{border:1px solid #e5e7eb;border-radius:6px;margin:.6rem 0;background:#fff}
-summary{cursor:pointer;padding:.35rem .6rem;background:#f9fafb;border-radius:6px}
-.v{font-weight:700;padding:0 .4rem;border-radius:3px;margin-right:.4rem}
-.v.kept{background:#d1fae5;color:#065f46}.v.rejected{background:#fee2e2;color:#991b1b}
-pre.text{white-space:pre-wrap;word-wrap:break-word;font:13px/1.6 ui-monospace,SFMono-Regular,Menlo,monospace;
- margin:0;padding:.6rem}
-.t{border-radius:2px}.t.L{background:#dbeafe}.t.P{background:#fdba74}
-#by-margin:checked ~ main .t{background:var(--m,transparent)}
-#by-margin:checked ~ main .t.P{box-shadow:inset 0 -2px #ea580c}
-"""
-
-
-def _trace_block(t: Trace, pieces: list[str], margin: list[float] | None, scale: float, open_: bool) -> str:
-    e = html.escape
-    n = len(t.token_ids)
-    acc = t.source.count("L") / n if n else 0.0
-    verdict = ("<span class=\"v kept\">kept</span>" if t.kept
-               else f"<span class=\"v rejected\">rejected: {e(t.reject_reason or 'unknown')}</span>")
-    bits = [f"<b>{e(t.problem_id)}</b> · sample {t.sample}", f"{n} tokens", f"acceptance {100 * acc:.1f}%",
-            f"finish {e(t.finish)}", f"answer {e(t.answer) if t.answer is not None else '–'}"]
-    if margin is not None:
-        bits.append(f"mean l_P − l_N {sum(margin) / max(1, len(margin)):+.2f}")
-    spans = []
-    for i, piece in enumerate(pieces):
-        if not piece:
-            continue  # part of a character that a later token completes
-        src = t.source[i]
-        title = (f"#{i} id {t.token_ids[i]} · {SOURCE_NAMES[src]} · lp_L {t.logprob_learner[i]:.2f}"
-                 f" · lp_P {t.logprob_privileged[i]:.2f}")
-        style = ""
-        if margin is not None:
-            title += f" · l_P−l_N {margin[i]:+.2f}"
-            style = f" style=\"--m:{_margin_colour(margin[i], scale)}\""
-        spans.append(f"<span class=\"t {src}\" title=\"{e(title)}\"{style}>{e(piece)}</span>")
-    return (f"<details{' open' if open_ else ''}><summary>{verdict}{' · '.join(bits)}</summary>"
-            f"<pre class=\"text\">{''.join(spans)}</pre></details>")
-
-
-def _text_pieces(t: Trace, tokenizer) -> list[str]:
-    """Per-token text: exact with a tokenizer, else shared out by position."""
-    if tokenizer is not None:
-        from .grading import token_pieces
-
-        return token_pieces(tokenizer, t.token_ids)
-    # Without token boundaries a run of same-source tokens still reads right in bulk.
-    return _approx_pieces(t.text, len(t.token_ids))
-
-
-def traces_html(sections: Sequence[tuple[str, Path, Sequence[Trace], dict, Any]], max_traces: int = 100) -> str:
-    """The trace viewer page: per section (name, path, traces, margins, tokenizer)."""
-    e = html.escape
-    all_margins = [abs(x) for _, _, _, m, _ in sections for v in m.values() for x in v]
-    # Colour scale: the 95th percentile of |margin|, so a few extreme tokens do not wash out the rest.
-    scale = max(0.5, sorted(all_margins)[int(0.95 * (len(all_margins) - 1))]) if all_margins else 1.0
-    body = []
-    for name, path, traces, margins, tokenizer in sections:
-        n_tok = sum(len(t.token_ids) for t in traces)
-        n_l = sum(t.source.count("L") for t in traces)
-        kept = sum(t.kept for t in traces)
-        reasons = Counter(t.reject_reason or "unknown" for t in traces if not t.kept)
-        shown = traces[:max_traces]
-        exact = tokenizer is not None
-        summary = [f"{len(traces)} traces: {kept} kept, {len(traces) - kept} rejected"
-                   + (" (" + ", ".join(f"{r}: {c}" for r, c in reasons.most_common()) + ")" if reasons else ""),
-                   f"acceptance (learner tokens) {100 * n_l / max(1, n_tok):.1f}% of {n_tok} tokens",
-                   f"mean {n_tok / max(1, len(traces)):.0f} tokens per trace",
-                   "token text: " + ("decoded per token by the tokenizer" if exact
-                                     else "approximate (no tokenizer: text shared out over the token count)")]
-        if margins:
-            with_margin = sum((t.problem_id, t.sample) in margins for t in shown)
-            summary.append(f"l_P − l_N for {with_margin} of {len(shown)} shown")
-        if len(traces) > len(shown):
-            summary.append(f"showing the first {len(shown)}")
-        body.append(f"<h2>{e(name)}</h2><p class=\"meta\"><code>{e(str(path))}</code></p>"
-                    f"<p class=\"meta\">{e(' · '.join(summary))}</p>")
-        for i, t in enumerate(shown):
-            pieces = _text_pieces(t, tokenizer)
-            margin = margins.get((t.problem_id, t.sample))
-            if margin is not None and len(margin) != len(t.token_ids):
-                log.warning("margin of %s/%d has %d values for %d tokens; ignored",
-                            t.problem_id, t.sample, len(margin), len(t.token_ids))
-                margin = None
-            body.append(_trace_block(t, pieces, margin, scale, open_=i < 10))
-    has_margins = bool(all_margins)
-    legend = ("<p class=\"legend\">"
-              f"<span class=\"sw\" style=\"background:{SOURCE_COLOURS['L']}\">learner</span>"
-              f"<span class=\"sw\" style=\"background:{SOURCE_COLOURS['P']}\">privileged</span>")
-    if has_margins:
-        legend += (f" l_P − l_N: −{scale:.1f} <span class=\"grad\"></span> +{scale:.1f} "
-                   "(green: only the full solution explains the token; red: the waypoints favour it too; "
-                   "in this mode privileged tokens are underlined)")
-    legend += " · hover a token for its id and log-probs</p>"
-    modes = ("<p class=\"modes\">colour by: <label for=\"by-source\">source</label>"
-             "<label for=\"by-margin\">l_P − l_N</label></p>") if has_margins else ""
-    return ("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>dail traces</title>"
-            f"<style>{_TRACE_CSS}</style></head><body>"
-            "<input class=\"mode\" type=\"radio\" name=\"mode\" id=\"by-source\" checked>"
-            "<input class=\"mode\" type=\"radio\" name=\"mode\" id=\"by-margin\">"
-            f"<header><h1>Expansion traces</h1>{legend}{modes}</header>"
-            f"<main>{''.join(body)}</main></body></html>\n")
-
-
-def _load_tokenizer(spec: Any, fallback_name: str | None):
-    """A tokenizer object from an object, a model name, or the run's model; None if unavailable."""
-    if spec is not None and not isinstance(spec, (str, Path)):
-        return spec
-    name = str(spec) if spec is not None else fallback_name
-    if name is None:
-        return None
-    try:
-        from .models import load_tokenizer
-
-        return load_tokenizer(name)
-    except Exception as err:  # a missing tokenizer only makes the viewer approximate
-        log.warning("no tokenizer for %s (%s); token text is approximate", name, err)
-        return None
-
-
-def _write_traces(sources: Sequence[TraceSource], path: Path, tokenizer, model, problems, max_traces: int) -> None:
-    sections = []
-    for src in sources:
-        traces = read_traces(src.traces, kept_only=False)
-        tok = _load_tokenizer(tokenizer, src.model)
-        margins = read_margins(src.diagnostics) if src.diagnostics else {}
-        if not margins and model is not None:
-            if isinstance(model, (str, Path)):
-                from .models import load
-
-                model, loaded = load(str(model))
-                tok = tok if tok is not None else loaded
-            problems_path = problems or src.problems
-            if problems_path is None or tok is None:
-                log.warning("margins not computed: they need problems with waypoints and a tokenizer")
-            else:
-                from .config import PromptConfig
-
-                table = {p.id: p for p in read_problems(problems_path)}
-                templates = PromptConfig.model_validate(src.prompts) if src.prompts else None
-                margins = compute_margins(model, tok, traces[:max_traces], table, templates)
-        sections.append((src.name, src.traces, traces, margins, tok))
-    atomic_write_text(path, traces_html(sections, max_traces))
-
-
 # --------------------------------------------------------------------------- the stage
 
 
-def run(inputs: list[str], out: str, *, traces: str | None = None, diagnostics: str | None = None,
-        tokenizer: Any = None, model: Any = None, problems: str | None = None, max_traces: int = 100) -> dict:
+def run(inputs: list[str], out: str, *, traces: str | None = None, tokenizer: Any = None,
+        max_traces: int = 100) -> dict:
     """Write report.md, report.html, plots/*.png and (when traces exist) traces.html into `out`.
 
-    `traces`/`diagnostics` name files explicitly (else found in run directories); `tokenizer`
-    (object or model name) splits trace text into tokens; `model` (object or name) with
-    `problems` (JSONL with waypoints) computes margins when no diagnostics file has them.
+    `traces` names a traces file explicitly (else each run directory's traces*.jsonl are shown);
+    `tokenizer` (object or model name) splits trace text into tokens, else each run's model does.
     """
     out_dir = Path(out)
     entries = find_evals(inputs)
-    sources = find_traces(inputs, traces, diagnostics)
+    sources = find_traces(inputs, traces)
     if not entries and not sources:
         raise DataError(", ".join(map(str, inputs)) or "(no inputs)", None, None,
                         "no metrics.json or traces.jsonl found")
@@ -691,7 +414,7 @@ def run(inputs: list[str], out: str, *, traces: str | None = None, diagnostics: 
     traces_path = None
     if sources:
         traces_path = out_dir / "traces.html"
-        _write_traces(sources, traces_path, tokenizer, model, problems, max_traces)
+        write_traces(sources, traces_path, tokenizer, max_traces)
     atomic_write_text(out_dir / "report.md", markdown_report(entries))
     atomic_write_text(out_dir / "report.html", html_report(entries, plots, "traces.html" if traces_path else None))
     return {

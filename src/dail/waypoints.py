@@ -52,7 +52,7 @@ from collections.abc import Iterable
 from typing import Literal, get_args
 
 from dail.data import Problem, write_jsonl
-from dail.grading import _matching_brace  # one brace matcher for the project
+from dail.grading import matching_brace  # one brace matcher for the project
 
 __all__ = ["Mode", "MODES", "final_box", "intermediate_results", "solution_hint", "partial_solution",
            "waypoints_for", "write_waypoints"]
@@ -102,7 +102,7 @@ HINT_RESULTS = "Intermediate results along the way include: {results}."
 
 def _closing_brace(text: str, open_at: int) -> int | None:
     """Index of the `}` matching the `{` at `open_at`; None when the group never closes."""
-    return _matching_brace(text, open_at + 1)
+    return matching_brace(text, open_at + 1)
 
 
 def _unbox(text: str) -> tuple[str, str | None]:

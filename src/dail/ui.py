@@ -1,0 +1,141 @@
+"""What the `dail` command draws: progress bars, the stages' summaries, the run's results table.
+
+The CLI layer. Stages compute and return data (and report progress through a callback); this
+module turns that into rich output on stderr, on rank 0 only. Nothing here computes a result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+__all__ = ["console", "progress", "expand_summary", "eval_summary", "run_table", "RunEvents"]
+
+console = Console(stderr=True)
+
+
+def _main() -> bool:
+    # Imported late: dail.distributed imports torch when asked for the process state.
+    from . import distributed as dist
+
+    return dist.is_main()
+
+
+@contextmanager
+def progress(label: str) -> Iterator[Any]:
+    """A progress bar for one stage; yields the `progress(done, total)` callback the stage calls."""
+    columns = (TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns, console=console, disable=not _main()) as bar:
+        task = bar.add_task(label, total=None)
+
+        def update(done: int, total: int, **_: Any) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+def _table(title: str, rows: list[tuple[str, Any]]) -> Table:
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    for name, value in rows:
+        table.add_row(name, str(value))
+    return table
+
+
+def expand_summary(summary: dict[str, Any]) -> Table:
+    """The summary `dail.expand.run` returns, as a table."""
+    rows: list[tuple[str, Any]] = [("traces", summary["traces"]), ("kept", summary["kept"])]
+    rows += [(f"rejected: {reason}", count) for reason, count in summary["rejected"].items()]
+    rows += [("mean tokens", f"{summary['mean_tokens']:.1f}"),
+             ("privileged share", f"{summary['privileged_share']:.1%}"),
+             ("new traces (this run)", summary["new_traces"])]
+    if summary["new_tokens"]:
+        rows += [("acceptance (this run)", f"{summary['acceptance_rate']:.1%}"),
+                 ("learner proposals per token", f"{summary['mean_proposals']:.2f}"),
+                 ("tokens/s (this run)", f"{summary['tokens_per_s']:.1f}")]
+    return _table(f"expand -> {summary['out']}", rows)
+
+
+def eval_summary(metrics: dict[str, Any]) -> Table:
+    """The metrics `dail.evaluate.run` returns, as a table."""
+    what = metrics["model"] + (f" + {metrics['adapter']}" if metrics["adapter"] else "")
+    rows: list[tuple[str, Any]] = [("problems × samples", f"{metrics['n_problems']} × {metrics['n_per_problem']}")]
+    if metrics["n_skipped_unverifiable"]:
+        rows.append(("skipped (no answer)", metrics["n_skipped_unverifiable"]))
+    rows += [(f"pass@{k}", f"{100 * v:.1f}%") for k, v in metrics["pass_at_k"].items()]
+    rows.append(("accuracy", f"{100 * metrics['accuracy']:.1f}%"))
+    rows.append(("mean tokens", f"{metrics['mean_tokens']:.1f}"))
+    mtc = metrics["mean_tokens_correct"]
+    rows.append(("mean tokens (correct)", "–" if mtc is None else f"{mtc:.1f}"))
+    rows.append(("with an answer / forced / truncated",
+                 f"{100 * metrics['answer_rate']:.1f}% / {100 * metrics['forced_rate']:.1f}% / "
+                 f"{100 * metrics['truncated_rate']:.1f}%"))
+    at_budget = metrics["accuracy_at_budget"]
+    rows.append(("pass@1 at budget", "  ".join(f"{b}: {100 * v:.1f}%" for b, v in at_budget.items())))
+    return _table(f"eval: {what} on {metrics['data']}", rows)
+
+
+def run_table(name: str, results: dict[str, dict[str, Any]]) -> Table:
+    """pass@k and mean tokens per method and split (`dail.pipeline.results_table`), methods in config order."""
+    table = Table(title=f"{name}: pass@k")
+    table.add_column("method")
+    table.add_column("split")
+    ks: list[str] = []
+    for method, splits in results.items():
+        for split, row in splits.items():
+            if not ks:
+                ks = list(row["pass_at_k"])
+                for k in ks:
+                    table.add_column(f"pass@{k}", justify="right")
+                table.add_column("tokens", justify="right")
+            table.add_row(method, split, *(f"{row['pass_at_k'].get(k, float('nan')):.3f}" for k in ks),
+                          f"{row['mean_tokens']:.0f}")
+    return table
+
+
+class RunEvents:
+    """The `on_event` of `dail.pipeline.run`: a rule per stage, a line per skip, a bar while one samples."""
+
+    def __init__(self):
+        self._bar = None
+
+    def progress(self, done: int, total: int, **fields: Any) -> None:
+        """The progress callback the pipeline hands its sampling stages."""
+        if self._bar is not None:
+            self._bar(done, total, **fields)
+
+    def __call__(self, stage: str, event: str, fields: dict[str, Any]) -> None:
+        if event == "skip":
+            console.print(f"[dim]{stage}: complete, skipped[/]")
+        elif event == "start":
+            console.rule(f"[bold]{stage}")
+            self._open = progress(stage)
+            self._bar = self._open.__enter__()
+        elif event == "end":
+            self._close()
+        elif event == "result" and stage.startswith("expand"):
+            console.print(expand_summary(fields["value"]))
+        elif event == "result" and stage.startswith("eval"):
+            console.print(eval_summary(fields["value"]))
+        elif event == "selected":
+            console.print(f"select: kept {fields['selected']} of {fields['candidates']} problems "
+                          f"({fields['unverifiable']} without an answer to check pass through)")
+        elif event == "config-changed":
+            console.print(f"[yellow]warning:[/] {fields['path']} differs from this config; "
+                          "stages already complete are not rerun")
+
+    def close(self) -> None:
+        """Close a stage's bar left open (the stage failed)."""
+        self._close()
+
+    def _close(self) -> None:
+        if self._bar is not None:
+            self._open.__exit__(None, None, None)
+            self._bar = None
