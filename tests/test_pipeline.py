@@ -69,7 +69,7 @@ def test_run_writes_everything_and_resumes(run_config, monkeypatch):
     root = pipeline.run_dir(cfg).root
 
     # Killed in training, right after expansion finished.
-    def killed(_cfg):
+    def killed(_cfg, **_):
         raise KeyboardInterrupt
 
     monkeypatch.setattr("dail.train.run", killed)

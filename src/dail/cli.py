@@ -183,10 +183,11 @@ def train(
         "grad_accum": grad_accum, "lora.r": lora_r, "gamma": gamma, "max_steps": max_steps,
         "resume": resume, "seed": seed, "device": device, "dtype": dtype,
     })
+    from . import ui
     from .train import run
 
-    with _user_errors():
-        run(cfg)
+    with _user_errors(), ui.progress("train") as bar:
+        run(cfg, progress=bar)
 
 
 def _int_list(text: str | None) -> list[int] | None:

@@ -153,7 +153,7 @@ def run(cfg: RunConfig, on_event: OnEvent | None = None, progress: Progress | No
     """Run (or resume) a whole experiment; returns the run directory, the report's path and the results table.
 
     `on_event(stage, event, fields)` hears every event (the log gets all but 'result', a stage's
-    returned summary); `progress(done, total)` is handed to the sampling stages run in this process.
+    returned summary); `progress(done, total, **fields)` is handed to the stages run in this process.
     """
     root = run_dir(cfg)
     root.root.mkdir(parents=True, exist_ok=True)
@@ -204,7 +204,7 @@ def run(cfg: RunConfig, on_event: OnEvent | None = None, progress: Progress | No
         tr = TrainConfig(**{**section_values(cfg.train), **common, "prompts": prompts, "resume": True},
                          objective=objective, problems=str(root.waypoints),
                          traces=str(root.traces(traces)) if traces else None, out=str(out))
-        stage(f"train:{method}", (out / "adapter_config.json").exists(), tr, train)
+        stage(f"train:{method}", (out / "adapter_config.json").exists(), tr, lambda c: train(c, progress=progress))
 
     # 5. evaluation of every method on every split.
     from .evaluate import run as evaluate

@@ -49,6 +49,7 @@ from . import checkpoint
 from . import distributed as dist
 from .config import ConfigError, TrainConfig, save_config
 from .data import JsonlAppender
+from .distributed import Progress
 from .objectives import OBJECTIVES, Objective, contrastive_diagnostics
 from .rows import REFERENCE_ROLES, TrainRow, build_rows, collate, micro_batches, plan_steps, step_rows
 
@@ -305,8 +306,11 @@ def _log_record(session: Session, stats: StepStats, step: int, elapsed: float) -
 # the stage
 
 
-def fit(cfg: TrainConfig) -> tuple[Any, dict[str, Any]]:
-    """Train as configured; the trained peft model (eval mode) and the run's summary."""
+def fit(cfg: TrainConfig, progress: Progress | None = None) -> tuple[Any, dict[str, Any]]:
+    """Train as configured; the trained peft model (eval mode) and the run's summary.
+
+    `progress(done, total, loss=...)` hears every optimizer step (the CLI draws it).
+    """
     from .models import load_tokenizer
 
     started = time.perf_counter()
@@ -317,7 +321,7 @@ def fit(cfg: TrainConfig) -> tuple[Any, dict[str, Any]]:
     plan = {"objective": cfg.objective, "rows": len(rows), "batch_size": cfg.batch_size, "seed": cfg.seed,
             "total_steps": session.total_steps}
     state = _resume(session, out, resume_from, plan)
-    last, tokens = _steps(session, rows, out, plan, state)
+    last, tokens = _steps(session, rows, out, plan, state, progress)
     if session.accelerator.is_main_process:
         checkpoint.save_adapter(session.peft_model, out)
     session.accelerator.wait_for_everyone()
@@ -346,12 +350,13 @@ def _resume(session: Session, out: Path, resume_from: Path | None, plan: dict[st
 
 
 def _steps(session: Session, rows: list[TrainRow], out: Path, plan: dict[str, Any],
-           state: dict[str, Any]) -> tuple[dict[str, Any], int]:
+           state: dict[str, Any], progress: Progress | None) -> tuple[dict[str, Any], int]:
     """The optimizer steps from `state`'s to the last, logged and checkpointed; the last log line, tokens seen."""
     cfg, main, total = session.cfg, session.accelerator.is_main_process, session.total_steps
     tokens, last = state["tokens"], {}
-    with (JsonlAppender(out / checkpoint.LOG) if main else contextlib.nullcontext()) as log, _progress(main) as bar:
-        task = bar.add_task("train", total=total, completed=state["step"], loss="-")
+    report = progress if (progress is not None and main) else (lambda done, total, **fields: None)
+    report(state["step"], total)
+    with (JsonlAppender(out / checkpoint.LOG) if main else contextlib.nullcontext()) as log:
         t0 = time.perf_counter()
         for step in range(state["step"], total):
             batch = [rows[i] for i in step_rows(len(rows), cfg.batch_size, cfg.seed, step, session.steps_per_epoch)]
@@ -363,20 +368,10 @@ def _steps(session: Session, rows: list[TrainRow], out: Path, plan: dict[str, An
                 last = _log_record(session, stats, step + 1, elapsed)  # every process: a collective
                 if main:
                     log.write(last)
-                bar.update(task, loss=f"{last['loss']:.4f}")
-            bar.advance(task)
+            report(step + 1, total, loss=last.get("loss"))
             if (step + 1) % cfg.save_every == 0 or step + 1 == total:
                 _save(session, out, step + 1, {"tokens": tokens, "elapsed": elapsed, "plan": plan})
     return last, tokens
-
-
-def _progress(main: bool):
-    """The progress bar of the steps (on stderr, main process only)."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
-                    TimeRemainingColumn(), console=Console(stderr=True), disable=not main)
 
 
 def _save(session: Session, out: Path, step: int, state: dict[str, Any]) -> None:
@@ -389,6 +384,6 @@ def _save(session: Session, out: Path, step: int, state: dict[str, Any]) -> None
     session.accelerator.wait_for_everyone()
 
 
-def run(cfg: TrainConfig) -> dict[str, Any]:
+def run(cfg: TrainConfig, progress: Progress | None = None) -> dict[str, Any]:
     """The `dail train` stage: train, write `out/` (adapter, log.jsonl, config.toml); the summary."""
-    return fit(cfg)[1]
+    return fit(cfg, progress)[1]
