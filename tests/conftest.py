@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from html.parser import HTMLParser
+from pathlib import Path
 
 # Set before transformers is imported anywhere: tests never reach a hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -137,3 +139,40 @@ def engine_mode(request):
         return (traced_graph_engine if graphs else Engine)(model, **settings, **kwargs)
 
     return make
+
+
+# ---------------------------------------------------------------------------------------------
+# HTML pages (report, viewer)
+
+HTML_VOID = {"meta", "input", "img", "br", "hr", "link"}
+
+
+class StrictHTML(HTMLParser):
+    """Fails on a closing tag that does not match the open one; records text and scripts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[str] = []
+        self.text: list[str] = []
+        self.tags: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        if tag not in HTML_VOID:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag):
+        assert self.stack and self.stack[-1] == tag, f"</{tag}> closes <{self.stack[-1] if self.stack else None}>"
+        self.stack.pop()
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def parse_html(path: Path) -> StrictHTML:
+    parser = StrictHTML()
+    parser.feed(path.read_text(encoding="utf-8"))
+    parser.close()
+    assert parser.stack == [], f"unclosed: {parser.stack}"
+    assert "script" not in parser.tags  # every piece of data text was escaped
+    return parser

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -12,41 +11,9 @@ from dail import report
 from dail.data import DataError, Trace, write_jsonl
 from dail.rundir import split_name
 
+from conftest import parse_html
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-VOID = {"meta", "input", "img", "br", "hr", "link"}
-
-
-class StrictHTML(HTMLParser):
-    """Fails on a closing tag that does not match the open one; records text and scripts."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.stack: list[str] = []
-        self.text: list[str] = []
-        self.tags: list[str] = []
-
-    def handle_starttag(self, tag, attrs):
-        self.tags.append(tag)
-        if tag not in VOID:
-            self.stack.append(tag)
-
-    def handle_endtag(self, tag):
-        assert self.stack and self.stack[-1] == tag, f"</{tag}> closes <{self.stack[-1] if self.stack else None}>"
-        self.stack.pop()
-
-    def handle_data(self, data):
-        self.text.append(data)
-
-
-def parse_html(path: Path) -> StrictHTML:
-    parser = StrictHTML()
-    parser.feed(path.read_text(encoding="utf-8"))
-    parser.close()
-    assert parser.stack == [], f"unclosed: {parser.stack}"
-    assert "script" not in parser.tags  # every piece of data text was escaped
-    return parser
-
-
 def metrics(p1: float, slope: float, tokens: float, ks=(1, 2, 4, 8, 16), budgets=(64, 128, 256, 512), **extra) -> dict:
     """A plausible metrics.json: pass@k rising with log k, pass@k rising with the budget."""
     pk = {str(k): min(1.0, p1 + slope * i) for i, k in enumerate(ks)}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import html
 import re
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -13,40 +12,14 @@ from dail import viewer
 from dail.data import Trace, write_jsonl
 from dail.grading import token_pieces
 
-VOID = {"meta", "input", "img", "br", "hr", "link"}
+from conftest import parse_html
+
 SPAN = re.compile(r'<span class="t ([LP])" title="([^"]*)" style="--d:([^"]*)">([^<]*)</span>')
-
-
-class StrictHTML(HTMLParser):
-    """Fails on a closing tag that does not match the open one; records text and tags."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.stack: list[str] = []
-        self.text: list[str] = []
-        self.tags: list[str] = []
-
-    def handle_starttag(self, tag, attrs):
-        self.tags.append(tag)
-        if tag not in VOID:
-            self.stack.append(tag)
-
-    def handle_endtag(self, tag):
-        assert self.stack and self.stack[-1] == tag, f"</{tag}> closes <{self.stack[-1] if self.stack else None}>"
-        self.stack.pop()
-
-    def handle_data(self, data):
-        self.text.append(data)
 
 
 def page_text(path: Path) -> str:
     """The page's text, after checking that it is well nested and runs no script."""
-    parser = StrictHTML()
-    parser.feed(path.read_text(encoding="utf-8"))
-    parser.close()
-    assert parser.stack == [], f"unclosed: {parser.stack}"
-    assert "script" not in parser.tags  # every piece of trace text was escaped
-    return "".join(parser.text)
+    return "".join(parse_html(path).text)
 
 
 def make_traces(tokenizer) -> list[Trace]:
