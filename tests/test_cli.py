@@ -41,3 +41,19 @@ def test_help_and_config_loading_do_not_import_torch():
             "print(sorted(m for m in ('torch', 'transformers', 'peft', 'accelerate') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_failed_command_leaves_no_folder_it_made(tmp_path, monkeypatch):
+    from dail.data import write_jsonl
+    from dail.datasets import load_split
+
+    monkeypatch.chdir(tmp_path)
+    write_jsonl("p.jsonl", load_split("arith-train")[:2])
+    (tmp_path / "mine").mkdir()  # the user's empty folder stays
+    for args in (["expand", "--out", "mine/a/b/traces.jsonl"], ["eval", "--out", "mine/ev"],
+                 ["train", "--traces", "p.jsonl", "--problems", "p.jsonl", "--out", "mine/ad"]):
+        result = CliRunner().invoke(app, [*args, "--model", str(tmp_path / "no-model"), "--data" if args[0] != "train"
+                                          else "--seed", "p.jsonl" if args[0] != "train" else "0", "--device", "cpu"])
+        assert result.exit_code == 1 and "not found" in result.output, result.output
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "p.jsonl"]
+        assert list((tmp_path / "mine").iterdir()) == []

@@ -103,3 +103,55 @@ def test_cli_validate_summary_and_errors(tmp_path):
     assert "Traceback" not in result.output
     result = runner.invoke(app, ["data", "validate", str(tmp_path / "missing.jsonl")])
     assert result.exit_code == 1 and "file not found" in result.output
+
+
+@pytest.mark.parametrize(
+    "content, line, field, words",
+    [
+        (b"", None, None, "empty file"),
+        (b"\n  \n", None, None, "empty file"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe", 1, None, "not UTF-8"),
+        (json.dumps(GOOD).encode() + b"\n" + b"\x00\x01\x02\n", 2, None, "NUL bytes"),
+        (b'{"id": "p1", "problem": "x", "id": "p2"}\n', 1, "id", "duplicate key"),
+        (json.dumps({**GOOD, "choices": ["1", "2"], "answer": "C"}).encode() + b"\n", 1, "choices", "outside the 2 choices"),
+    ],
+)
+def test_bad_files_are_one_error(tmp_path, content, line, field, words):
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(DataError) as info:
+        read_problems(path)
+    assert (info.value.line, info.value.field) == (line, field)
+    assert words in str(info.value) and str(info.value).startswith(str(path))
+
+
+def test_a_directory_is_not_a_problems_file(tmp_path):
+    with pytest.raises(DataError, match="is a directory"):
+        read_problems(tmp_path)
+
+
+def test_utf8_bom_is_accepted(tmp_path):
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(GOOD).encode() + b"\r\n")
+    assert [p.id for p in read_problems(path)] == ["p1"]
+
+
+def test_choice_answers_within_the_choices_pass():
+    assert Problem(id="q", problem="Pick", choices=["a", "b"], answer="b").answer == "b"
+    assert Problem(id="q", problem="Pick", choices=["a", "b"], answer="two").answer == "two"  # not a letter
+
+
+@pytest.mark.parametrize("kind, make, words", [
+    ("file", lambda t: t, "is a directory"),
+    ("file", lambda t: (t / "f").touch() or t / "f" / "out.jsonl", "is a file, not a directory"),
+    ("dir", lambda t: (t / "f").touch() or t / "f", "is a file, expected an output directory"),
+    ("file", lambda t: "/proc/dail-no-such/out.jsonl", "cannot create it"),
+])
+def test_check_output_refuses_unwritable_paths(tmp_path, kind, make, words):
+    from dail.data import check_output
+
+    with pytest.raises(DataError, match=words):
+        check_output(make(tmp_path), kind)
+    before = sorted(tmp_path.iterdir())
+    check_output(tmp_path / "new" / "deeper" / "out.jsonl", "file")
+    assert sorted(tmp_path.iterdir()) == before  # the probe leaves nothing behind

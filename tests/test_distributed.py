@@ -187,7 +187,7 @@ def test_expand_and_eval_on_two_processes_write_the_bytes_of_one(tmp_path, tiny_
     assert len((tmp_path / "one" / "traces.jsonl").read_text().splitlines()) == 6
     # no parts left behind; one log line and one config, from rank 0
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["eval", "log.jsonl", "traces.config.toml",
-                                                                     "traces.jsonl"]
+                                                                     "traces.jsonl", "traces.provenance.json"]
     assert len((tmp_path / "two" / "log.jsonl").read_text().splitlines()) == 1
     assert sorted(p.name for p in (tmp_path / "two" / "eval").iterdir()) == ["config.toml", "metrics.json",
                                                                               "samples.jsonl"]

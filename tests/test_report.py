@@ -144,3 +144,43 @@ def test_a_loose_eval_is_named_as_the_pipeline_names_its_directory(tmp_path, dat
     assert [e.split for e in report.find_evals([tmp_path / "loose"])] == [split]
     if data:
         assert split_name(data) == split
+
+
+def _ordered_run(root: Path) -> Path:
+    """A run whose config lists its methods out of alphabetical order; dail and star tie at 0%."""
+    run = root / "runs" / "ordered"
+    zero = metrics(0.0, 0.0, 200)
+    for method, m in [("base", metrics(0.2, 0.05, 300)), ("dail", zero), ("star", zero), ("sft-expert", metrics(0.1, 0.1, 250))]:
+        put(run / "eval" / method / "arith-test", m)
+    (run / "config.toml").write_text('name = "ordered"\nmethods = ["star", "base", "sft-expert", "dail"]\n')
+    return run
+
+
+def test_methods_follow_the_run_config_order_everywhere(tmp_path) -> None:
+    run = _ordered_run(tmp_path)
+    want = ["star", "base", "sft-expert", "dail"]
+    assert [e.method for e in report.find_evals([run])] == want
+    report.run([str(run)], str(run / "report"))
+    md = (run / "report" / "report.md").read_text()
+    table = md.split("## arith-test")[1].split("pass@k (%) at a token budget")[0]
+    assert [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("| ") and "method" not in line] == want
+    budget = md.split("pass@k (%) at a token budget")[1].split("## Sources")[0]
+    assert [m for m in (line.split("|")[1].strip().split(" · ")[0] for line in budget.splitlines()
+                        if line.startswith("| ") and "method" not in line)] == [m for m in want for _ in (0, 1)]
+    # Without a config (a loose list of eval dirs), the order is the order found.
+    (run / "config.toml").unlink()
+    assert [e.method for e in report.find_evals([run])] == sorted(want)
+
+
+def test_report_paths_are_relative_so_a_moved_run_still_reads(tmp_path) -> None:
+    run = _ordered_run(tmp_path)
+    report.run([str(run)], str(run / "report"))
+    moved = tmp_path / "elsewhere" / "ordered"
+    run.rename(moved.parent.mkdir(parents=True) or moved)
+    for name in ("report.md", "report.html"):
+        text = (moved / "report" / name).read_text()
+        assert str(tmp_path) not in text
+        assert "../eval/star/arith-test/metrics.json" in text
+    page = (moved / "report" / "report.html").read_text()
+    assert 'href="../eval/star/arith-test/metrics.json"' in page
+    assert (moved / "report" / "../eval/star/arith-test/metrics.json").is_file()

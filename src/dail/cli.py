@@ -8,9 +8,10 @@ commands, so `dail --help` is instant.
 
 from __future__ import annotations
 
+import contextlib
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import typer
 from rich.console import Console
@@ -47,19 +48,41 @@ def _fail(message: str) -> None:
 
 
 @contextmanager
-def _user_errors():
-    """Turn the errors a user can fix into one line and exit code 1."""
+def _user_errors(*outputs: str | Path):
+    """Turn the errors a user can fix into one line and exit code 1.
+
+    `outputs`: directories a failed command must not leave behind; those it created and left empty
+    (a lock's folder, an eval directory the model never reached) are removed again.
+    """
     from .models import ModelNotFoundError
 
+    # Every folder of the outputs' paths that is not there yet, deepest first.
+    missing = sorted({f for p in outputs for f in (Path(p), *Path(p).parents) if not f.exists()},
+                     key=lambda f: len(f.parts), reverse=True)
     try:
         yield
-    except (DataError, ConfigError, ModelNotFoundError) as e:
+    except (DataError, ConfigError, ModelNotFoundError, OSError) as e:
+        for folder in missing:
+            with contextlib.suppress(OSError):  # not empty: it holds something worth keeping
+                folder.rmdir()
+        if isinstance(e, OSError) and not isinstance(e, (DataError, ConfigError)):
+            # a file the checks could not foresee (permissions, a full disk)
+            _fail(f"{e.filename}: {e.strerror}" if e.filename else str(e))
         _fail(str(e))
 
 
-def _config(cls, path: Path | None, overrides: dict[str, Any]):
+def _config(cls, path: Path | None, overrides: dict[str, Any], out: Literal["file", "dir"] | None = None):
+    """The stage's config, its device present and its output writable: checked before any work."""
+    from .config import require_device
+    from .data import check_output
+
     with _user_errors():
-        return load_config(cls, path, overrides)
+        cfg = load_config(cls, path, overrides)
+        if hasattr(cfg, "device"):
+            require_device(cfg.device)
+        if out is not None:
+            check_output(cfg.out, out)
+        return cfg
 
 
 # --------------------------------------------------------------------------- data
@@ -89,10 +112,12 @@ def data_generate(
     prefix: Annotated[str, typer.Option(help="Id prefix.")] = "arith",
 ) -> None:
     """Generate multi-step arithmetic word problems with didactic expert solutions."""
-    from .data import write_jsonl
+    from .data import check_output, write_jsonl
     from .datasets import generate
 
-    write_jsonl(out, generate(n, seed, prefix=prefix))
+    with _user_errors():
+        check_output(out)
+        write_jsonl(out, generate(n, seed, prefix=prefix))
     console.print(f"wrote {n} problems to {out}")
 
 
@@ -111,7 +136,7 @@ def waypoints(
     from .datasets import resolve_problems
     from .waypoints import write_waypoints
 
-    cfg = _config(WaypointsConfig, config, {"data": data, "out": str(out) if out else None, "mode": mode})
+    cfg = _config(WaypointsConfig, config, {"data": data, "out": str(out) if out else None, "mode": mode}, out="file")
     with _user_errors():
         count = write_waypoints(resolve_problems(cfg.data), cfg.out, mode=cfg.mode)
     console.print(f"wrote {count} problems with waypoints to {cfg.out}")
@@ -137,6 +162,8 @@ def expand(
     limit: Annotated[Optional[int], typer.Option(help="First N problems only.")] = None,
     device: Annotated[Optional[str], typer.Option()] = None,
     dtype: Annotated[Optional[str], typer.Option()] = None,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Delete the traces (their config, part files) first "
+                                                        "instead of resuming them.")] = False,
     config: ConfigOpt = None,
 ) -> None:
     """Mixed-policy rollouts: learner tokens stand where the privileged student agrees."""
@@ -145,13 +172,13 @@ def expand(
         "retries": retries, "keep": keep, "sampling.temperature": temperature, "sampling.top_p": top_p, "sampling.top_k": top_k,
         "sampling.max_new_tokens": max_new_tokens, "batch_size": batch_size, "seed": seed,
         "limit": limit, "device": device, "dtype": dtype,
-    })
+    }, out="file")
     from . import ui
     from .distributed import is_main
     from .expand import run
 
-    with _user_errors(), ui.progress("expand") as bar:
-        summary = run(cfg, progress=bar)
+    with _user_errors(Path(cfg.out).parent), ui.progress("expand") as bar:
+        summary = run(cfg, progress=bar, fresh=fresh)
     if is_main():
         ui.console.print(ui.expand_summary(summary))
 
@@ -182,21 +209,21 @@ def train(
         "out": str(out) if out else None, "epochs": epochs, "lr": lr, "batch_size": batch_size,
         "grad_accum": grad_accum, "lora.r": lora_r, "gamma": gamma, "max_steps": max_steps,
         "resume": resume, "seed": seed, "device": device, "dtype": dtype,
-    })
+    }, out="dir")
     from . import ui
     from .train import run
 
-    with _user_errors(), ui.progress("train") as bar:
+    with _user_errors(cfg.out), ui.progress("train") as bar:
         run(cfg, progress=bar)
 
 
-def _int_list(text: str | None) -> list[int] | None:
+def _int_list(text: str | None, flag: str) -> list[int] | None:
     if text is None:
         return None
     try:
         return [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        _fail(f"expected comma-separated integers, got {text!r}")
+        raise typer.BadParameter(f"expected comma-separated integers, got {text!r}", param_hint=flag) from None
 
 
 @app.command("eval")
@@ -220,22 +247,24 @@ def eval_(
     limit: Annotated[Optional[int], typer.Option(help="First N problems only.")] = None,
     device: Annotated[Optional[str], typer.Option()] = None,
     dtype: Annotated[Optional[str], typer.Option()] = None,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Delete the samples, metrics and config in --out first "
+                                                        "instead of resuming them.")] = False,
     config: ConfigOpt = None,
 ) -> None:
     """Sample, grade, and measure pass@k and token efficiency."""
     cfg = _config(EvalConfig, config, {
         "model": model, "adapter": adapter, "data": data, "out": str(out) if out else None, "n": n,
-        "k": _int_list(k), "budgets": _int_list(budgets), "sampling.temperature": temperature,
+        "k": _int_list(k, "--k"), "budgets": _int_list(budgets, "--budgets"), "sampling.temperature": temperature,
         "sampling.top_p": top_p, "sampling.top_k": top_k, "sampling.max_new_tokens": max_new_tokens,
         "presence_penalty": presence_penalty, "force_answer": force_answer,
         "batch_size": batch_size, "seed": seed, "limit": limit, "device": device, "dtype": dtype,
-    })
+    }, out="dir")
     from . import ui
     from .distributed import is_main
     from .evaluate import run
 
-    with _user_errors(), ui.progress("sampling") as bar:
-        metrics = run(cfg, progress=bar)
+    with _user_errors(cfg.out), ui.progress("sampling") as bar:
+        metrics = run(cfg, progress=bar, fresh=fresh)
     if is_main():
         ui.console.print(ui.eval_summary(metrics))
 
@@ -270,7 +299,7 @@ def select(
         "model": model, "data": data, "out": str(out) if out else None, "n": n,
         "sampling.max_new_tokens": max_new_tokens, "batch_size": batch_size, "limit": limit,
         "seed": seed, "device": device,
-    })
+    }, out="file")
     from . import ui
     from .pipeline import select as run_select
 
@@ -279,7 +308,7 @@ def select(
         run_select(cfg, on_event=events)
 
 
-def _run(config: Path, overrides: dict[str, Any]) -> dict:
+def _run(config: Path, overrides: dict[str, Any], fresh: bool = False) -> dict:
     from . import ui
     from .config import RunConfig
     from .pipeline import run as run_pipeline
@@ -288,7 +317,7 @@ def _run(config: Path, overrides: dict[str, Any]) -> dict:
     events = ui.RunEvents()
     try:
         with _user_errors():
-            result = run_pipeline(cfg, on_event=events, progress=events.progress)
+            result = run_pipeline(cfg, on_event=events, progress=events.progress, fresh=fresh)
     finally:
         events.close()
     ui.console.print(ui.run_table(cfg.name, result["table"]))
@@ -302,9 +331,10 @@ def run(
     name: Annotated[Optional[str], typer.Option(help="Override the run name.")] = None,
     out_dir: Annotated[Optional[str], typer.Option(help="Override the parent directory of runs.")] = None,
     device: Annotated[Optional[str], typer.Option()] = None,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Delete the run directory first instead of resuming it.")] = False,
 ) -> None:
     """A full experiment into runs/NAME/: select, waypoints, expand, train, eval, report."""
-    _run(config, {"name": name, "out_dir": out_dir, "device": device})
+    _run(config, {"name": name, "out_dir": out_dir, "device": device}, fresh=fresh)
 
 
 def _demo_config() -> Path:

@@ -8,6 +8,7 @@ This module reads no data and loads no model.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -35,6 +36,8 @@ __all__ = [
     "load_config",
     "save_config",
     "to_toml",
+    "settings_changes",
+    "check_same_settings",
 ]
 
 
@@ -157,6 +160,26 @@ class LoraSettings(_Config):
     )
 
 
+def check_device(device: str) -> str:
+    """`device` if it is auto, cpu, cuda or cuda:N; else ValueError. Presence is `require_device`'s job."""
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+        raise ValueError(f"must be auto, cpu, cuda or cuda:N; got {device!r}")
+    return device
+
+
+def require_device(device: str) -> None:
+    """ConfigError unless `device` exists on this machine; called before a model loads.
+
+    Not a validator: a config written for a GPU machine still loads (and is checked) on a laptop.
+    """
+    if device.startswith("cuda"):
+        import torch
+
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if int(device.partition(":")[2] or 0) >= count:
+            raise ConfigError(f"key 'device': {device!r} asked for, but this machine has {count} CUDA device(s)")
+
+
 class _ModelStage(_Config):
     model: str = Field(DEFAULT_MODEL, description="Hugging Face id, local directory, or 'smollm2-135m' (embedded).")
     dtype: Literal["auto", "float32", "bfloat16", "float16", "float64"] = Field(
@@ -164,6 +187,11 @@ class _ModelStage(_Config):
     )
     device: str = Field("auto", description="cpu, cuda, cuda:N, or auto (cuda when present).")
     seed: int = Field(0, description="Seed of every random draw of the stage.")
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        return check_device(v)
 
     def resolved_device(self) -> str:
         """The device to run on (`auto` resolved)."""
@@ -253,7 +281,7 @@ class EvalConfig(_ModelStage):
     data: str = Field(..., description="Problems JSONL (with answers), or a bundled split name.")
     out: str = Field(..., description="Output directory (samples.jsonl, metrics.json).")
     n: int = Field(16, ge=1, description="Samples per problem.")
-    k: list[int] = Field(default_factory=lambda: [1, 2, 4, 8, 16], description="The k of pass@k (each <= n).")
+    k: list[int] | None = Field(None, description="The k of pass@k (each <= n); unset: the powers of two up to n.")
     sampling: EvalSampling = Field(default_factory=EvalSampling, description="The sampling transform and length limit.")
     presence_penalty: float = Field(
         0.0, ge=-2, le=2, description="vLLM's presence penalty: subtracted from the logit of every token the sample "
@@ -271,9 +299,19 @@ class EvalConfig(_ModelStage):
     prompts: PromptConfig = Field(default_factory=PromptConfig)
     limit: int | None = Field(None, ge=1, description="Use only the first N problems.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_k(cls, data: Any) -> Any:
+        # The default follows n, so `--n 2` alone is valid; a k the user gives is checked against n below.
+        if isinstance(data, dict) and data.get("k") is None:
+            n = data.get("n", 16)
+            if isinstance(n, int) and not isinstance(n, bool) and n >= 1:
+                data = {**data, "k": [2**i for i in range(n.bit_length())]}
+        return data
+
     @model_validator(mode="after")
     def _k_le_n(self) -> EvalConfig:
-        bad = [k for k in self.k if k < 1 or k > self.n]
+        bad = [k for k in self.k or [] if k < 1 or k > self.n]
         if bad:
             raise ValueError(f"k must be in [1, n={self.n}]; got {bad}")
         return self
@@ -405,6 +443,57 @@ def save_config(config: BaseModel, path: str | Path) -> None:
     atomic_write_text(path, to_toml(config))
 
 
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def settings_changes(saved: str | Path, config: BaseModel, keys: tuple[str, ...] | None = None,
+                     ignore: tuple[str, ...] = ()) -> list[str]:
+    """`name: old -> new` for every setting where `config` differs from the config saved at `saved`.
+
+    Names are dotted (`sampling.top_p`). Only the fields `keys` names (with what is under them) count
+    when given; never those `ignore` names. The saved file is read as `config`'s class, so a field
+    added since it was written compares as its default.
+    """
+    raw = tomllib.loads(Path(saved).read_text(encoding="utf-8"))
+    try:
+        raw = type(config).model_validate(raw).model_dump(mode="json")
+    except ValidationError:
+        pass  # written by another version: compare what it says
+    old, new = _flat(raw), _flat(config.model_dump(mode="json"))
+
+    def counts(name: str) -> bool:
+        def under(names: tuple[str, ...]) -> bool:
+            return any(name == n or name.startswith(n + ".") for n in names)
+
+        return (keys is None or under(keys)) and not under(ignore)
+
+    def show(v: Any) -> str:
+        return "unset" if v is None else _toml_value(v)
+
+    return [f"{k}: {show(old.get(k))} -> {show(new.get(k))}"
+            for k in dict.fromkeys([*old, *new])
+            if counts(k) and old.get(k) != new.get(k)]
+
+
+def check_same_settings(saved: str | Path, config: BaseModel, keys: tuple[str, ...] | None = None, *,
+                        ignore: tuple[str, ...] = (), output: str | Path, fresh: str) -> None:
+    """Refuse to add to `output`, made under the config saved at `saved`, with other settings of `keys`.
+
+    A resume must not mix rows of two settings: ConfigError lists each differing setting as
+    `name: old -> new` and says how to start afresh (`fresh`). No saved config: nothing to compare.
+    """
+    if not Path(saved).exists():
+        return
+    changes = settings_changes(saved, config, keys, ignore)
+    if changes:
+        raise ConfigError(f"{output} was made with other settings ({saved}): {'; '.join(changes)}. "
+                          f"A resume would mix the two; {fresh}")
+
+
 
 
 def _check_section(cls: type[BaseModel], name: str, section: dict[str, Any], fill: dict[str, Any]) -> None:
@@ -463,6 +552,11 @@ class RunConfig(_Config):
     seed: int = Field(0, description="Seed of every stage.")
     device: str = Field("auto", description="cpu, cuda, cuda:N, or auto.")
     dtype: Literal["auto", "float32", "bfloat16", "float16", "float64"] = Field("auto", description="Weights dtype.")
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        return check_device(v)
     launcher: Literal["none", "accelerate"] = Field("none", description="Run model stages in-process or via `accelerate launch`.")
     num_processes: int = Field(1, ge=1, description="Processes for launcher = accelerate.")
     prompts: PromptConfig = Field(default_factory=PromptConfig)

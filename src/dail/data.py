@@ -1,8 +1,9 @@
 """Row schemas (problems, traces, eval samples) and JSONL read/write.
 
 Every file a stage reads goes through `read_jsonl`, which turns any defect of a row -- bad JSON,
-a missing or unknown field, a wrong type, a duplicate id, an empty problem -- into one
-`DataError` naming the file, the line and the field. Writers are either append-only
+a duplicate key, a missing or unknown field, a wrong type, a duplicate id, an empty problem -- or
+of the file -- binary, not UTF-8, a directory, empty -- into one `DataError` naming the file, the
+line and the field (a UTF-8 BOM is accepted). Writers are either append-only
 (`JsonlAppender`, flushed per row, for long runs that must survive a kill) or atomic
 (`write_jsonl`, temp file + rename, for final outputs). This module knows nothing of models.
 """
@@ -16,7 +17,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 __all__ = [
     "DataError",
@@ -30,6 +31,7 @@ __all__ = [
     "atomic_write_text",
     "JsonlAppender",
     "validate_file",
+    "check_output",
 ]
 
 
@@ -72,6 +74,15 @@ class Problem(_Row):
     def _answer_as_text(cls, v: Any) -> Any:
         # Integer answers are natural in JSON; store every answer as text.
         return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+    @field_validator("choices")
+    @classmethod
+    def _answer_among_choices(cls, v: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        # A multiple-choice answer is a letter (A, B, ...); one past the choices can never be graded correct.
+        answer = (info.data.get("answer") or "").strip().upper()
+        if v is not None and len(answer) == 1 and "A" <= answer <= "Z" and ord(answer) - ord("A") >= len(v):
+            raise ValueError(f"answer {answer!r} is outside the {len(v)} choices (A-{chr(ord('A') + len(v) - 1)})")
+        return v
 
     @property
     def verifiable(self) -> bool:
@@ -164,22 +175,54 @@ def _explain(err: ValidationError, raw: dict) -> tuple[str, str]:
     return loc, msg
 
 
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict:
+    # json.loads keeps the last of two equal keys; in a hand-edited row that hides a typo.
+    obj: dict = {}
+    for k, v in pairs:
+        if k in obj:
+            raise _DuplicateKey(k)
+        obj[k] = v
+    return obj
+
+
 def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
     """Yield (line number, object) for each non-blank line; DataError on bad JSON."""
     path = Path(path)
     if not path.exists():
         raise DataError(path, None, None, "file not found")
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(path, lineno, None, f"invalid JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(obj, dict):
-                raise DataError(path, lineno, None, f"expected a JSON object, got {_type_name(obj)}")
-            yield lineno, obj
+    if path.is_dir():
+        raise DataError(path, None, None, "is a directory, expected a JSONL file")
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise DataError(path, None, None, f"cannot read ({e.strerror or e})") from None
+    raw = raw.removeprefix(b"\xef\xbb\xbf")  # a BOM (Windows editors) is accepted
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise DataError(path, line, None, f"not UTF-8 text (byte 0x{raw[e.start]:02x}); is it a binary file?") from None
+    if "\x00" in text:
+        line = text[: text.index("\x00")].count("\n") + 1
+        raise DataError(path, line, None, "contains NUL bytes; is it a binary file?")
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line, object_pairs_hook=_no_duplicate_keys)
+        except _DuplicateKey as e:
+            raise DataError(path, lineno, e.key, "duplicate key in the JSON object") from None
+        except json.JSONDecodeError as e:
+            raise DataError(path, lineno, None, f"invalid JSON ({e.msg} at column {e.colno})") from None
+        if not isinstance(obj, dict):
+            raise DataError(path, lineno, None, f"expected a JSON object, got {_type_name(obj)}")
+        yield lineno, obj
 
 
 def read_jsonl(path: str | os.PathLike, schema: type[RowT], *, key: str | None = None) -> list[RowT]:
@@ -198,6 +241,8 @@ def read_jsonl(path: str | os.PathLike, schema: type[RowT], *, key: str | None =
                 raise DataError(path, lineno, key, f"duplicate value {k!r} (first on line {seen[k]})")
             seen[k] = lineno
         rows.append(row)
+    if not rows:
+        raise DataError(path, None, None, "empty file (no rows)")
     return rows
 
 
@@ -207,8 +252,20 @@ def read_problems(path: str | os.PathLike) -> list[Problem]:
 
 
 def read_traces(path: str | os.PathLike, *, kept_only: bool = True) -> list[Trace]:
-    """Traces from an expansion file; by default only those the filters kept."""
+    """Traces from an expansion file; by default only those the filters kept. A (problem_id, sample)
+    written twice (two runs appending at once, or mixed outputs) is a DataError naming the keys."""
     rows = read_jsonl(path, Trace)
+    first: dict[tuple[str, int], int] = {}
+    twice = []
+    for i, t in enumerate(rows, start=1):
+        key = (t.problem_id, t.sample)
+        if key in first:
+            twice.append(f"({t.problem_id!r}, {t.sample}) in rows {first[key]} and {i}")
+        first.setdefault(key, i)
+    if twice:
+        raise DataError(path, None, "problem_id, sample",
+                        f"{len(twice)} duplicate key(s): {'; '.join(twice[:5])}{'; ...' if len(twice) > 5 else ''}; "
+                        "each trace must appear once (rerun expand with --fresh to rewrite the file)")
     return [t for t in rows if t.kept] if kept_only else rows
 
 
@@ -300,6 +357,29 @@ def read_done_keys(path: str | os.PathLike, fields: tuple[str, ...] = ("problem_
                 continue
             done.add(tuple(obj.get(k) for k in fields))
     return done
+
+
+def check_output(path: str | os.PathLike, kind: Literal["file", "dir"] = "file") -> None:
+    """DataError unless `path` can be written as a `kind`; run before the work, so it fails fast.
+
+    Nothing is left behind: a probe directory made to prove the parent writable is removed again.
+    """
+    path = Path(path)
+    if kind == "file" and path.is_dir():
+        raise DataError(path, None, None, "is a directory, expected an output file")
+    if kind == "dir" and path.exists() and not path.is_dir():
+        raise DataError(path, None, None, "is a file, expected an output directory")
+    base = path if kind == "dir" else path.parent
+    while not base.exists():
+        if base == base.parent:
+            break
+        base = base.parent
+    if not base.is_dir():
+        raise DataError(path, None, None, f"cannot create it: {base} is a file, not a directory")
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=base, prefix=".dail-probe-"))
+    except OSError as e:
+        raise DataError(path, None, None, f"cannot create it under {base} ({e.strerror or e})") from None
 
 
 def validate_file(path: str | os.PathLike) -> dict[str, Any]:

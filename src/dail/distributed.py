@@ -20,21 +20,30 @@ single-process run writes: that run also appends its new rows after what `<out>`
 order. A run killed before merging leaves its parts; the next run (any world size, 1 included)
 counts their rows as done and merges them. A run with world size 1 and no parts around writes
 `<out>` directly, exactly as before sharding existed.
+
+One writer per output. Two runs appending to one file would both finish and leave every row twice,
+so a writer holds an advisory lock (`OutputLock`: `flock` on `<out>.lock`, which holds its pid):
+each rank on the file it appends to, rank 0 on `<out>` as well, so a second launch of any world size
+meets rank 0's lock, and every rank of it stops (`OutputInUse`, naming the file and the holder's
+pid) before it reads or writes a row. The kernel drops the lock when its holder exits or dies, so a
+crash never leaves a stale one; the lock file is removed when the lock is released.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .data import truncate_torn_tail, read_done_keys
+from .data import DataError, truncate_torn_tail, read_done_keys
 
 __all__ = ["use_cpu", "check_launch", "state", "rank", "world_size", "is_main", "device_for", "barrier", "shard", "gather", "part_path",
-           "find_parts", "write_path", "done_keys", "merge_parts", "Progress", "ShardedJsonl"]
+           "find_parts", "write_path", "done_keys", "has_rows", "merge_parts", "OutputInUse", "OutputLock", "output_lock",
+           "check_free", "remove_output", "Progress", "ShardedJsonl"]
 
 T = TypeVar("T")
 KEY = ("problem_id", "sample")
@@ -166,6 +175,11 @@ def done_keys(out: str | os.PathLike, fields: tuple[str, ...] = KEY) -> set[tupl
     return done
 
 
+def has_rows(out: str | os.PathLike) -> bool:
+    """Whether `out` or a part of it holds anything (a resume, not a first run)."""
+    return any(p.exists() and p.stat().st_size > 0 for p in [Path(out), *find_parts(out)])
+
+
 def _complete_lines(path: Path) -> list[str]:
     with path.open(encoding="utf-8") as f:
         return [line for line in f if line.endswith("\n") and line.strip()]  # a torn tail is dropped
@@ -216,6 +230,125 @@ def merge_parts(out: str | os.PathLike, order: Iterable[tuple], *, world: int | 
 
 
 # ---------------------------------------------------------------------------------------------
+# one writer per output
+
+
+class OutputInUse(DataError):
+    """Another process holds the lock of an output this process was about to write."""
+
+
+class OutputLock:
+    """An exclusive, non-blocking, advisory lock on the output `path`: `flock` on `<path>.lock`.
+
+    The lock file holds the holder's pid, for the error a second writer gets. flock locks belong to
+    an open file description, so the kernel drops one when its holder exits or is killed, and two
+    opens in one process exclude each other too. On release the file is removed while still locked;
+    a process that meanwhile locked the removed file sees that it is gone and locks the new one.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.file = self.path.with_name(self.path.name + ".lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> OutputLock:
+        """Take the lock, or raise OutputInUse naming the output and the holder's pid."""
+        import fcntl
+
+        self.file.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.file, os.O_RDWR | os.O_CREAT, 0o666)  # not inherited by launched children
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+                os.close(fd)
+                raise OutputInUse(self.path, None, None,
+                                  f"another process (pid {pid}) is writing this output (it holds {self.file}); two "
+                                  "writers would duplicate its rows: wait for that process to end or stop it, or "
+                                  "write elsewhere") from None
+            try:
+                current = os.stat(self.file)
+                same = (current.st_dev, current.st_ino) == (os.fstat(fd).st_dev, os.fstat(fd).st_ino)
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)  # locked a file its holder removed on release: lock the one there now
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        """Remove the lock file and drop the lock (a no-op when not held)."""
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            self.file.unlink(missing_ok=True)  # while still held: no one can have locked this file since
+        finally:
+            os.close(fd)
+
+    def __enter__(self) -> OutputLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+@contextlib.contextmanager
+def output_lock(path: str | os.PathLike, *, main_only: bool = False) -> Iterator[None]:
+    """Hold `path`'s lock for the block. `main_only`: only the launch's rank 0 takes it, for stages whose
+    other ranks write nothing there (read from the launcher's RANK, without joining a process group)."""
+    if main_only and os.environ.get("RANK", "0") != "0":
+        yield
+        return
+    with OutputLock(path):
+        yield
+
+
+def check_free(out: str | os.PathLike) -> None:
+    """Raise OutputInUse now if another process writes `out` (rank 0 asks), so a second writer stops
+    before it loads a model; the lock itself is the one `ShardedJsonl` takes."""
+    if is_main():
+        OutputLock(out).acquire().release()
+
+
+def remove_output(out: str | os.PathLike, *others: str | os.PathLike) -> None:
+    """`--fresh`: delete `out`, its part files and `others` (its saved config, ...), under `out`'s lock.
+
+    Rank 0 deletes, every rank waits for it; a writer still at work makes it raise OutputInUse.
+    """
+    if is_main():
+        with OutputLock(out):
+            for path in [Path(out), *find_parts(out), *map(Path, others)]:
+                path.unlink(missing_ok=True)
+    barrier()
+
+
+def _lock_all(paths: Sequence[Path]) -> list[OutputLock]:
+    """Lock `paths` on every rank; when any rank fails, every rank releases its locks and raises that error."""
+    held: list[OutputLock] = []
+    error = None
+    try:
+        for path in paths:
+            held.append(OutputLock(path).acquire())
+    except OutputInUse as e:
+        error = (e.path, e.message)
+    except BaseException:
+        for lock in held:
+            lock.release()
+        raise
+    errors = [e for e in gather(error) if e is not None]
+    if errors:
+        for lock in held:
+            lock.release()
+        raise OutputInUse(errors[0][0], None, None, errors[0][1])
+    return held
+
+
+# ---------------------------------------------------------------------------------------------
 # the sharded, resumable, ordered output of a sampling stage
 
 
@@ -231,6 +364,8 @@ class ShardedJsonl:
     computes rows in any order and hands each over with `put(i, row)` (`i` indexes `todo`); a row
     waits for every row before it, so the file is always a prefix of the canonical order. `finish()`
     leaves this rank's part (empty when idle), waits for every rank, and rank 0 merges the parts.
+    From construction to the end of the `with` the rank holds the locks of its file (and rank 0 of
+    `out`): a second writer raises OutputInUse before it counts a row as done.
 
         with ShardedJsonl(out, keys) as sink:
             for i, row in compute(sink.todo):
@@ -243,18 +378,24 @@ class ShardedJsonl:
         from .data import JsonlAppender
 
         self.out, self.keys = Path(out), list(keys)
-        problems = list(dict.fromkeys(pid for pid, _ in self.keys))
-        mine = set(shard(problems))
-        done = done_keys(self.out)
-        mine_keys = [k for k in self.keys if k[0] in mine]
-        self.todo: list[tuple[str, int]] = [k for k in mine_keys if k not in done]
-        self.resumed = len(mine_keys) - len(self.todo)  # this rank's rows an earlier run wrote
         self.path = write_path(self.out)
-        self.progress = progress
-        self.in_order = in_order or (lambda row: row)  # applied as rows are written, in canonical order
-        self._ready: dict[int, Any] = {}
-        self._written = 0
-        self._sink = JsonlAppender(self.path) if self.todo else None
+        # Locked before anything is read: the rows another writer appends would otherwise be written twice.
+        self._locks = _lock_all(list(dict.fromkeys(([self.out] if is_main() else []) + [self.path])))
+        try:
+            problems = list(dict.fromkeys(pid for pid, _ in self.keys))
+            mine = set(shard(problems))
+            done = done_keys(self.out)
+            mine_keys = [k for k in self.keys if k[0] in mine]
+            self.todo: list[tuple[str, int]] = [k for k in mine_keys if k not in done]
+            self.resumed = len(mine_keys) - len(self.todo)  # this rank's rows an earlier run wrote
+            self.progress = progress
+            self.in_order = in_order or (lambda row: row)  # applied as rows are written, in canonical order
+            self._ready: dict[int, Any] = {}
+            self._written = 0
+            self._sink = JsonlAppender(self.path) if self.todo else None
+        except BaseException:
+            self.release()
+            raise
 
     def __enter__(self) -> ShardedJsonl:
         if self._sink is not None:
@@ -271,10 +412,18 @@ class ShardedJsonl:
                 self.progress(self.resumed + self._written, self.resumed + len(self.todo))
 
     def __exit__(self, kind, value, traceback) -> None:
-        if self._sink is not None:
-            self._sink.__exit__(kind, value, traceback)
-        if kind is None:
-            self.finish()
+        try:
+            if self._sink is not None:
+                self._sink.__exit__(kind, value, traceback)
+            if kind is None:
+                self.finish()
+        finally:
+            self.release()
+
+    def release(self) -> None:
+        """Drop this rank's locks (the end of the `with` does)."""
+        for lock in self._locks:
+            lock.release()
 
     def finish(self) -> None:
         """Leave this rank's part, wait for every rank, merge on rank 0, wait again."""

@@ -37,7 +37,11 @@ into the samples.jsonl a single process writes; every rank then computes the met
 merged file, and rank 0 alone writes metrics.json and the config. `run` returns the metrics; the
 CLI draws them (`dail.ui`).
 
-Problems without an answer cannot be graded and are skipped (and counted). This module does not
+Problems without an answer cannot be graded and are skipped (and counted). So are problems whose
+learner prompt plus `max_new_tokens` (plus the cue and `force_answer_tokens` when forcing) exceeds
+the model's context (`dail.models.context_length`): dropped from the problem list before sampling,
+never decoded, counted as `n_too_long` and named in `too_long_ids`. They are checked whenever samples
+are left to draw (the model loads first), so a rerun that finds only such problems loads the model. This module does not
 compare methods (`dail.report` does).
 """
 
@@ -53,8 +57,8 @@ from pathlib import Path
 from typing import Any
 
 from . import distributed as dist
-from .config import ConfigError, EvalConfig, load_config, save_config
-from .data import DataError, Problem, Sample, atomic_write_text, read_jsonl
+from .config import EvalConfig, check_same_settings, save_config
+from .data import DataError, Problem, Sample, atomic_write_text, read_jsonl, truncate_torn_tail
 from .grading import answer_kind, extract_answer_span, is_correct, pieces_and_prefixes, token_pieces
 from .metrics import answer_token_index, budget_counts, pass_at_k_table
 
@@ -64,7 +68,8 @@ __all__ = ["SAMPLE_KEYS", "EVAL_STAGE", "default_budgets", "resolved_budgets", "
 # Keys of EvalConfig that change what a sample (or its verdict at a budget) is; a resumed run must
 # not mix two settings of them.
 SAMPLE_KEYS = ("model", "adapter", "data", "seed", "sampling", "presence_penalty", "prompts", "budgets",
-               "force_answer", "answer_cue", "force_answer_tokens")
+               "force_answer", "answer_cue", "force_answer_tokens", "dtype")
+FRESH = "rerun with --fresh to delete its samples, metrics and config first, or use another --out directory"
 
 EVAL_STAGE = "eval"  # row_key salt of the samples; their forced answers use "<stage>-force"
 
@@ -186,15 +191,9 @@ def _problems(cfg: EvalConfig) -> tuple[list[Problem], int]:
 
 
 def _check_resume(cfg: EvalConfig, path: Path) -> None:
-    """Refuse to add samples to a directory sampled under a different setting."""
-    if not path.exists() or not (path.parent / "samples.jsonl").exists():
-        return
-    old = load_config(EvalConfig, path).model_dump(mode="json")
-    new = cfg.model_dump(mode="json")
-    changed = [k for k in SAMPLE_KEYS if old.get(k) != new.get(k)]
-    if changed:
-        raise ConfigError(f"{path}: {path.parent} holds samples made with different {', '.join(changed)}; "
-                          "use a fresh --out directory (or delete samples.jsonl)")
+    """Refuse to add samples to a directory sampled under other settings (`SAMPLE_KEYS`), listing them."""
+    if dist.has_rows(path.parent / "samples.jsonl"):
+        check_same_settings(path, cfg, SAMPLE_KEYS, output=path.parent, fresh=FRESH)
 
 
 @dataclass
@@ -205,23 +204,41 @@ class _Pending:
     budgets: dict[int, dict[str, Any]] = field(default_factory=dict)  # B -> Sample.AtBudget fields
 
 
-def _sample_all(cfg: EvalConfig, problems: list[Problem], sink: dist.ShardedJsonl, stage: str) -> None:
+def _load_fitting(cfg: EvalConfig, problems: list[Problem], wanted: list[tuple[str, int]],
+                  done: set[tuple]) -> tuple[tuple[Any, Any, dict[str, list[int]]] | None, list[str]]:
+    """(model, tokenizer, learner prompts) for the problems with samples left to draw, and the ids of those whose
+    prompt + max_new_tokens (+ a forced answer) exceeds the model's context; (None, []) when nothing is left."""
+    from .models import context_length, load
+    from .prompts import render
+
+    pending = dict.fromkeys(pid for pid, i in wanted if (pid, i) not in done)  # each problem once
+    if not pending:
+        return None, []
+    model, tokenizer = load(cfg.model, adapter=cfg.adapter, dtype=cfg.dtype, device=dist.device_for(cfg.device))
+    by_id = {p.id: p for p in problems}
+    prompts = {pid: render(tokenizer, "learner", by_id[pid], cfg.prompts) for pid in pending}
+    forced = len(tokenizer(cfg.answer_cue, add_special_tokens=False)["input_ids"]) + cfg.force_answer_tokens \
+        if cfg.force_answer else 0
+    context = context_length(model, tokenizer)
+    budget = cfg.sampling.max_new_tokens + forced
+    too_long = [] if context is None else [pid for pid, ids in prompts.items() if len(ids) + budget > context]
+    return (model, tokenizer, prompts), too_long
+
+
+def _sample_all(cfg: EvalConfig, problems: list[Problem], sink: dist.ShardedJsonl, stage: str, model, tokenizer,
+                prompts: dict[str, list[int]]) -> None:
     """Sample and grade every (problem, sample) of `sink.todo`, handing each row to the sink."""
     from .engine import Engine, default_eos_ids
-    from .models import load
-    from .prompts import render
     from .sampling import Sampler, row_key
 
-    model, tokenizer = load(cfg.model, adapter=cfg.adapter, dtype=cfg.dtype, device=dist.device_for(cfg.device))
     engine = Engine(model, default_eos_ids(model, tokenizer.eos_token_id))
-    s = cfg.sampling
-    choose = Sampler(s.temperature, s.top_p, s.top_k, presence_penalty=cfg.presence_penalty)
+    sampling = cfg.sampling
+    choose = Sampler(sampling.temperature, sampling.top_p, sampling.top_k, presence_penalty=cfg.presence_penalty)
     cue_ids = tokenizer(cfg.answer_cue, add_special_tokens=False)["input_ids"]
     budgets = resolved_budgets(cfg)
     by_id = {p.id: p for p in problems}
     todo = [(by_id[pid], i) for pid, i in sink.todo]
     mine = {p.id: p for p, _ in todo}  # each problem once, however many samples
-    prompts = {pid: render(tokenizer, "learner", p, cfg.prompts) for pid, p in mine.items()}
     kinds = {pid: answer_kind(p.answer, p.choices) for pid, p in mine.items()}
     for start in range(0, len(todo), cfg.batch_size):
         chunk = todo[start : start + cfg.batch_size]
@@ -230,7 +247,7 @@ def _sample_all(cfg: EvalConfig, problems: list[Problem], sink: dist.ShardedJson
         pending: list[_Pending] = [None] * len(chunk)  # type: ignore[list-item]
         forcing: list[tuple[int, int | None, list[int]]] = []  # (chunk index, budget or None, context)
         for gen in engine.generate([[prompts[p.id]] for p, _ in chunk], keys, choose,
-                                   max_new_tokens=s.max_new_tokens):
+                                   max_new_tokens=sampling.max_new_tokens):
             p, i = chunk[gen.index]
             ids, kind = gen.token_ids, kinds[p.id]
             cuts = [b for b in budgets if b < len(ids)]
@@ -268,8 +285,12 @@ def _sample_all(cfg: EvalConfig, problems: list[Problem], sink: dist.ShardedJson
             sink.put(start + j, Sample(**item.row, budgets=verdicts))
 
 
-def run(cfg: EvalConfig, stage: str = EVAL_STAGE, progress: dist.Progress | None = None) -> dict[str, Any]:
+def run(cfg: EvalConfig, stage: str = EVAL_STAGE, progress: dist.Progress | None = None, *,
+        fresh: bool = False) -> dict[str, Any]:
     """Sample, grade and score `cfg.data`; write samples.jsonl, metrics.json and the config beside them.
+
+    `fresh` deletes what an earlier run wrote to `cfg.out` first; without it a rerun resumes, and
+    refuses (ConfigError) when those samples were made with other `SAMPLE_KEYS` settings.
 
     `stage` salts the random streams (`dail.sampling.row_key`): another stage sampling through this one
     (`dail.pipeline.select`) draws its own samples, not the ones evaluation draws.
@@ -277,26 +298,39 @@ def run(cfg: EvalConfig, stage: str = EVAL_STAGE, progress: dist.Progress | None
     from .rundir import config_path
 
     out = Path(cfg.out)
+    problems, skipped = _problems(cfg)  # before anything is written: a bad input leaves no directory behind
     out.mkdir(parents=True, exist_ok=True)
-    problems, skipped = _problems(cfg)
+    samples_path = out / "samples.jsonl"
+    if fresh:
+        dist.remove_output(samples_path, config_path(out), out / "metrics.json")
+    dist.check_free(samples_path)  # a second writer stops here, before a model loads (ShardedJsonl holds the lock)
     _check_resume(cfg, config_path(out))
     dist.barrier()  # every rank has checked the old config before rank 0 replaces it
-    if dist.is_main():
-        save_config(cfg, config_path(out))
-    samples_path = out / "samples.jsonl"
     wanted = [(p.id, i) for p in problems for i in range(cfg.n)]
+    loaded, too_long = _load_fitting(cfg, problems, wanted, dist.done_keys(samples_path))
+    if too_long:  # never sampled: out of the problem list, so every problem left has its n samples
+        problems = [p for p in problems if p.id not in set(too_long)]
+        if not problems:
+            raise DataError(cfg.data, None, "problem", f"all {len(too_long)} problems are too long for the model's "
+                                                       "context with max_new_tokens (and a forced answer)")
+        wanted = [k for k in wanted if k[0] not in set(too_long)]
     with dist.ShardedJsonl(samples_path, wanted, progress) as sink:
+        if dist.is_main():  # once the output is this process's: a refused second writer leaves it as it was
+            save_config(cfg, config_path(out))
         if sink.todo:
-            _sample_all(cfg, problems, sink, stage)
+            _sample_all(cfg, problems, sink, stage, *loaded)
     # Metrics come from the file alone, so a resumed run counts what earlier runs wrote.
     keys = set(wanted)
     rows: dict[tuple[str, int], Sample] = {}
+    if dist.is_main():
+        truncate_torn_tail(samples_path)  # with nothing left to do no appender opened the file to cut it
+    dist.barrier()
     for row in read_jsonl(samples_path, Sample):
         if (row.problem_id, row.sample) in keys:
             rows.setdefault((row.problem_id, row.sample), row)
     metrics = compute_metrics(list(rows.values()), [p.id for p in problems], cfg.n, cfg.k, resolved_budgets(cfg))
     metrics = {"model": cfg.model, "adapter": cfg.adapter, "data": cfg.data,
-               "n_skipped_unverifiable": skipped, **metrics,
+               "n_skipped_unverifiable": skipped, "n_too_long": len(too_long), "too_long_ids": too_long, **metrics,
                "config": cfg.model_dump(mode="json"), "versions": versions()}
     if dist.is_main():
         atomic_write_text(out / "metrics.json", _json(metrics))

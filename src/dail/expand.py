@@ -18,13 +18,21 @@ logs the acceptance rate and the mean number of learner proposals per token.
 append-only JSONL (flushed per finished trace; a rerun skips finished (problem_id, sample) pairs)
 with its filter verdict -- kept, or rejected as "length" (hit the length limit), "leak" (matches a
 `leak_patterns` regex), "no_answer" or "wrong_answer" (verifiable problems only), checked in that
-order, the first failing check names the reason. Then `keep` picks what training reads: every
-trace that passes ("all-correct"), only the first that passes per problem in sample order
-("first-correct", later ones become "not_first"; the authors' non-reasoning data), or one seeded
-random sample per problem, ungraded ("one-random", the authors' reasoning-model prefixes; only that
-sample is decoded). Problems without an answer are kept without grading. The resolved config is saved as
-`<out>.config.toml` (`dail.rundir.config_path`) and a summary line is appended to `log.jsonl` beside
-the output.
+order, the first failing check names the reason. A problem whose longest prompt plus `max_new_tokens`
+exceeds the model's context (`dail.models.context_length`) is not decoded at all -- no row, since a
+row is a decoded trace -- and the summary counts it (`too_long`) and names it (`too_long_ids`); a
+rerun checks it again (so a rerun with such problems loads the model). Rank 0 records what made
+the traces beside them (`dail.provenance`, `<out>.provenance.json`) once the model has loaded; a
+rerun whose model or tokenizer differs from that record is refused before it adds a row. Then
+`keep` picks what training reads: every trace that passes ("all-correct"), only the first that
+passes per problem in sample order ("first-correct", later ones become "not_first"; the authors'
+non-reasoning data), or one seeded random sample per problem, ungraded ("one-random", the authors'
+reasoning-model prefixes; only that sample is decoded). Problems without an answer are kept without
+grading. The resolved config is saved as `<out>.config.toml` (`dail.rundir.config_path`) and a
+summary line is appended to `log.jsonl` beside the output. A rerun resumes only with the same
+settings of everything that makes a row (`ROW_KEYS`; otherwise a ConfigError lists each change,
+before any model loads; `fresh` starts over), and only one process writes an output at a time
+(`dail.distributed.OutputLock`).
 
 Rows are written in canonical order (problem-file order, then sample index; a finished trace waits
 for those before it in its batch), so the file is always a prefix of that order plus, after a
@@ -49,7 +57,7 @@ import torch
 from torch import Tensor
 
 from . import distributed as dist
-from .config import ExpandConfig, save_config
+from .config import ExpandConfig, check_same_settings, save_config
 from .data import DataError, Problem, Trace, read_traces
 from .engine import Engine, Generation, default_eos_ids
 from .sampling import (
@@ -68,9 +76,15 @@ from .sampling import (
 )
 
 __all__ = ["rollout", "reference_rollout", "verdict", "make_trace", "random_sample", "wanted_keys", "FirstCorrect",
-           "summarise", "run"]
+           "too_long_ids", "summarise", "run"]
 
 STAGE = "expand"  # salt of this stage's random streams
+
+# Keys of ExpandConfig that change what a trace (or its verdict) is: a resume must not mix two settings
+# of them. `limit` only adds rows; batch_size and device change no row.
+ROW_KEYS = ("model", "data", "n", "rule", "tau", "retries", "keep", "privileged_view", "sampling", "seed", "prompts",
+            "leak_patterns", "dtype")
+FRESH = "rerun with --fresh to delete the traces (their config and part files too) first, or write to another --out"
 
 
 def rollout(engine: Engine, pairs: Sequence[tuple[Sequence[int], Sequence[int]]], keys: Sequence[int], *,
@@ -203,6 +217,13 @@ class FirstCorrect:
         return trace
 
 
+def too_long_ids(prompts: dict[str, Sequence[Sequence[int]]], max_new_tokens: int, context: int | None) -> list[str]:
+    """Ids of the problems whose longest prompt plus `max_new_tokens` does not fit the model's `context`."""
+    if context is None:
+        return []
+    return [pid for pid, rendered in prompts.items() if max(map(len, rendered)) + max_new_tokens > context]
+
+
 def summarise(path: str | Path) -> dict[str, Any]:
     """Counts over every trace of an expansion file: kept, rejected per reason, lengths, sources."""
     traces = read_traces(path, kept_only=False) if Path(path).exists() else []
@@ -221,12 +242,17 @@ def summarise(path: str | Path) -> dict[str, Any]:
 # the stage
 
 
-def run(cfg: ExpandConfig, progress: dist.Progress | None = None) -> dict[str, Any]:
-    """`dail expand`: decode problems x n mixed rollouts, write filtered traces, return the summary."""
+def run(cfg: ExpandConfig, progress: dist.Progress | None = None, *, fresh: bool = False) -> dict[str, Any]:
+    """`dail expand`: decode problems x n mixed rollouts, write filtered traces, return the summary.
+
+    `fresh` deletes what an earlier run wrote to `cfg.out` first; without it a rerun resumes, and
+    refuses (ConfigError) when those rows were made with other `ROW_KEYS` settings.
+    """
+    from . import provenance
     from .datasets import resolve_problems
-    from .models import load
+    from .models import context_length, load
     from .prompts import render
-    from .rundir import RunLog, config_path
+    from .rundir import RunLog, config_path, provenance_path
 
     problems = resolve_problems(cfg.data)[: cfg.limit]
     missing = [p.id for p in problems if not p.solution]
@@ -235,22 +261,37 @@ def run(cfg: ExpandConfig, progress: dist.Progress | None = None) -> dict[str, A
                         f"{len(missing)} problem(s) have no solution (first: {missing[0]!r}); expand needs one each")
     leak = [re.compile(p) for p in cfg.leak_patterns]
     out = Path(cfg.out)
-    if dist.is_main():
-        save_config(cfg, config_path(out))
+    if fresh:
+        dist.remove_output(out, config_path(out), provenance_path(out))
+    dist.check_free(out)  # a second writer stops here, before a model loads (ShardedJsonl holds the lock)
+    if dist.has_rows(out):  # a resume: the rows there must have been made with these settings
+        check_same_settings(config_path(out), cfg, ROW_KEYS, output=out, fresh=FRESH)
     # A problem's samples all live on one rank, so the rank's own rows say which problems have a kept trace.
     keep = FirstCorrect(pid for pid, kept in dist.done_keys(out, ("problem_id", "kept")) if kept) \
         if cfg.keep == "first-correct" else None
     graded = cfg.keep != "one-random"
     by_id = {p.id: p for p in problems}
     new = {"traces": 0, "tokens": 0, "privileged": 0, "proposals": 0, "seconds": 0.0}
-    with dist.ShardedJsonl(out, wanted_keys(cfg, problems), progress, in_order=keep) as sink:
+    wanted, too_long, made_by = wanted_keys(cfg, problems), [], None
+    done = dist.done_keys(out)
+    if not set(wanted) <= done:  # work left (nothing loads when the file is complete)
+        model, tokenizer = load(cfg.model, dtype=cfg.dtype, device=dist.device_for(cfg.device))
+        made_by = provenance.record(cfg.model, model, tokenizer, cfg.prompts)
+        if done:  # rows of an earlier run: only the same model and tokenizer may add to them
+            provenance.check_same_model(out, provenance.read(provenance_path(out)), made_by, "traces")
+        # STaR's rationalization: the privileged student sees only the final answer.
+        privileged = "rationalize" if cfg.privileged_view == "answer" else "privileged"
+        prompts = {pid: (render(tokenizer, "learner", by_id[pid], cfg.prompts),
+                         render(tokenizer, privileged, by_id[pid], cfg.prompts))
+                   for pid in dict.fromkeys(pid for pid, s in wanted if (pid, s) not in done)}  # each problem once
+        too_long = too_long_ids(prompts, cfg.sampling.max_new_tokens, context_length(model, tokenizer))
+        wanted = [k for k in wanted if k[0] not in set(too_long)]  # never decoded, never a row
+    with dist.ShardedJsonl(out, wanted, progress, in_order=keep) as sink:
+        if dist.is_main():  # once the output is this process's: a refused second writer leaves it as it was
+            save_config(cfg, config_path(out))
+            if made_by is not None:
+                provenance.write(provenance_path(out), made_by)
         if sink.todo:
-            model, tokenizer = load(cfg.model, dtype=cfg.dtype, device=dist.device_for(cfg.device))
-            # STaR's rationalization: the privileged student sees only the final answer.
-            privileged = "rationalize" if cfg.privileged_view == "answer" else "privileged"
-            prompts = {pid: (render(tokenizer, "learner", by_id[pid], cfg.prompts),
-                             render(tokenizer, privileged, by_id[pid], cfg.prompts))
-                       for pid in dict.fromkeys(pid for pid, _ in sink.todo)}  # each problem once
             engine = Engine(model, eos_token_ids=default_eos_ids(model, tokenizer.eos_token_id))
             start = time.perf_counter()
             for lo in range(0, len(sink.todo), cfg.batch_size):
@@ -281,6 +322,8 @@ def run(cfg: ExpandConfig, progress: dist.Progress | None = None) -> dict[str, A
         "mean_proposals": new["proposals"] / new["tokens"] if new["tokens"] else None,
         "seconds": round(new["seconds"], 3),
         "tokens_per_s": new["tokens"] / new["seconds"] if new["seconds"] else None,
+        "too_long": len(too_long),
+        "too_long_ids": too_long,
         "out": str(out),
         "config": str(config_path(out)),
     })

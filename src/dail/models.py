@@ -6,6 +6,11 @@
 a local directory or a Hugging Face id, loaded offline from the local hub cache when
 `HF_HUB_OFFLINE=1`. This module does not download anything itself and holds no second copy of the
 weights: the reference roles are the same model with its adapter disabled.
+
+An adapter is refused (`AdapterError`, one line naming the adapter and the base) when its
+`adapter_config.json` is not peft's, when its `provenance.json` (`dail.provenance`, written by `dail
+train`) names other base weights or another tokenizer, or when peft cannot load it (truncated
+weights, shapes of another base). `context_length` is what the stages hold prompts against.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import Any
 __all__ = [
     "DEFAULT_MODEL",
     "ModelNotFoundError",
+    "AdapterError",
     "cache_dir",
     "resolve",
     "load",
@@ -31,6 +37,7 @@ __all__ = [
     "attach_lora",
     "default_target_modules",
     "pick_dtype",
+    "context_length",
 ]
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -43,6 +50,10 @@ EMBEDDED: dict[str, tuple[str, str]] = {
 
 class ModelNotFoundError(FileNotFoundError):
     """A model name that resolves to nothing; the message lists what was tried."""
+
+
+class AdapterError(ModelNotFoundError):
+    """An adapter that is corrupt or made for another base model; the message names the adapter and the base."""
 
 
 def cache_dir() -> Path:
@@ -183,14 +194,61 @@ def load(
         resolved.path, dtype=pick_dtype(dtype, device), low_cpu_mem_usage=True
     ).to(device)
     if adapter is not None:
-        from peft import PeftModel
-
-        adapter = Path(adapter)
-        if not (adapter / "adapter_config.json").exists():
-            raise ModelNotFoundError(f"adapter {str(adapter)!r} has no adapter_config.json")
-        model = PeftModel.from_pretrained(model, str(adapter), is_trainable=trainable_adapter)
+        model = _with_adapter(model, tokenizer, name_or_path, Path(adapter), trainable_adapter)
     model.eval()
     return model, tokenizer
+
+
+def _with_adapter(model, tokenizer, name_or_path: str, adapter: Path, trainable: bool):
+    """The base wrapped with the adapter at `adapter`, refused (AdapterError) when corrupt or made for another base.
+
+    The adapter's `provenance.json` (written by `dail train`) is compared with the loaded base; an adapter
+    without one (older, or not ours) is only checked by loading it.
+    """
+    from peft import PeftModel
+
+    from . import provenance
+    from .rundir import provenance_path
+
+    config_file = adapter / "adapter_config.json"
+    if not config_file.exists():
+        raise ModelNotFoundError(f"adapter {str(adapter)!r} has no adapter_config.json")
+    try:
+        adapter_config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise AdapterError(f"adapter {str(adapter)!r} is corrupt: adapter_config.json is not JSON ({e})") from None
+    if not isinstance(adapter_config, dict) or "peft_type" not in adapter_config:
+        raise AdapterError(f"adapter {str(adapter)!r} is corrupt: adapter_config.json has no 'peft_type'")
+    base = adapter_config.get("base_model_name_or_path")
+    made_by = provenance.read(provenance_path(adapter))
+    if made_by is not None:
+        loaded = provenance.record(name_or_path, model, tokenizer)
+        diff = provenance.differences(made_by, loaded)
+        if diff:
+            raise AdapterError(f"adapter {str(adapter)!r} was trained on {provenance.describe(made_by)}, not on the "
+                               f"base loaded here, {provenance.describe(loaded)} (different {' and '.join(diff)})")
+    try:
+        return PeftModel.from_pretrained(model, str(adapter), is_trainable=trainable)
+    except Exception as e:  # size mismatches (RuntimeError), SafetensorError, missing keys: one line each
+        lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()] or [type(e).__name__]
+        first = next((line for line in lines if "size mismatch" in line), lines[0])
+        if "size mismatch" in str(e):
+            raise AdapterError(f"adapter {str(adapter)!r} was made for another base ({base!r}), not for "
+                               f"{name_or_path!r}: {first}") from None
+        raise AdapterError(f"adapter {str(adapter)!r} (base {base!r}) is corrupt or does not fit {name_or_path!r}: "
+                           f"{type(e).__name__}: {first}") from None
+
+
+def context_length(model, tokenizer) -> int | None:
+    """Tokens a sequence may hold: the config's max_position_embeddings, else a sane tokenizer.model_max_length."""
+    config = getattr(model, "config", None)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    limit = getattr(text, "max_position_embeddings", None)
+    if isinstance(limit, int) and limit > 0:
+        return limit
+    limit = getattr(tokenizer, "model_max_length", None)
+    # transformers sets an unknown length to a huge sentinel (int(1e30)).
+    return limit if isinstance(limit, int) and 0 < limit < 10**8 else None
 
 
 # Projection names of the common decoder families; attention and MLP both, as LoRA papers do.

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -25,10 +26,10 @@ from collections.abc import Callable
 
 from pydantic import BaseModel
 
-from .config import (EvalConfig, ExpandConfig, RunConfig, SelectConfig, TrainConfig, save_config, section_values,
-                     to_toml)
-from .data import Problem, atomic_write_text, read_done_keys, read_problems, write_jsonl
-from .distributed import Progress
+from .config import (ConfigError, EvalConfig, ExpandConfig, RunConfig, SelectConfig, TrainConfig, check_same_settings,
+                     save_config, section_values, to_toml)
+from .data import DataError, Problem, atomic_write_text, read_done_keys, read_problems, write_jsonl
+from .distributed import Progress, output_lock
 from .rundir import RunDir, RunLog, split_name
 
 __all__ = ["run", "select", "run_dir", "TRAINED", "EXPANSIONS", "OnEvent"]
@@ -149,16 +150,43 @@ class _Stages:
         self.event(name, "end", seconds=round(time.time() - t0, 2))
 
 
-def run(cfg: RunConfig, on_event: OnEvent | None = None, progress: Progress | None = None) -> dict:
+# Run settings that change no row of any stage: where and how it runs, batch sizes of the sampling stages
+# (the engine's rows do not depend on the batch), and which methods and splits exist (each has its own files).
+RUN_IGNORED = ("name", "out_dir", "launcher", "num_processes", "device", "methods", "eval_data",
+               "expand.batch_size", "eval.batch_size")
+
+
+def _remove_run(root: RunDir) -> None:
+    """`--fresh`: delete a run directory, refusing a directory that is not a run's (no config.toml)."""
+    if not root.root.exists():
+        return
+    if not root.config.is_file():
+        raise ConfigError(f"{root.root}: not a run directory (no {root.config.name}); --fresh deletes only a run's "
+                          "own directory")
+    shutil.rmtree(root.root)
+
+
+def run(cfg: RunConfig, on_event: OnEvent | None = None, progress: Progress | None = None, *,
+        fresh: bool = False) -> dict:
     """Run (or resume) a whole experiment; returns the run directory, the report's path and the results table.
 
     `on_event(stage, event, fields)` hears every event (the log gets all but 'result', a stage's
     returned summary); `progress(done, total, **fields)` is handed to the stages run in this process.
+    One `dail run` per run directory at a time (`OutputInUse` otherwise). A run directory made with
+    other settings (`RUN_IGNORED` aside) is refused with ConfigError naming each, unless `fresh`,
+    which deletes it first.
     """
     root = run_dir(cfg)
+    with output_lock(root.root):
+        if fresh:
+            _remove_run(root)
+        return _run(cfg, root, on_event, progress)
+
+
+def _run(cfg: RunConfig, root: RunDir, on_event: OnEvent | None, progress: Progress | None) -> dict:
     root.root.mkdir(parents=True, exist_ok=True)
-    if root.config.exists() and root.config.read_text(encoding="utf-8") != to_toml(cfg) and on_event:
-        on_event("run", "config-changed", {"path": str(root.config)})
+    check_same_settings(root.config, cfg, ignore=RUN_IGNORED, output=root.root,
+                        fresh="rerun with --fresh to delete the run directory first, or use another --name")
     _write_if_changed(root.config, to_toml(cfg))
     stage = _Stages(cfg, root, on_event)
     common = {"model": cfg.model, "seed": cfg.seed, "device": cfg.device, "dtype": cfg.dtype}
@@ -172,6 +200,9 @@ def run(cfg: RunConfig, on_event: OnEvent | None = None, progress: Progress | No
         sel = SelectConfig(**common, data=cfg.train_data, out=str(root.selected), n=cfg.select_n, prompts=prompts,
                            limit=cfg.select_limit, **{k: eval_keys[k] for k in ("sampling", "batch_size") if k in eval_keys})
         stage("select", root.selected.exists(), sel, lambda c: select(c, on_event))
+        if root.selected.stat().st_size == 0:
+            raise DataError(root.selected, None, None, f"select kept no problem: the base model solved every "
+                            f"candidate at least once in {cfg.select_n} samples; nothing to expand or train on")
         train_data = str(root.selected)
 
     # 2. waypoints for the negative reference.

@@ -21,6 +21,9 @@ import base64
 import html
 import json
 import math
+import os
+import textwrap
+import tomllib
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -89,15 +92,30 @@ def _from_run_dir(run: Path) -> list[EvalEntry]:
     return entries
 
 
+def _config_methods(run: Path) -> list[str]:
+    """The `methods` of a run's config.toml, in the order the user listed them ([] when absent)."""
+    try:
+        methods = tomllib.loads((run / "config.toml").read_text(encoding="utf-8")).get("methods")
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return []
+    return [str(m) for m in methods] if isinstance(methods, list) else []
+
+
 def find_evals(inputs: Iterable[str | Path]) -> list[EvalEntry]:
-    """Every evaluation under the inputs, methods named uniquely (clashes get the run's name)."""
+    """Every evaluation under the inputs, methods named uniquely (clashes get the run's name).
+
+    Methods of a run directory come in its config's `methods` order (base, sft-expert, dail, ...),
+    not alphabetically; others follow in the order found.
+    """
     entries: list[EvalEntry] = []
+    order: list[str] = []
     for raw in inputs:
         p = Path(raw)
         if p.is_file() and p.name == "metrics.json":
             p = p.parent
         if (p / "eval").is_dir():  # first: a run directory may hold a summary metrics.json too
             entries.extend(_from_run_dir(p))
+            order += [m for m in _config_methods(p) if m not in order]
         elif (p / "metrics.json").is_file():
             entries.append(_from_eval_dir(p))
         elif any(p.glob("traces*.jsonl")):
@@ -110,6 +128,8 @@ def find_evals(inputs: Iterable[str | Path]) -> list[EvalEntry]:
     for e in entries:
         unique.setdefault(e.path.resolve(), e)
     entries = list(unique.values())
+    rank = {m: i for i, m in enumerate(order)}
+    entries.sort(key=lambda e: rank.get(e.method, len(rank)))  # stable: unlisted methods keep their places
     clashes = Counter((e.method, e.split) for e in entries)
     for e in entries:
         if clashes[(e.method, e.split)] > 1:
@@ -226,8 +246,15 @@ def _md_cell(text: str) -> str:
     return html.escape(text, quote=False).replace("|", "\\|").replace("\n", " ")
 
 
-def markdown_report(entries: Sequence[EvalEntry]) -> str:
-    """The comparison as Markdown: one table per split (percentages; best in bold)."""
+def _relative(path: Path, base: Path | None) -> str:
+    """`path` as seen from the report's directory, so a run moved (or copied) as a whole still reads right."""
+    if base is None:
+        return str(path)
+    return os.path.relpath(Path(path).resolve(), Path(base).resolve())
+
+
+def markdown_report(entries: Sequence[EvalEntry], base: Path | None = None) -> str:
+    """The comparison as Markdown: one table per split (percentages; best in bold); paths relative to `base`."""
     lines = ["# dail report", ""]
     if not entries:
         return "\n".join(lines + ["No evaluations found.", ""])
@@ -244,7 +271,7 @@ def markdown_report(entries: Sequence[EvalEntry]) -> str:
                       "| method | " + " | ".join(str(b) for b in budgets) + " |", "|---|" + "---:|" * len(budgets)]
             lines += [f"| {_md_cell(m)} | " + " | ".join(cells) + " |" for m, cells in brows]
         lines.append("")
-    lines += ["## Sources", ""] + [f"- {_md_cell(e.method)} / {_md_cell(e.split)}: `{e.path}`" for e in entries]
+    lines += ["## Sources", ""] + [f"- {_md_cell(e.method)} / {_md_cell(e.split)}: `{_relative(e.path, base)}`" for e in entries]
     return "\n".join(lines) + "\n"
 
 
@@ -261,9 +288,14 @@ def _colours(entries: Sequence[EvalEntry]) -> dict[str, Any]:
 def _figure(n_panels: int, title: str):
     from matplotlib.figure import Figure  # no pyplot: no global state, no display needed
 
-    fig = Figure(figsize=(0.5 + 4.3 * n_panels, 4.0), layout="constrained", dpi=110)
-    fig.suptitle(title, fontsize=11)
+    width = 0.5 + 4.3 * n_panels
+    fig = Figure(figsize=(width, 4.0 + 0.2 * (n_panels == 1)), layout="constrained", dpi=110)
+    # ~0.09 in per character at 11 pt: wrap rather than let a one-panel figure clip the title.
+    fig.suptitle(textwrap.fill(title, width=int(width / 0.09)), fontsize=11)
     return fig, fig.subplots(1, n_panels, squeeze=False)[0]
+
+
+_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 
 
 def _log2_axis(ax, ticks: Sequence[int]) -> None:
@@ -287,26 +319,38 @@ def _plot(entries: Sequence[EvalEntry], path: str | Path, title: str, curve, xla
     splits = _ordered(e.split for e in entries) or ["(none)"]
     colours = _colours(entries)
     fig, axes = _figure(len(splits), title)
+    methods = list(colours)
     for ax, split in zip(axes, splits):
         xs: set[int] = set()
+        ys: list[float] = []
         for e in (e for e in entries if e.split == split):
             points = curve(e.metrics)
             if not points:
                 continue
             xs |= set(points)
-            ax.plot(list(points), [100 * v for v in points.values()], marker="o", ms=4, lw=1.8,
-                    color=colours[e.method], label=e.method)
+            ys += points.values()
+            # Methods that tie draw on top of each other: each later one thinner, with a smaller hollow marker
+            # of its own shape, so the ones beneath still show.
+            i = methods.index(e.method)
+            size = max(3.0, 9.0 - 1.5 * i)
+            style = {"marker": _MARKERS[i % len(_MARKERS)], "ms": size, "mfc": "none", "mew": 1.3,
+                     "color": colours[e.method], "lw": max(1.0, 3.0 - 0.5 * i)}
+            ax.plot(list(points), [100 * v for v in points.values()], label=e.method, **style)
             second = dashed(e.metrics) if dashed else None
             if second and second[1]:
                 label, more = second
                 xs |= set(more)
-                ax.plot(list(more), [100 * v for v in more.values()], marker="s", ms=3, lw=1.4, ls="--",
-                        color=colours[e.method], label=f"{e.method} {label}")
+                ys += more.values()
+                ax.plot(list(more), [100 * v for v in more.values()], ls="--",
+                        label=f"{e.method} {label}", **{**style, "ms": size * 0.8, "lw": style["lw"] * 0.7})
             if mark_mean and _num(e.metrics.get("mean_tokens")):
                 ax.axvline(e.metrics["mean_tokens"], color=colours[e.method], ls=":", lw=1, alpha=0.7)
         _log2_axis(ax, sorted(xs))
+        if ys and not any(ys):
+            ax.text(0.5, 0.55, "every value is 0%: the curves lie on the x axis", transform=ax.transAxes,
+                    ha="center", fontsize=8, color="#6b7280")
         ax.set(title=split, xlabel=xlabel, ylabel=ylabel)
-        ax.set_ylim(bottom=0, top=min(101, max(ax.get_ylim()[1], 5)))
+        ax.set_ylim(bottom=-2, top=min(102, max(ax.get_ylim()[1], 5)))  # below 0: a curve at 0% stays off the frame
         if ax.lines:
             extra = {"title": "dotted: mean tokens", "title_fontsize": 7} if mark_mean else {}
             ax.legend(fontsize=8, loc="upper left", **extra)
@@ -362,8 +406,9 @@ def _html_table(headers: Sequence[str], rows: Sequence[TableRow]) -> str:
     return f"<div class=\"scroll\"><table><thead>{head}</thead><tbody>{body}</tbody></table></div>"
 
 
-def html_report(entries: Sequence[EvalEntry], plots: dict[str, Path], traces_link: str | None = None) -> str:
-    """The comparison as one self-contained HTML page (plots inlined as PNG data)."""
+def html_report(entries: Sequence[EvalEntry], plots: dict[str, Path], traces_link: str | None = None,
+                base: Path | None = None) -> str:
+    """The comparison as one self-contained HTML page (plots inlined as PNG data); paths relative to `base`."""
     e = html.escape
     parts = ["<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>dail report</title>",
              f"<style>{_CSS}</style></head><body><h1>dail report</h1>"]
@@ -385,7 +430,8 @@ def html_report(entries: Sequence[EvalEntry], plots: dict[str, Path], traces_lin
         data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
         parts += [f"<h2>{e(title)}</h2>", f"<img alt=\"{e(title)}\" src=\"data:image/png;base64,{data}\">"]
     parts.append("<h2>Sources</h2><ul>")
-    parts += [f"<li>{e(x.method)} / {e(x.split)}: <code>{e(str(x.path))}</code></li>" for x in entries]
+    parts += [f"<li>{e(x.method)} / {e(x.split)}: <a href=\"{e(_relative(x.path, base))}\"><code>"
+              f"{e(_relative(x.path, base))}</code></a></li>" for x in entries]
     parts.append("</ul></body></html>\n")
     return "\n".join(parts)
 
@@ -415,8 +461,9 @@ def run(inputs: list[str], out: str, *, traces: str | None = None, tokenizer: An
     if sources:
         traces_path = out_dir / "traces.html"
         write_traces(sources, traces_path, tokenizer, max_traces)
-    atomic_write_text(out_dir / "report.md", markdown_report(entries))
-    atomic_write_text(out_dir / "report.html", html_report(entries, plots, "traces.html" if traces_path else None))
+    atomic_write_text(out_dir / "report.md", markdown_report(entries, out_dir))
+    atomic_write_text(out_dir / "report.html", html_report(entries, plots, "traces.html" if traces_path else None,
+                                                           out_dir))
     return {
         "out": str(out_dir),
         "report_md": str(out_dir / "report.md"),

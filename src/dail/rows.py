@@ -27,7 +27,8 @@ from .config import ConfigError, TrainConfig
 from .data import DataError, Problem, iter_jsonl, read_traces
 from .objectives import OBJECTIVES
 
-__all__ = ["REFERENCE_ROLES", "TrainRow", "build_rows", "collate", "micro_batches", "plan_steps", "step_rows"]
+__all__ = ["REFERENCE_ROLES", "TrainRow", "build_rows", "check_token_ids", "collate", "micro_batches", "plan_steps",
+           "step_rows"]
 
 REFERENCE_ROLES = ("privileged", "negative")  # the frozen references' prompts, in the order the losses take them
 _PromptsOf = Callable[[Problem], dict[str, list[int]]]  # a problem -> its prompt ids per role
@@ -109,6 +110,21 @@ def _trace_rows(cfg: TrainConfig, problems: dict[str, Problem], prompts: _Prompt
     if not rows:
         raise DataError(cfg.traces, None, "token_ids", "every kept trace is empty")
     return rows
+
+
+def check_token_ids(rows: list[TrainRow], vocab_size: int, traces_path: str, model: str) -> None:
+    """DataError at the first trace line holding a token id outside [0, vocab_size): traces of another tokenizer."""
+    if all(0 <= t < vocab_size for r in rows for t in r.target):
+        return
+    # Only on the error path: find the line, for the message.
+    for line, obj in iter_jsonl(traces_path):
+        bad = [t for t in obj.get("token_ids") or [] if not (isinstance(t, int) and 0 <= t < vocab_size)]
+        if bad:
+            raise DataError(traces_path, line, "token_ids",
+                            f"token id {bad[0]} is outside the vocabulary of model {model!r} ({vocab_size} tokens): "
+                            "traces made with another tokenizer?")
+    raise DataError(traces_path, None, "token_ids", f"a token id is outside the vocabulary of model {model!r} "
+                                                    f"({vocab_size} tokens)")
 
 
 def _load_problems(spec: str) -> dict[str, Problem]:

@@ -9,10 +9,13 @@
               metrics.json  report.html  report.md  plots/*.png  traces.html
               stages/STAGE.toml      the config of a stage launched under `accelerate launch`
               log.jsonl              one line per event (`RunLog`)
+    runs/NAME.lock                   held by the `dail run` at work on it (and X.lock beside any output X
+                                     being written: `dail.distributed.OutputLock`; gone when it ends)
 
 Every stage saves the config it resolved beside its output under one rule (`config_path`): a file
 output `X.jsonl` gets `X.config.toml`, a directory output `D/` gets `D/config.toml`. Stages ask
-this module for paths and never spell a file name. It does no I/O beyond the log.
+this module for paths and never spell a file name. What made an output (`dail.provenance`) goes
+beside it under the same rule (`provenance_path`). It does no I/O beyond the log.
 """
 
 from __future__ import annotations
@@ -24,13 +27,20 @@ from typing import Any
 
 from .data import JsonlAppender
 
-__all__ = ["RunDir", "RunLog", "config_path", "split_name"]
+__all__ = ["RunDir", "RunLog", "config_path", "provenance_path", "split_name"]
 
 
 def config_path(out: str | Path) -> Path:
     """Where a stage saves its resolved config: `X.config.toml` beside a file output, `D/config.toml` in a directory."""
     out = Path(out)
     return out.with_suffix(".config.toml") if out.suffix == ".jsonl" else out / "config.toml"
+
+
+def provenance_path(out: str | Path) -> Path:
+    """Where a stage records what made its output (`dail.provenance`): `X.provenance.json` beside a file output,
+    `D/provenance.json` in a directory."""
+    out = Path(out)
+    return out.with_suffix(".provenance.json") if out.suffix == ".jsonl" else out / "provenance.json"
 
 
 def split_name(spec: str) -> str:

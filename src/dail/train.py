@@ -3,10 +3,13 @@
 The recipe (`fit`): build the rows (`dail.rows`), set up a `Session` -- accelerator, the base model
 with a fresh LoRA adapter, AdamW, the LR schedule -- restore the latest checkpoint when resuming
 (`dail.checkpoint`), run `train_step` over the step plan, logging every `log_every` and checkpointing
-every `save_every` steps, and save the adapter. The learner is the base model with the adapter; the
-privileged student and the negative reference are the SAME weights with the adapter disabled
-(`peft_model.disable_adapter()`, no grad) and a different prompt -- no second copy of the model
-(DESIGN.md, "The three roles"). The loss is the configured entry of `dail.objectives.OBJECTIVES`.
+every `save_every` steps, and save the adapter with its provenance (`dail.provenance`: the base's
+weights fingerprint, the tokenizer, the prompts). Traces whose provenance names another model or
+tokenizer, or holding a token id past the model's vocabulary, are refused before the first step.
+The learner is the base model with the adapter; the privileged student and the negative reference
+are the SAME weights with the adapter disabled (`peft_model.disable_adapter()`, no grad) and a
+different prompt -- no second copy of the model (DESIGN.md, "The three roles"). The loss is the
+configured entry of `dail.objectives.OBJECTIVES`.
 
 Logits only at trace positions. The decoder runs on a role's padded batch (`[B, L, H]`, see
 `rows.collate`) and the positions that predict target tokens are gathered by one flat index (`[N, H]`,
@@ -47,11 +50,13 @@ import torch
 
 from . import checkpoint
 from . import distributed as dist
-from .config import ConfigError, TrainConfig, save_config
+from . import provenance
+from .config import ConfigError, TrainConfig, check_same_settings, save_config
 from .data import JsonlAppender
 from .distributed import Progress
 from .objectives import OBJECTIVES, Objective, contrastive_diagnostics
-from .rows import REFERENCE_ROLES, TrainRow, build_rows, collate, micro_batches, plan_steps, step_rows
+from .rows import REFERENCE_ROLES, TrainRow, build_rows, check_token_ids, collate, micro_batches, plan_steps, step_rows
+from .rundir import provenance_path
 
 __all__ = ["Session", "StepStats", "TraceHidden", "fit", "lr_lambda", "run", "setup", "train_step"]
 
@@ -104,6 +109,7 @@ class Session:
     vocab_size: int
     steps_per_epoch: int
     total_steps: int
+    provenance: dict[str, Any] = field(default_factory=dict)  # the base and tokenizer (`dail.provenance.record`)
 
     @property
     def objective(self) -> Objective:
@@ -138,7 +144,7 @@ def setup(cfg: TrainConfig, n_rows: int) -> Session:
                               cpu=not on_cuda)
     dist.check_launch(accelerator.num_processes)
     per_epoch, total_steps = plan_steps(n_rows, cfg, accelerator.num_processes)
-    peft_model, tokenizer = _learner(cfg, accelerator.device)
+    peft_model, tokenizer, made_by = _learner(cfg, accelerator.device)
     params = [p for p in peft_model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     # The schedule counts global optimizer steps; accelerate's prepared scheduler would step once per
@@ -149,14 +155,17 @@ def setup(cfg: TrainConfig, n_rows: int) -> Session:
     wrapped, optimizer = accelerator.prepare(lm, optimizer)
     vocab_size = peft_model.get_base_model().get_output_embeddings().weight.shape[0]
     return Session(cfg, accelerator, peft_model, tokenizer, lm, wrapped, optimizer, scheduler, tokenizer.pad_token_id,
-                   vocab_size, per_epoch, total_steps)
+                   vocab_size, per_epoch, total_steps, made_by)
 
 
-def _learner(cfg: TrainConfig, device) -> tuple[Any, Any]:
-    """The base model with a fresh LoRA adapter (seeded by `cfg.seed`), in train mode; the tokenizer."""
+def _learner(cfg: TrainConfig, device) -> tuple[Any, Any, dict[str, Any]]:
+    """The base model with a fresh LoRA adapter (seeded by `cfg.seed`), in train mode; the tokenizer; the base's
+    provenance record (taken before the adapter renames its parameters)."""
+    from . import provenance
     from .models import attach_lora, load
 
     model, tokenizer = load(cfg.model, dtype=cfg.dtype, device=device)
+    made_by = provenance.record(cfg.model, model, tokenizer, cfg.prompts)
     model.config.use_cache = False
     torch.manual_seed(cfg.seed)  # the adapter's initialisation
     lora = cfg.lora
@@ -171,7 +180,7 @@ def _learner(cfg: TrainConfig, device) -> tuple[Any, Any]:
     if any(p.requires_grad for p in head.parameters()):
         # The head runs outside the prepared module, in chunks (see _chunked_loss): DDP would not sync it.
         raise ConfigError("lora.target_modules: adapting the output head is not supported")
-    return peft_model, tokenizer
+    return peft_model, tokenizer, made_by
 
 
 # --------------------------------------------------------------------------------------------------
@@ -306,6 +315,11 @@ def _log_record(session: Session, stats: StepStats, step: int, elapsed: float) -
 # the stage
 
 
+# TrainConfig fields a resumed run may change: they move no number of the run (accumulation is
+# exact, see tests/test_train.py), or say only how to run it.
+RESUME_MAY_DIFFER = ("resume", "device", "grad_accum", "gradient_checkpointing", "save_every", "log_every")
+
+
 def fit(cfg: TrainConfig, progress: Progress | None = None) -> tuple[Any, dict[str, Any]]:
     """Train as configured; the trained peft model (eval mode) and the run's summary.
 
@@ -316,13 +330,18 @@ def fit(cfg: TrainConfig, progress: Progress | None = None) -> tuple[Any, dict[s
     started = time.perf_counter()
     out = Path(cfg.out)
     resume_from = checkpoint.prepare_out(out, cfg.resume)
+    if resume_from is not None:  # a resume goes on under the settings it started with, or not at all
+        check_same_settings(out / checkpoint.CONFIG, cfg, ignore=RESUME_MAY_DIFFER, output=out,
+                            fresh="train into another --out, or delete it to start over")
     rows = build_rows(cfg, load_tokenizer(cfg.model))  # data errors before the model loads
     session = setup(cfg, len(rows))
+    _check_traces(cfg, rows, session)  # before any step: traces of another model would train silently
     plan = {"objective": cfg.objective, "rows": len(rows), "batch_size": cfg.batch_size, "seed": cfg.seed,
             "total_steps": session.total_steps}
     state = _resume(session, out, resume_from, plan)
     last, tokens = _steps(session, rows, out, plan, state, progress)
     if session.accelerator.is_main_process:
+        provenance.write(provenance_path(out), session.provenance)  # before the adapter's 'done' mark
         checkpoint.save_adapter(session.peft_model, out)
     session.accelerator.wait_for_everyone()
     session.peft_model.eval()
@@ -332,6 +351,15 @@ def fit(cfg: TrainConfig, progress: Progress | None = None) -> tuple[Any, dict[s
                "trainable_parameters": sum(p.numel() for p in session.peft_model.parameters() if p.requires_grad),
                "seconds": round(time.perf_counter() - started, 2)}
     return session.peft_model, summary
+
+
+def _check_traces(cfg: TrainConfig, rows: list[TrainRow], session: Session) -> None:
+    """Refuse traces recorded as made by other weights or another tokenizer, and token ids past the vocabulary."""
+    if cfg.traces is None or OBJECTIVES[cfg.objective].target == "solution":
+        return
+    provenance.check_same_model(cfg.traces, provenance.read(provenance_path(cfg.traces)), session.provenance,
+                                "traces")
+    check_token_ids(rows, session.vocab_size, cfg.traces, cfg.model)
 
 
 def _resume(session: Session, out: Path, resume_from: Path | None, plan: dict[str, Any]) -> dict[str, Any]:
@@ -386,4 +414,5 @@ def _save(session: Session, out: Path, step: int, state: dict[str, Any]) -> None
 
 def run(cfg: TrainConfig, progress: Progress | None = None) -> dict[str, Any]:
     """The `dail train` stage: train, write `out/` (adapter, log.jsonl, config.toml); the summary."""
-    return fit(cfg, progress)[1]
+    with dist.output_lock(cfg.out, main_only=True):  # one training run per adapter directory
+        return fit(cfg, progress)[1]

@@ -53,6 +53,8 @@ def expand_summary(summary: dict[str, Any]) -> Table:
     """The summary `dail.expand.run` returns, as a table."""
     rows: list[tuple[str, Any]] = [("traces", summary["traces"]), ("kept", summary["kept"])]
     rows += [(f"rejected: {reason}", count) for reason, count in summary["rejected"].items()]
+    if summary.get("too_long"):
+        rows.append(("skipped (too long for the context)", summary["too_long"]))
     rows += [("mean tokens", f"{summary['mean_tokens']:.1f}"),
              ("privileged share", f"{summary['privileged_share']:.1%}"),
              ("new traces (this run)", summary["new_traces"])]
@@ -69,6 +71,8 @@ def eval_summary(metrics: dict[str, Any]) -> Table:
     rows: list[tuple[str, Any]] = [("problems × samples", f"{metrics['n_problems']} × {metrics['n_per_problem']}")]
     if metrics["n_skipped_unverifiable"]:
         rows.append(("skipped (no answer)", metrics["n_skipped_unverifiable"]))
+    if metrics.get("n_too_long"):
+        rows.append(("skipped (too long for the context)", metrics["n_too_long"]))
     rows += [(f"pass@{k}", f"{100 * v:.1f}%") for k, v in metrics["pass_at_k"].items()]
     rows.append(("accuracy", f"{100 * metrics['accuracy']:.1f}%"))
     rows.append(("mean tokens", f"{metrics['mean_tokens']:.1f}"))
@@ -127,9 +131,6 @@ class RunEvents:
         elif event == "selected":
             console.print(f"select: kept {fields['selected']} of {fields['candidates']} problems "
                           f"({fields['unverifiable']} without an answer to check pass through)")
-        elif event == "config-changed":
-            console.print(f"[yellow]warning:[/] {fields['path']} differs from this config; "
-                          "stages already complete are not rerun")
 
     def close(self) -> None:
         """Close a stage's bar left open (the stage failed)."""
