@@ -293,23 +293,40 @@ def run(cfg: ExpandConfig, progress: dist.Progress | None = None, *, fresh: bool
                 provenance.write(provenance_path(out), made_by)
         if sink.todo:
             engine = Engine(model, eos_token_ids=default_eos_ids(model, tokenizer.eos_token_id))
-            start = time.perf_counter()
-            for lo in range(0, len(sink.todo), cfg.batch_size):
-                chunk = sink.todo[lo: lo + cfg.batch_size]
-                for gen in rollout(engine, [prompts[pid] for pid, _ in chunk],
-                                   [row_key(cfg.seed, pid, s, STAGE) for pid, s in chunk],
-                                   max_new_tokens=cfg.sampling.max_new_tokens, rule=cfg.rule,
-                                   temperature=cfg.sampling.temperature, top_p=cfg.sampling.top_p,
-                                   top_k=cfg.sampling.top_k, tau=cfg.tau, retries=cfg.retries):
-                    pid, sample = chunk[gen.index]
-                    new["traces"] += 1
-                    new["tokens"] += len(gen.token_ids)
-                    new["privileged"] += sum(tag_source(tag) for tag in gen.source)
-                    # Proposals the learner drew for each token: those rejected, plus the one kept.
-                    new["proposals"] += sum(tag_rejected(tag) + 1 - tag_source(tag) for tag in gen.source)
-                    sink.put(lo + gen.index, make_trace(gen, by_id[pid], sample, cfg.seed, tokenizer, leak, graded))
-            new["seconds"] = time.perf_counter() - start
-    ranks = dist.gather(new)
+            _decode(cfg, sink, engine, prompts, lambda gen, pid, sample: make_trace(
+                gen, by_id[pid], sample, cfg.seed, tokenizer, leak, graded), new)
+    summary = _summary(cfg, out, new, too_long)
+    if dist.is_main():
+        RunLog(out.parent / "log.jsonl")("expand", "summary", **summary)
+    return summary
+
+
+def _decode(cfg: ExpandConfig, sink: dist.ShardedJsonl, engine: Engine, prompts: dict[str, tuple[list[int], list[int]]],
+            trace_of, counts: dict[str, float]) -> None:
+    """Roll out every (problem, sample) of `sink.todo` in batches, hand each trace to the sink, count tokens."""
+    start = time.perf_counter()
+    for lo in range(0, len(sink.todo), cfg.batch_size):
+        chunk = sink.todo[lo: lo + cfg.batch_size]
+        for gen in rollout(engine, [prompts[pid] for pid, _ in chunk],
+                           [row_key(cfg.seed, pid, s, STAGE) for pid, s in chunk],
+                           max_new_tokens=cfg.sampling.max_new_tokens, rule=cfg.rule,
+                           temperature=cfg.sampling.temperature, top_p=cfg.sampling.top_p,
+                           top_k=cfg.sampling.top_k, tau=cfg.tau, retries=cfg.retries):
+            pid, sample = chunk[gen.index]
+            counts["traces"] += 1
+            counts["tokens"] += len(gen.token_ids)
+            counts["privileged"] += sum(tag_source(tag) for tag in gen.source)
+            # Proposals the learner drew for each token: those rejected, plus the one kept.
+            counts["proposals"] += sum(tag_rejected(tag) + 1 - tag_source(tag) for tag in gen.source)
+            sink.put(lo + gen.index, trace_of(gen, pid, sample))
+    counts["seconds"] = time.perf_counter() - start
+
+
+def _summary(cfg: ExpandConfig, out: Path, counts: dict[str, float], too_long: list[str]) -> dict[str, Any]:
+    """The file's counts (`summarise`) and this run's, over every rank."""
+    from .rundir import config_path
+
+    ranks = dist.gather(counts)
     new = {k: sum(r[k] for r in ranks) for k in ("traces", "tokens", "privileged", "proposals")} | \
         {"seconds": max(r["seconds"] for r in ranks)}
     summary = summarise(out)
@@ -327,6 +344,4 @@ def run(cfg: ExpandConfig, progress: dist.Progress | None = None, *, fresh: bool
         "out": str(out),
         "config": str(config_path(out)),
     })
-    if dist.is_main():
-        RunLog(out.parent / "log.jsonl")("expand", "summary", **summary)
     return summary
