@@ -265,7 +265,10 @@ def test_run_writes_every_trace_with_verdict_config_and_log(stage):
     assert summary["new_tokens"] == sum(len(t.token_ids) for t in traces)
     assert 0.0 <= summary["acceptance_rate"] <= 1.0
     assert summary["privileged_share"] == pytest.approx(1 - summary["acceptance_rate"])
-    assert load_config(ExpandConfig, summary["config"]) == cfg
+    from dail.rundir import data_digest
+
+    # the config saved beside the traces, with the digest of the data they came from
+    assert load_config(ExpandConfig, summary["config"]) == cfg.model_copy(update={"data_digest": data_digest(cfg.data)})
     log = [json.loads(line) for line in (Path(cfg.out).parent / "log.jsonl").read_text().splitlines()]
     assert log[-1]["stage"] == "expand" and log[-1]["traces"] == 9
 

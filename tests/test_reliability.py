@@ -279,7 +279,8 @@ def test_run_may_change_where_and_how_it_runs(run_cfg, monkeypatch):
                                       "num_processes": 2, "methods": ["base"], "eval": {"batch_size": 3}})
     with pytest.raises(Stop):  # past the check: the first stage was reached
         pipeline.run(moved)
-    assert root.config.read_text() == to_toml(moved)
+    digests = {"arith-train": "bundled:arith-train", "arith-test": "bundled:arith-test"}  # the run adds them
+    assert root.config.read_text() == to_toml(moved.model_copy(update={"data_digests": digests}))
 
 
 def test_run_fresh_removes_only_a_run_directory(run_cfg, monkeypatch):
@@ -321,3 +322,32 @@ def test_a_training_resume_with_other_settings_stops_before_the_model_loads(tmp_
     with pytest.raises(ConfigError) as info:
         fit(saved.model_copy(update={"lr": 2e-4, "grad_accum": 2}))
     assert "lr: 0.0001 -> 0.0002" in str(info.value) and "grad_accum" not in str(info.value)
+
+
+def test_expand_resume_over_other_data_at_the_same_path_stops(stage, monkeypatch):
+    from dail.data import read_problems
+
+    cfg, loads = stage
+    expand(cfg)
+    problems = read_problems(cfg.data)
+    write_jsonl(cfg.data, [p.model_copy(update={"problem": p.problem + " again"}) for p in problems])  # same ids
+    monkeypatch.setattr("dail.models.load", lambda *_, **__: pytest.fail("the model was loaded"))
+    with pytest.raises(ConfigError, match=r"data_digest: \S+ -> \S+"):
+        expand(cfg)
+
+
+def test_run_over_a_changed_data_file_stops(tmp_path, monkeypatch):
+    from dail.datasets import load_split
+
+    data = tmp_path / "train.jsonl"
+    write_jsonl(data, load_split("arith-train")[:3])
+    cfg = RunConfig(name="d", out_dir=str(tmp_path / "runs"), train_data=str(data), eval_data=["arith-test"],
+                    device="cpu")
+    _stages_stop(monkeypatch)
+    with pytest.raises(Stop):
+        pipeline.run(cfg)  # records the data's digest in config.toml, then stops at the first stage
+    with pytest.raises(Stop):
+        pipeline.run(cfg)  # the same data: goes on
+    write_jsonl(data, load_split("arith-train")[3:6])
+    with pytest.raises(ConfigError, match=f"data changed since the run used it \\({data}: "):
+        pipeline.run(cfg)

@@ -216,6 +216,8 @@ class ExpandConfig(_ModelStage):
     """`dail expand`: mixed-policy rollouts of learner and privileged student."""
 
     data: str = Field(..., description="Problems JSONL (with solutions), or a bundled split name.")
+    data_digest: str | None = Field(None, description="Set by the stage, not by you: a digest of the data its rows came "
+                                                      "from, so that a resume over other data at the same path is refused.")
     out: str = Field(..., description="Traces JSONL (append-only; rerun resumes).")
     n: int = Field(4, ge=1, description="Traces per problem.")
     rule: Literal["threshold", "nucleus"] = Field(
@@ -279,6 +281,8 @@ class EvalConfig(_ModelStage):
 
     adapter: str | None = Field(None, description="LoRA adapter directory; None evaluates the base model.")
     data: str = Field(..., description="Problems JSONL (with answers), or a bundled split name.")
+    data_digest: str | None = Field(None, description="Set by the stage, not by you: a digest of the data its rows came "
+                                                      "from, so that a resume over other data at the same path is refused.")
     out: str = Field(..., description="Output directory (samples.jsonl, metrics.json).")
     n: int = Field(16, ge=1, description="Samples per problem.")
     k: list[int] | None = Field(None, description="The k of pass@k (each <= n); unset: the powers of two up to n.")
@@ -428,12 +432,17 @@ def _toml_value(v: Any) -> str:
     raise TypeError(f"cannot write {type(v).__name__} to TOML")
 
 
+def _toml_key(key: str) -> str:
+    # A bare key where TOML allows one; any other (a file path) quoted.
+    return key if key and all(c.isalnum() or c in "_-" for c in key) and key.isascii() else _toml_value(key)
+
+
 def _toml_table(tree: dict, prefix: str) -> str:
-    scalars = [f"{k} = {_toml_value(v)}" for k, v in tree.items() if v is not None and not isinstance(v, dict)]
+    scalars = [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in tree.items() if v is not None and not isinstance(v, dict)]
     out = ("\n".join(scalars) + "\n") if scalars else ""
     for k, v in tree.items():
         if isinstance(v, dict):
-            name = f"{prefix}{k}"
+            name = f"{prefix}{_toml_key(k)}"
             out += f"\n[{name}]\n" + _toml_table(v, prefix=f"{name}.")
     return out
 
@@ -509,7 +518,7 @@ def _check_section(cls: type[BaseModel], name: str, section: dict[str, Any], fil
 
 # Keys a run sets for every stage itself; a stage section may not repeat them.
 _RUN_KEYS = {"model", "seed", "device", "dtype", "data", "out", "problems", "traces", "adapter", "objective",
-             "prompts", "resume"}
+             "prompts", "resume", "data_digest"}
 
 
 def _section(cls: type[_Config], name: str) -> type[_Config]:
@@ -560,6 +569,9 @@ class RunConfig(_Config):
     launcher: Literal["none", "accelerate"] = Field("none", description="Run model stages in-process or via `accelerate launch`.")
     num_processes: int = Field(1, ge=1, description="Processes for launcher = accelerate.")
     prompts: PromptConfig = Field(default_factory=PromptConfig)
+    data_digests: dict[str, str] = Field(default_factory=dict, description="Set by the run, not by you: a digest of "
+                                         "each data file's content, so that a rerun over other data at the same path "
+                                         "is refused.")
     expand: ExpandSection = Field(default_factory=ExpandSection, description="ExpandConfig keys (n, tau, sampling, batch_size, limit, ...).")
     train: TrainSection = Field(default_factory=TrainSection, description="TrainConfig keys shared by every trained method (epochs, lr, lora, ...).")
     eval: EvalSection = Field(default_factory=EvalSection, description="EvalConfig keys (n, k, sampling, budgets, batch_size, limit, ...).")

@@ -67,7 +67,7 @@ __all__ = ["SAMPLE_KEYS", "EVAL_STAGE", "default_budgets", "resolved_budgets", "
 
 # Keys of EvalConfig that change what a sample (or its verdict at a budget) is; a resumed run must
 # not mix two settings of them.
-SAMPLE_KEYS = ("model", "adapter", "data", "seed", "sampling", "presence_penalty", "prompts", "budgets",
+SAMPLE_KEYS = ("model", "adapter", "data", "data_digest", "seed", "sampling", "presence_penalty", "prompts", "budgets",
                "force_answer", "answer_cue", "force_answer_tokens", "dtype")
 FRESH = "rerun with --fresh to delete its samples, metrics and config first, or use another --out directory"
 
@@ -295,10 +295,11 @@ def run(cfg: EvalConfig, stage: str = EVAL_STAGE, progress: dist.Progress | None
     `stage` salts the random streams (`dail.sampling.row_key`): another stage sampling through this one
     (`dail.pipeline.select`) draws its own samples, not the ones evaluation draws.
     """
-    from .rundir import config_path
+    from .rundir import config_path, data_digest
 
     out = Path(cfg.out)
     problems, skipped = _problems(cfg)  # before anything is written: a bad input leaves no directory behind
+    cfg = cfg.model_copy(update={"data_digest": data_digest(cfg.data)})  # saved with the config, checked on resume
     out.mkdir(parents=True, exist_ok=True)
     samples_path = out / "samples.jsonl"
     if fresh:

@@ -82,7 +82,7 @@ STAGE = "expand"  # salt of this stage's random streams
 
 # Keys of ExpandConfig that change what a trace (or its verdict) is: a resume must not mix two settings
 # of them. `limit` only adds rows; batch_size and device change no row.
-ROW_KEYS = ("model", "data", "n", "rule", "tau", "retries", "keep", "privileged_view", "sampling", "seed", "prompts",
+ROW_KEYS = ("model", "data", "data_digest", "n", "rule", "tau", "retries", "keep", "privileged_view", "sampling", "seed", "prompts",
             "leak_patterns", "dtype")
 FRESH = "rerun with --fresh to delete the traces (their config and part files too) first, or write to another --out"
 
@@ -252,8 +252,9 @@ def run(cfg: ExpandConfig, progress: dist.Progress | None = None, *, fresh: bool
     from .datasets import resolve_problems
     from .models import context_length, load
     from .prompts import render
-    from .rundir import RunLog, config_path, provenance_path
+    from .rundir import RunLog, config_path, data_digest, provenance_path
 
+    cfg = cfg.model_copy(update={"data_digest": data_digest(cfg.data)})  # saved with the config, checked on resume
     problems = resolve_problems(cfg.data)[: cfg.limit]
     missing = [p.id for p in problems if not p.solution]
     if missing:

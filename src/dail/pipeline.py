@@ -30,7 +30,7 @@ from .config import (ConfigError, EvalConfig, ExpandConfig, RunConfig, SelectCon
                      save_config, section_values, to_toml)
 from .data import DataError, Problem, atomic_write_text, read_done_keys, read_problems, write_jsonl
 from .distributed import Progress, output_lock
-from .rundir import RunDir, RunLog, split_name
+from .rundir import RunDir, RunLog, data_digest, split_name
 
 __all__ = ["run", "select", "run_dir", "TRAINED", "EXPANSIONS", "OnEvent"]
 
@@ -153,7 +153,7 @@ class _Stages:
 # Run settings that change no row of any stage: where and how it runs, batch sizes of the sampling stages
 # (the engine's rows do not depend on the batch), and which methods and splits exist (each has its own files).
 RUN_IGNORED = ("name", "out_dir", "launcher", "num_processes", "device", "methods", "eval_data",
-               "expand.batch_size", "eval.batch_size")
+               "expand.batch_size", "eval.batch_size", "data_digests")  # data_digests: compared per file below
 
 
 def _remove_run(root: RunDir) -> None:
@@ -183,10 +183,25 @@ def run(cfg: RunConfig, on_event: OnEvent | None = None, progress: Progress | No
         return _run(cfg, root, on_event, progress)
 
 
+def _check_data(cfg: RunConfig, root: RunDir, fresh: str) -> RunConfig:
+    """`cfg` with the digest of every data file it names; a file the run used before must not have changed."""
+    digests = {spec: data_digest(spec) for spec in dict.fromkeys([cfg.train_data, *cfg.eval_data])}
+    if root.config.exists():
+        import tomllib
+
+        before = tomllib.loads(root.config.read_text(encoding="utf-8")).get("data_digests", {})
+        changed = [f"{spec}: {before[spec]} -> {d}" for spec, d in digests.items() if before.get(spec, d) != d]
+        if changed:
+            raise ConfigError(f"{root.root}: data changed since the run used it ({'; '.join(changed)}); "
+                              f"its stages would mix the two. {fresh}")
+    return cfg.model_copy(update={"data_digests": digests})
+
+
 def _run(cfg: RunConfig, root: RunDir, on_event: OnEvent | None, progress: Progress | None) -> dict:
     root.root.mkdir(parents=True, exist_ok=True)
-    check_same_settings(root.config, cfg, ignore=RUN_IGNORED, output=root.root,
-                        fresh="rerun with --fresh to delete the run directory first, or use another --name")
+    fresh = "rerun with --fresh to delete the run directory first, or use another --name"
+    check_same_settings(root.config, cfg, ignore=RUN_IGNORED, output=root.root, fresh=fresh)
+    cfg = _check_data(cfg, root, fresh)
     _write_if_changed(root.config, to_toml(cfg))
     stage = _Stages(cfg, root, on_event)
     common = {"model": cfg.model, "seed": cfg.seed, "device": cfg.device, "dtype": cfg.dtype}

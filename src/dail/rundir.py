@@ -27,7 +27,7 @@ from typing import Any
 
 from .data import JsonlAppender
 
-__all__ = ["RunDir", "RunLog", "config_path", "provenance_path", "split_name"]
+__all__ = ["RunDir", "RunLog", "config_path", "data_digest", "provenance_path", "split_name"]
 
 
 def config_path(out: str | Path) -> Path:
@@ -41,6 +41,20 @@ def provenance_path(out: str | Path) -> Path:
     `D/provenance.json` in a directory."""
     out = Path(out)
     return out.with_suffix(".provenance.json") if out.suffix == ".jsonl" else out / "provenance.json"
+
+
+def data_digest(spec: str) -> str:
+    """A digest of a data spec's content (blake2b of the file), or the bundled split's name."""
+    import hashlib
+
+    path = Path(spec)
+    if not path.is_file():
+        return f"bundled:{spec}"
+    h = hashlib.blake2b(digest_size=12)
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def split_name(spec: str) -> str:
