@@ -358,8 +358,10 @@ class ThresholdChoose:
         if self.tau >= 1:
             passes = torch.zeros_like(proposals, dtype=torch.bool)
         else:
-            p_raw = torch.softmax(logits[:, privileged], -1)  # [G, V] untransformed
-            passes = p_raw.gather(-1, proposals) >= self.tau  # [G, R]
+            raw = logits[:, privileged]  # [G, V] untransformed
+            # p_P of the R proposals only: no [G, V] softmax on the decode step
+            p_raw = (raw.gather(-1, proposals) - raw.logsumexp(-1, keepdim=True)).exp()  # [G, R]
+            passes = p_raw >= self.tau  # [G, R]
         accepted = passes.any(-1)  # [G]
         first = passes.to(torch.int8).argmax(-1)  # [G] index of the first passing proposal (0 if none)
         token = torch.where(accepted, proposals.gather(-1, first[:, None])[:, 0], fallback)
