@@ -208,7 +208,7 @@ def _load_fitting(cfg: EvalConfig, problems: list[Problem], wanted: list[tuple[s
                   done: set[tuple]) -> tuple[tuple[Any, Any, dict[str, list[int]]] | None, list[str]]:
     """(model, tokenizer, learner prompts) for the problems with samples left to draw, and the ids of those whose
     prompt + max_new_tokens (+ a forced answer) exceeds the model's context; (None, []) when nothing is left."""
-    from .models import context_length, load
+    from .models import context_length, load, too_long_ids
     from .prompts import render
 
     pending = dict.fromkeys(pid for pid, i in wanted if (pid, i) not in done)  # each problem once
@@ -219,9 +219,7 @@ def _load_fitting(cfg: EvalConfig, problems: list[Problem], wanted: list[tuple[s
     prompts = {pid: render(tokenizer, "learner", by_id[pid], cfg.prompts) for pid in pending}
     forced = len(tokenizer(cfg.answer_cue, add_special_tokens=False)["input_ids"]) + cfg.force_answer_tokens \
         if cfg.force_answer else 0
-    context = context_length(model, tokenizer)
-    budget = cfg.sampling.max_new_tokens + forced
-    too_long = [] if context is None else [pid for pid, ids in prompts.items() if len(ids) + budget > context]
+    too_long = too_long_ids(prompts, cfg.sampling.max_new_tokens + forced, context_length(model, tokenizer))
     return (model, tokenizer, prompts), too_long
 
 

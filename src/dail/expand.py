@@ -76,7 +76,7 @@ from .sampling import (
 )
 
 __all__ = ["rollout", "reference_rollout", "verdict", "make_trace", "random_sample", "wanted_keys", "FirstCorrect",
-           "too_long_ids", "summarise", "run"]
+           "summarise", "run"]
 
 STAGE = "expand"  # salt of this stage's random streams
 
@@ -217,13 +217,6 @@ class FirstCorrect:
         return trace
 
 
-def too_long_ids(prompts: dict[str, Sequence[Sequence[int]]], max_new_tokens: int, context: int | None) -> list[str]:
-    """Ids of the problems whose longest prompt plus `max_new_tokens` does not fit the model's `context`."""
-    if context is None:
-        return []
-    return [pid for pid, rendered in prompts.items() if max(map(len, rendered)) + max_new_tokens > context]
-
-
 def summarise(path: str | Path) -> dict[str, Any]:
     """Counts over every trace of an expansion file: kept, rejected per reason, lengths, sources."""
     traces = read_traces(path, kept_only=False) if Path(path).exists() else []
@@ -250,7 +243,7 @@ def run(cfg: ExpandConfig, progress: dist.Progress | None = None, *, fresh: bool
     """
     from . import provenance
     from .datasets import resolve_problems
-    from .models import context_length, load
+    from .models import context_length, load, too_long_ids
     from .prompts import render
     from .rundir import RunLog, config_path, data_digest, provenance_path
 

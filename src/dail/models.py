@@ -38,6 +38,7 @@ __all__ = [
     "default_target_modules",
     "pick_dtype",
     "context_length",
+    "too_long_ids",
 ]
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -249,6 +250,17 @@ def context_length(model, tokenizer) -> int | None:
     limit = getattr(tokenizer, "model_max_length", None)
     # transformers sets an unknown length to a huge sentinel (int(1e30)).
     return limit if isinstance(limit, int) and 0 < limit < 10**8 else None
+
+
+def too_long_ids(prompts: dict[str, Any], new_tokens: int, context: int | None) -> list[str]:
+    """Ids whose longest prompt (token ids, or a tuple of them per role) plus `new_tokens` does not fit `context`."""
+    if context is None:
+        return []
+
+    def longest(rendered) -> int:
+        return len(rendered) if not rendered or isinstance(rendered[0], int) else max(map(len, rendered))
+
+    return [pid for pid, rendered in prompts.items() if longest(rendered) + new_tokens > context]
 
 
 # Projection names of the common decoder families; attention and MLP both, as LoRA papers do.
