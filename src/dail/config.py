@@ -503,13 +503,8 @@ def check_same_settings(saved: str | Path, config: BaseModel, keys: tuple[str, .
                           f"A resume would mix the two; {fresh}")
 
 
-
-
 def _check_section(cls: type[BaseModel], name: str, section: dict[str, Any], fill: dict[str, Any]) -> None:
     """Validate a [section] of a run config as the stage config it becomes, naming `section.key`."""
-    clash = sorted(set(section) & set(fill))
-    if clash:
-        raise ValueError(f"{name}.{clash[0]} is set by the run itself; set it at the top level or leave it out")
     try:
         cls.model_validate({**section, **fill})
     except ValidationError as e:
