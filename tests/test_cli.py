@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from dail.cli import app
 
-STAGES = ["demo", "run", "data", "select", "waypoints", "expand", "train", "eval", "report"]
+STAGES = ["demo", "run", "study", "testbed", "data", "select", "waypoints", "expand", "train", "eval", "report"]
 
 
 def test_help_lists_every_stage():

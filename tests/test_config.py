@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -75,11 +76,16 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def test_every_preset_validates_and_opens_with_its_command():
+    from dail.study import StudyConfig
+
     presets = sorted(CONFIGS.glob("*.toml"))
-    assert {p.name for p in presets} >= {"demo.toml", "paper-qwen2.5-7b.toml", "paper-qwen3-8b.toml"}
+    assert {p.name for p in presets} >= {"demo.toml", "smollm2-arith.toml", "testbed-study.toml",
+                                         "paper-qwen2.5-7b.toml", "paper-qwen3-8b.toml"}
     for path in presets:
-        load_config(RunConfig, path)
-        assert path.read_text().startswith(f"# dail run --config configs/{path.name}") or path.name == "demo.toml"
+        study = "seeds" in tomllib.loads(path.read_text())
+        load_config(StudyConfig if study else RunConfig, path)
+        command = "dail study" if study else "dail run"
+        assert path.read_text().startswith(f"# {command} --config configs/{path.name}") or path.name == "demo.toml"
 
 
 @pytest.mark.parametrize("name, tau, n, tokens, keep, epochs, budgets", [

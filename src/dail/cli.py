@@ -37,6 +37,9 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Problem files: validate and generate.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+testbed_app = typer.Typer(help="The test-bed: a model trained from scratch and splits where the method's premise holds.",
+                          no_args_is_help=True)
+app.add_typer(testbed_app, name="testbed")
 console = Console(stderr=True)
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML config; flags override it.")]
@@ -119,6 +122,26 @@ def data_generate(
         check_output(out)
         write_jsonl(out, generate(n, seed, prefix=prefix))
     console.print(f"wrote {n} problems to {out}")
+
+
+# --------------------------------------------------------------------------- test-bed
+
+
+@testbed_app.command("build")
+def testbed_build(
+    out: Annotated[Path, typer.Option(help="Directory to write: model/, data/*.jsonl, build.json.")],
+    config: ConfigOpt = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed of the splits, corpus and weights.")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Pretraining steps.")] = None,
+) -> None:
+    """Build the test-bed from a seed: tokenizer, model trained from scratch, splits (resumes a killed build)."""
+    from . import ui
+    from .testbed.build import BuildConfig, build
+
+    cfg = _config(BuildConfig, config, {"seed": seed, "steps": steps})
+    with _user_errors(), ui.progress("pretrain") as update:
+        done = build(cfg, out, on_step=lambda r: update(r["step"], cfg.steps + cfg.phase2_steps))
+    console.print(f"test-bed written to {done}: model {done / 'model'}, splits {done / 'data'}")
 
 
 # --------------------------------------------------------------------------- stages
@@ -337,6 +360,31 @@ def run(
     _run(config, {"name": name, "out_dir": out_dir, "device": device}, fresh=fresh)
 
 
+@app.command()
+def study(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Study config TOML (see configs/testbed-study.toml).")],
+    out_dir: Annotated[Optional[str], typer.Option(help="Override the parent directory of studies.")] = None,
+) -> None:
+    """One run per seed plus DAIL's tau/gamma sweeps; tables and plots of the mean and spread across seeds."""
+    from . import ui
+    from .pipeline import run as run_pipeline
+    from .study import StudyConfig, run as run_study
+
+    cfg = _config(StudyConfig, config, {"out_dir": out_dir})
+
+    def run_one(label: str, run_cfg) -> dict:
+        ui.console.rule(f"[bold]{label}")
+        events = ui.RunEvents()
+        try:
+            return run_pipeline(run_cfg, on_event=events, progress=events.progress)
+        finally:
+            events.close()
+
+    with _user_errors(cfg.root):
+        run_study(cfg, run_one)
+    console.print(f"study: {cfg.root / 'study.md'}  plots: {cfg.root / 'plots'}")
+
+
 def _demo_config() -> Path:
     # configs/ lives in the checkout; an editable install finds it beside src/.
     for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
@@ -349,7 +397,7 @@ def _demo_config() -> Path:
 def demo(
     out_dir: Annotated[Optional[str], typer.Option(help="Override the parent directory of runs.")] = None,
 ) -> None:
-    """The full pipeline on the embedded model and the bundled arithmetic splits (configs/demo.toml)."""
+    """The comparison on the shipped test-bed: six methods, hard problems, pass@k to 64 (configs/demo.toml)."""
     _run(_demo_config(), {"out_dir": out_dir})
 
 

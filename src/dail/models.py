@@ -49,6 +49,20 @@ EMBEDDED: dict[str, tuple[str, str]] = {
 }
 
 
+# Aliases for models shipped as ordinary Hugging Face directories inside this package.
+SHIPPED: dict[str, str] = {"testbed": "testbed"}  # alias -> the test-bed directory (dail.testbed.SHIPPED)
+
+
+def _shipped_path(name: str) -> Path:
+    from dail.testbed import SHIPPED as TESTBED
+
+    path = TESTBED / "model"
+    if not (path / "config.json").exists():
+        raise ModelNotFoundError(f"model {name!r}: the shipped test-bed model is missing from {path}; "
+                                 "rebuild it with `dail testbed build --out DIR` and name DIR/model")
+    return path
+
+
 class ModelNotFoundError(FileNotFoundError):
     """A model name that resolves to nothing; the message lists what was tried."""
 
@@ -131,7 +145,9 @@ def resolve(name_or_path: str) -> Resolved:
     tried: list[str] = []
     if name_or_path in EMBEDDED:
         return Resolved(name_or_path, str(_embedded_path(name_or_path)), "embedded")
-    tried.append(f"embedded alias (known: {', '.join(EMBEDDED)})")
+    if name_or_path in SHIPPED:
+        return Resolved(name_or_path, str(_shipped_path(name_or_path)), "embedded")
+    tried.append(f"embedded alias (known: {', '.join([*EMBEDDED, *SHIPPED])})")
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         if (path / "config.json").exists():

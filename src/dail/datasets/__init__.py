@@ -18,7 +18,7 @@ from pathlib import Path
 from dail.data import DataError, Problem, read_problems, write_jsonl
 from dail.datasets.arith import generate, problem_at
 
-__all__ = ["SPLITS", "generate", "load_split", "resolve_problems", "split_path", "split_problems",
+__all__ = ["SPLITS", "bundled_files", "generate", "load_split", "resolve_problems", "split_path", "split_problems",
            "write_split"]
 
 # name -> (problems, seed); order matters (see `split_problems`). Fixed for good: the shipped files.
@@ -70,11 +70,19 @@ def load_split(name: str) -> list[Problem]:
     return read_problems(split_path(name))
 
 
+def bundled_files() -> dict[str, Path]:
+    """Every bundled split name -> its shipped file: the arithmetic splits and the test-bed's."""
+    from dail.testbed import SHIPPED, split_files
+
+    return {**{name: split_path(name) for name in SPLITS}, **split_files(SHIPPED)}
+
+
 def resolve_problems(spec: str | os.PathLike) -> list[Problem]:
     """Problems from a bundled split name or a path to a JSONL file."""
-    if str(spec) in SPLITS:
-        return load_split(str(spec))
+    bundled = bundled_files()
+    if str(spec) in bundled:
+        return read_problems(bundled[str(spec)])
     path = Path(spec)
     if not path.is_file():
-        raise DataError(spec, None, None, f"neither a bundled split ({', '.join(SPLITS)}) nor a file")
+        raise DataError(spec, None, None, f"neither a bundled split ({', '.join(bundled)}) nor a file")
     return read_problems(path)

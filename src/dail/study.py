@@ -1,0 +1,225 @@
+"""`dail study`: one comparison run per seed, DAIL's tau / gamma sweeps, and the mean and spread across seeds.
+
+A study config is a run config (`[run]`, every key of `dail run` but name, out_dir and seed) with the
+seeds and sweeps around it:
+
+    name = "testbed-study"
+    seeds = [0, 1, 2]
+    sweep_data = "testbed-val"      # the sweeps are scored here, never on the test split
+    tau = [0.0, 0.5, 0.8, 1.0]      # expand.tau of `dail`, gamma held at the run's value
+    gamma = [0.0, 0.1, 0.5]         # train.gamma of `dail`, tau held at the run's value
+    [run]
+    model = "testbed"
+    ...
+
+Per seed, `OUT/NAME/seed-S` is an ordinary `dail run` (every method on every eval split); each
+sweep point other than the run's own setting is a run of `dail` alone (`seed-S-tau-0.5`), trained
+on the problems the seed's run selected and evaluated on `sweep_data` only. Each is resumable
+like any run, so a killed study picks up where it stopped. Outputs: `study.json` (every seed's
+numbers, their mean and standard deviation), `study.md`, and `plots/` (pass@k with the spread
+across seeds, the token-budget curves, the sweeps).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import statistics
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from .config import RunConfig, _Config
+from .data import atomic_write_text
+from .pipeline import run_dir
+from .rundir import split_name
+
+__all__ = ["StudyConfig", "run", "aggregate", "markdown"]
+
+
+class StudyConfig(_Config):
+    """`dail study`: seeds and sweeps around one run config."""
+
+    name: str = Field(..., description="Study name: the output goes to OUT_DIR/NAME.")
+    out_dir: str = Field("runs", description="Parent directory of studies.")
+    seeds: list[int] = Field(..., min_length=1, description="One full run per seed; the table gives mean and spread.")
+    sweep_data: str | None = Field(None, description="Split the sweeps are scored on (one of run.eval_data).")
+    tau: list[float] = Field(default_factory=list, description="expand.tau values of `dail` to sweep.")
+    gamma: list[float] = Field(default_factory=list, description="train.gamma values of `dail` to sweep.")
+    run: dict[str, Any] = Field(..., description="The run config of every seed (all `dail run` keys but name, "
+                                                 "out_dir, seed).")
+
+    @model_validator(mode="after")
+    def _check(self) -> StudyConfig:
+        own = {"name", "out_dir", "seed"} & set(self.run)
+        if own:
+            raise ValueError(f"run.{sorted(own)[0]} is set by the study, not in [run]")
+        cfg = self.run_config(self.seeds[0])  # every key checked once, with the run's own messages
+        if (self.tau or self.gamma) and self.sweep_data not in cfg.eval_data:
+            raise ValueError(f"sweep_data {self.sweep_data!r} must be one of run.eval_data {cfg.eval_data}")
+        if (self.tau or self.gamma) and "dail" not in cfg.methods:
+            raise ValueError("the sweeps vary dail: run.methods must include 'dail'")
+        return self
+
+    @property
+    def root(self) -> Path:
+        """Where the study writes."""
+        return Path(self.out_dir) / self.name
+
+    def run_config(self, seed: int) -> RunConfig:
+        """The comparison run of one seed."""
+        return RunConfig(**self.run, name=f"seed-{seed}", out_dir=str(self.root), seed=seed)
+
+    def sweep_configs(self, seed: int, train_data: str) -> dict[str, RunConfig]:
+        """label -> the run of one sweep point (the run's own setting is left out: the seed's run has it)."""
+        base = self.run_config(seed)
+        points = [("tau", "expand", v) for v in self.tau if v != base.expand.tau]
+        points += [("gamma", "train", v) for v in self.gamma if v != base.train.gamma]
+        out = {}
+        for key, section, value in points:
+            values = copy.deepcopy(self.run)
+            values[section] = {**values.get(section, {}), key: value}
+            values.update(methods=["dail"], select=False, train_data=train_data, eval_data=[self.sweep_data])
+            label = f"dail {key}={value:g}"
+            out[label] = RunConfig(**values, name=f"seed-{seed}-{key}-{value:g}", out_dir=str(self.root), seed=seed)
+        return out
+
+
+OnRun = Callable[[str, RunConfig], dict]
+
+
+def run(cfg: StudyConfig, run_one: OnRun) -> dict[str, Any]:
+    """Run (or resume) every seed and sweep point through `run_one(label, config)`; write and return the summary.
+
+    `run_one` is `dail.pipeline.run` with the caller's event sinks (the CLI draws them).
+    """
+    per_seed: dict[int, dict[str, dict[str, Any]]] = {}
+    for seed in cfg.seeds:
+        main = cfg.run_config(seed)
+        result = run_one(f"seed {seed}", main)
+        table = dict(result["table"])
+        root = Path(result["run_dir"])
+        train_data = str(run_dir(main).selected) if main.select else main.train_data
+        for label, sweep in cfg.sweep_configs(seed, train_data).items():
+            table[label] = run_one(f"seed {seed}: {label}", sweep)["table"]["dail"]
+        per_seed[seed] = _with_budgets(table, root, cfg)
+    summary = {"name": cfg.name, "seeds": cfg.seeds, "sweep_data": cfg.sweep_data and split_name(cfg.sweep_data),
+               "tau": cfg.tau, "gamma": cfg.gamma, "base_tau": main.expand.tau, "base_gamma": main.train.gamma,
+               "per_seed": {str(s): t for s, t in per_seed.items()}, "mean": aggregate(per_seed)}
+    cfg.root.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(cfg.root / "study.json", json.dumps(summary, indent=1) + "\n")
+    atomic_write_text(cfg.root / "study.md", markdown(summary))
+    plot(summary, cfg.root / "plots")
+    return summary
+
+
+def _with_budgets(table: dict[str, Any], root: Path, cfg: StudyConfig) -> dict[str, Any]:
+    """The results table with each main method's pass@1 at each token budget (from its metrics.json)."""
+    for method, splits in table.items():
+        for split, row in splits.items():
+            path = root / "eval" / method / split / "metrics.json"
+            if path.exists():
+                m = json.loads(path.read_text())
+                row["budget_pass_at_1"] = {b: v.get("1") for b, v in m.get("pass_at_k_budget", {}).items()}
+    return table
+
+
+def _stats(values: list[float]) -> dict[str, Any]:
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "min": min(values), "max": max(values), "n": len(values)}
+
+
+def aggregate(per_seed: dict[int, dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Mean, standard deviation, min and max across seeds of every number in the per-seed tables."""
+    out: dict[str, dict[str, Any]] = {}
+    tables = list(per_seed.values())
+    methods = list(dict.fromkeys(m for t in tables for m in t))
+    for method in methods:
+        splits = list(dict.fromkeys(s for t in tables for s in t.get(method, {})))
+        for split in splits:
+            rows = [t[method][split] for t in tables if split in t.get(method, {})]
+            entry: dict[str, Any] = {"pass_at_k": {}, "budget_pass_at_1": {}}
+            for k in rows[0]["pass_at_k"]:
+                entry["pass_at_k"][k] = _stats([r["pass_at_k"][k] for r in rows if k in r["pass_at_k"]])
+            entry["mean_tokens"] = _stats([r["mean_tokens"] for r in rows])
+            for b in rows[0].get("budget_pass_at_1", {}):
+                entry["budget_pass_at_1"][b] = _stats([r["budget_pass_at_1"][b] for r in rows
+                                                       if r.get("budget_pass_at_1", {}).get(b) is not None])
+            out.setdefault(method, {})[split] = entry
+    return out
+
+
+def _cell(s: dict[str, Any], scale: float = 100.0, digits: int = 1) -> str:
+    return f"{scale * s['mean']:.{digits}f} ± {scale * s['std']:.{digits}f}"
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    """The study's tables: pass@k (%) and mean tokens as mean ± standard deviation across seeds."""
+    lines = [f"# Study {summary['name']}", "",
+             f"Seeds {summary['seeds']}; every cell is mean ± standard deviation across seeds (pass@k in %).", ""]
+    mean = summary["mean"]
+    splits = list(dict.fromkeys(s for m in mean.values() for s in m))
+    for split in splits:
+        rows = [(m, v[split]) for m, v in mean.items() if split in v]
+        ks = list(rows[0][1]["pass_at_k"])
+        lines += [f"## {split}", "", "| method | " + " | ".join(f"pass@{k}" for k in ks) + " | mean tokens |",
+                  "|---" * (len(ks) + 2) + "|"]
+        for method, e in rows:
+            cells = [_cell(e["pass_at_k"][k]) if k in e["pass_at_k"] else "–" for k in ks]
+            lines.append(f"| {method} | " + " | ".join(cells) + f" | {_cell(e['mean_tokens'], 1.0, 0)} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(summary: dict[str, Any], out: Path) -> None:
+    """pass@k with the spread across seeds (main methods), pass@1 against token budget, and the sweeps."""
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
+
+    out.mkdir(parents=True, exist_ok=True)
+    mean = summary["mean"]
+    main = [m for m in mean if not m.startswith("dail ")]
+    splits = list(dict.fromkeys(s for m in main for s in mean[m]))
+    colours = {m: colormaps["tab10"](i % 10) for i, m in enumerate(main)}
+    for name, key, xlabel in (("pass_at_k", "pass_at_k", "k (samples)"),
+                              ("token_budget", "budget_pass_at_1", "token budget B (pass@1)")):
+        fig = Figure(figsize=(0.5 + 4.6 * len(splits), 4.2), layout="constrained", dpi=110)
+        axes = fig.subplots(1, len(splits), squeeze=False)[0]
+        for ax, split in zip(axes, splits):
+            for m in main:
+                curve = mean[m].get(split, {}).get(key, {})
+                if not curve:
+                    continue
+                xs = [int(x) for x in curve]
+                mu = [100 * curve[x]["mean"] for x in curve]
+                sd = [100 * curve[x]["std"] for x in curve]
+                ax.plot(xs, mu, marker="o", ms=4, color=colours[m], label=m)
+                ax.fill_between(xs, [a - b for a, b in zip(mu, sd)], [a + b for a, b in zip(mu, sd)],
+                                color=colours[m], alpha=0.15, lw=0)
+            ax.set_xscale("log", base=2)
+            ax.grid(alpha=0.3)
+            ax.set(title=split, xlabel=xlabel, ylabel="%")
+            if ax.lines:
+                ax.legend(fontsize=8, loc="upper left")
+        fig.suptitle(f"{summary['name']}: mean over seeds {summary['seeds']}, band = ± 1 std", fontsize=11)
+        fig.savefig(out / f"{name}.png")
+    sweeps = [(p, summary[p], summary[f"base_{p}"]) for p in ("tau", "gamma") if summary[p]]
+    split = summary["sweep_data"]
+    if not sweeps or split is None:
+        return
+    fig = Figure(figsize=(0.5 + 4.6 * len(sweeps), 4.2), layout="constrained", dpi=110)
+    axes = fig.subplots(1, len(sweeps), squeeze=False)[0]
+    for ax, (param, values, base) in zip(axes, sweeps):
+        points = [(v, mean["dail" if v == base else f"dail {param}={v:g}"].get(split)) for v in values]
+        ks = list(points[0][1]["pass_at_k"]) if points[0][1] else []
+        for k in ([ks[0], ks[-1]] if len(ks) > 1 else ks):
+            xs = [v for v, e in points if e]
+            mu = [100 * e["pass_at_k"][k]["mean"] for _, e in points if e]
+            sd = [100 * e["pass_at_k"][k]["std"] for _, e in points if e]
+            ax.errorbar(xs, mu, yerr=sd, marker="o", capsize=3, label=f"pass@{k}")
+        ax.set(title=f"dail: {param} ({split})", xlabel=param, ylabel="%")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.savefig(out / "sweeps.png")
