@@ -44,7 +44,7 @@ def test_local_directory_loads(tiny_model_dir):
 @pytest.mark.parametrize(
     "name, words",
     [
-        ("no-such-model", ["embedded alias (known: smollm2-135m)", "local directory", "not of the form owner/name"]),
+        ("no-such-model", ["embedded alias (known: smollm2-135m, testbed)", "local directory", "not of the form owner/name"]),
         ("nobody/no-such-model", ["HF_HUB_OFFLINE=1", "not cached"]),
     ],
 )

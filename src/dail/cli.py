@@ -397,7 +397,7 @@ def _demo_config() -> Path:
 def demo(
     out_dir: Annotated[Optional[str], typer.Option(help="Override the parent directory of runs.")] = None,
 ) -> None:
-    """The comparison on the shipped test-bed: six methods, hard problems, pass@k to 64 (configs/demo.toml)."""
+    """The full pipeline on the embedded model and the bundled arithmetic splits (configs/demo.toml)."""
     _run(_demo_config(), {"out_dir": out_dir})
 
 
