@@ -46,6 +46,8 @@ __all__ = [
     "contrastive_diagnostics",
     "contrastive_loss",
     "contrastive_target_loss",
+    "group_advantages",
+    "grpo_loss",
     "nll_loss",
 ]
 
@@ -266,6 +268,81 @@ def contrastive_diagnostics(
     means = torch.stack(sums) / count.clamp_min(1)
     tokens, *means = torch.cat([count[None].to(means.dtype), means]).tolist()  # sync point: one for all
     return {"tokens": tokens, **dict(zip(names, means))}
+
+
+# --------------------------------------------------------------------------------------------------
+# GRPO (the RL baselines; issue 16): advantages per group of rollouts, the clipped surrogate
+
+
+def group_advantages(rewards: torch.Tensor, *, scale: bool = True, eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+    """GRPO advantages of rewards ``[P, G]`` (P problems, G rollouts each): ``(r - mean_g) / (std_g + eps)``.
+
+    The standard deviation is the population one (over the G rollouts). A group whose rewards are
+    all equal (all fail or all pass) has advantage exactly 0 for every rollout: no gradient. Returns
+    (advantages ``[P, G]``, a bool ``[P]`` marking those zero-variance groups, so callers count them).
+    ``scale=False`` keeps ``r - mean_g`` (Dr. GRPO's unscaled variant).
+    """
+    if rewards.dim() != 2:
+        raise ValueError(f"rewards must be [problems, rollouts], got {tuple(rewards.shape)}")
+    r = rewards.to(torch.promote_types(rewards.dtype, torch.float32))
+    centred = r - r.mean(dim=1, keepdim=True)
+    flat = (r == r[:, :1]).all(dim=1)
+    adv = centred / (r.std(dim=1, unbiased=False, keepdim=True) + eps) if scale else centred
+    return adv.masked_fill(flat[:, None], 0.0), flat
+
+
+def grpo_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    epsilon: float = 0.2,
+    beta: float = 0.0,
+    ref_logprobs: torch.Tensor | None = None,
+    num_tokens: float | torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The clipped GRPO surrogate with token-level normalisation, and its diagnostics.
+
+    Inputs are per-token log-probs of the sampled tokens ``[B, T]`` (``logprobs`` with gradient,
+    ``old_logprobs`` from the policy that sampled them) and one advantage per rollout ``[B]``. Per
+    counted token, with ``ρ = exp(l − l_old)``::
+
+        L_t = −min(ρ A, clip(ρ, 1 − ε, 1 + ε) A) + β KL_t,   KL_t = exp(l_ref − l) − (l_ref − l) − 1
+
+    (the k3 estimator of KL(π || π_ref), needing ``ref_logprobs`` when β > 0). The loss is the sum
+    over every counted token of the batch divided by their number (or ``num_tokens``): long rollouts
+    weigh by their length, as in DAPO, not by the rollout. Diagnostics (no gradient): ``clip_fraction``
+    (counted tokens whose ratio left [1 − ε, 1 + ε] on the side the clip binds), ``kl`` (mean KL_t, 0
+    without a reference) and ``ratio`` (mean ρ).
+    """
+    if logprobs.shape != old_logprobs.shape or logprobs.shape != mask.shape:
+        raise ValueError(f"logprobs {tuple(logprobs.shape)}, old_logprobs {tuple(old_logprobs.shape)} and mask "
+                         f"{tuple(mask.shape)} must have one shape")
+    if advantages.shape != logprobs.shape[:1]:
+        raise ValueError(f"advantages must be [B] = {tuple(logprobs.shape[:1])}, got {tuple(advantages.shape)}")
+    if beta > 0 and ref_logprobs is None:
+        raise ValueError("beta > 0 needs ref_logprobs")
+    mask = mask.bool()
+    dtype = torch.promote_types(logprobs.dtype, torch.float32)
+    l, old = logprobs.to(dtype)[mask], old_logprobs.detach().to(dtype)[mask]
+    adv = advantages.detach().to(dtype)[:, None].expand_as(mask)[mask]
+    ratio = torch.exp(l - old)
+    unclipped, clipped = ratio * adv, ratio.clamp(1 - epsilon, 1 + epsilon) * adv
+    per_token = -torch.minimum(unclipped, clipped)
+    kl = torch.zeros_like(l)
+    if ref_logprobs is not None:
+        d = ref_logprobs.detach().to(dtype)[mask] - l
+        kl = torch.exp(d) - d - 1
+        if beta > 0:
+            per_token = per_token + beta * kl
+    loss = _normalise(per_token.sum(), mask.sum(), num_tokens)
+    with torch.no_grad():
+        n = max(int(mask.sum()), 1)
+        binds = ((ratio > 1 + epsilon) & (adv > 0)) | ((ratio < 1 - epsilon) & (adv < 0))
+        stats = {"clip_fraction": binds.sum().to(dtype) / n, "kl": kl.detach().sum() / n,
+                 "ratio": ratio.detach().sum() / n}
+    return loss, stats
 
 
 # --------------------------------------------------------------------------------------------------
