@@ -29,7 +29,7 @@ from dail import evaluate, expand
 from dail.config import EvalConfig, ExpandConfig, PromptConfig
 from dail.data import read_traces
 from dail.sampling import Role
-from dail.testbed.build import _document_text
+from dail.testbed.build import document_text
 from dail.testbed.task import draw_chain, full_solution, problem_row
 
 # Token kinds of one solution line, `a: x+5 so x=5 y=1\n`, in order.
@@ -42,7 +42,7 @@ def token_accuracy(model, tok, role: Role, steps: int, docs: int = 40, seed: int
     rng, hits = random.Random(seed), collections.defaultdict(list)
     for _ in range(docs):
         chain = draw_chain(rng, steps)
-        prompt, completion = _document_text(role, problem_row(chain, 3, "probe", "probe"), full_solution(chain),
+        prompt, completion = document_text(role, problem_row(chain, 3, "probe", "probe"), full_solution(chain),
                                             PromptConfig())
         p = tok(prompt, add_special_tokens=False)["input_ids"]
         c = tok(completion, add_special_tokens=False)["input_ids"]

@@ -150,13 +150,13 @@ def test_the_splits_are_disjoint_of_the_stated_difficulty_and_verifiable(tmp_pat
 
 def test_the_tokenizer_round_trips_documents_and_shares_label_tokens(tmp_path):
     from dail.config import PromptConfig
-    from dail.testbed.build import BuildConfig, _document_text, build_tokenizer, draw_document
+    from dail.testbed.build import BuildConfig, document_text, build_tokenizer, draw_document
 
     cfg = BuildConfig(tokenizer_docs=200)
     tok = build_tokenizer(cfg, PromptConfig())
     rng = random.Random(7)
     for _ in range(30):
-        text = "".join(_document_text(*draw_document(rng, cfg), PromptConfig()))
+        text = "".join(document_text(*draw_document(rng, cfg), PromptConfig()))
         ids = tok(text, add_special_tokens=False)["input_ids"]
         assert tok.decode(ids) == text
     pieces = tok.convert_ids_to_tokens(tok("x=37 y=5\nc: y-6\n\\boxed{42}", add_special_tokens=False)["input_ids"])

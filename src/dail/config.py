@@ -20,6 +20,7 @@ from .models import DEFAULT_MODEL
 
 __all__ = [
     "ConfigError",
+    "StrictConfig",
     "SamplingConfig",
     "PromptConfig",
     "LoraSettings",
@@ -47,6 +48,11 @@ class ConfigError(ValueError):
 
 class _Config(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+# The base of every config: unknown keys are errors, assignments are validated. Public for the
+# configs that live beside their commands (dail.study, dail.testbed.build).
+StrictConfig = _Config
 
 
 class SamplingConfig(_Config):

@@ -31,7 +31,7 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from .config import RunConfig, _Config
+from .config import RunConfig, StrictConfig
 from .data import atomic_write_text
 from .pipeline import run_dir
 from .rundir import split_name
@@ -39,7 +39,7 @@ from .rundir import split_name
 __all__ = ["StudyConfig", "run", "aggregate", "markdown"]
 
 
-class StudyConfig(_Config):
+class StudyConfig(StrictConfig):
     """`dail study`: seeds and sweeps around one run config."""
 
     name: str = Field(..., description="Study name: the output goes to OUT_DIR/NAME.")

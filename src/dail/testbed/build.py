@@ -34,12 +34,13 @@ from pathlib import Path
 
 from pydantic import Field
 
-from dail.config import PromptConfig, _Config
+from dail.config import PromptConfig, StrictConfig
 from dail.data import Problem, atomic_write_text, write_jsonl
 from dail.sampling import Role
-from dail.testbed.task import Chain, draw_chain, expert_solution, full_solution, hint, problem_row
+from dail.testbed.task import draw_chain, full_solution, problem_row
 
-__all__ = ["BuildConfig", "SPLIT_NAMES", "build", "build_tokenizer", "draw_document", "make_splits",
+__all__ = ["BuildConfig", "SPLIT_NAMES", "build", "build_tokenizer", "draw_document", "document_text", "make_splits",
+           "new_model", "phases", "Phase",
            "CHAT_TEMPLATE", "file_hashes"]
 
 SPLIT_NAMES = ("train", "val", "test", "easy")
@@ -54,7 +55,7 @@ CHAT_TEMPLATE = (
 SPECIAL = ["<|end|>", "<|system|>", "<|user|>", "<|assistant|>"]
 
 
-class BuildConfig(_Config):
+class BuildConfig(StrictConfig):
     """Sizes of the test-bed: task, splits, model and pretraining."""
 
     seed: int = Field(0, description="Seed of the splits, the corpus and the weights.")
@@ -133,7 +134,8 @@ def draw_document(rng: random.Random, cfg: BuildConfig, cap: int = 26,
     return role, problem_row(chain, every, "doc", "pretrain"), full_solution(chain)
 
 
-def _document_text(role: Role, problem: Problem, completion: str, prompts: PromptConfig) -> tuple[str, str]:
+def document_text(role: Role, problem: Problem, completion: str, prompts: PromptConfig) -> tuple[str, str]:
+    """A document as (prompt through the chat template with the generation prompt, completion + end token)."""
     from dail.prompts import prompt_text
 
     messages = [{"role": "user", "content": prompt_text(role, problem, prompts)}]
@@ -154,7 +156,7 @@ def build_tokenizer(cfg: BuildConfig, prompts: PromptConfig):
     texts = []
     for _ in range(cfg.tokenizer_docs):
         role, problem, completion = draw_document(rng, cfg)
-        texts.append("".join(_document_text(role, problem, completion, prompts)))
+        texts.append("".join(document_text(role, problem, completion, prompts)))
     tok = Tokenizer(models.BPE())
     # Pieces: \boxed{, a word with its leading space, one digit, one other character. BPE merges
     # only inside a piece, so numbers are digit by digit and never glued to an operator.
@@ -207,7 +209,7 @@ def _batches(cfg: BuildConfig, phase: Phase, tokenizer, prompts: PromptConfig) -
         step += 4
         docs = []
         for _ in range(4 * cfg.batch_size):
-            prompt, completion = _document_text(*draw_document(rng, cfg, cap, phase.reference_share), prompts)
+            prompt, completion = document_text(*draw_document(rng, cfg, cap, phase.reference_share), prompts)
             p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
             c = tokenizer(completion, add_special_tokens=False)["input_ids"]
             docs.append(((p + c)[: cfg.max_positions], len(p)))
@@ -232,7 +234,8 @@ def _tensors(ids: list[list[int]], starts: list[int], pad: int):
     return x, mask, labels
 
 
-def _model(cfg: BuildConfig, tokenizer):
+def new_model(cfg: BuildConfig, tokenizer):
+    """A randomly initialised Llama of the config's shape over the tokenizer's vocabulary."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
@@ -251,7 +254,7 @@ def pretrain(cfg: BuildConfig, tokenizer, prompts: PromptConfig, work: Path,
 
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
-    model = _model(cfg, tokenizer)
+    model = new_model(cfg, tokenizer)
     records: list[dict] = []
     offset = 0  # steps are numbered across phases
     for phase in phases(cfg):
