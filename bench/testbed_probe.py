@@ -2,7 +2,7 @@
 
     python bench/testbed_probe.py --build DIR [--problems 12] [--samples 32]
 
-1. Teacher-forced greedy accuracy of each kind of completion token (label, register, sign, digit,
+1. Teacher-forced greedy accuracy of each kind of completion token (label, register, source,
    the changed register's new value, the unchanged one) for learner documents of 3, 6 and 12 steps
    and privileged documents of 12: which skill a build has not learned yet.
 2. The premise through the stages themselves (`dail eval`, `dail expand` with tau = 1): the base
@@ -32,9 +32,9 @@ from dail.sampling import Role
 from dail.testbed.build import document_text
 from dail.testbed.task import draw_chain, full_solution, problem_row
 
-# Token kinds of one solution line, `a: x+5 so x=5 y=1\n`, in order.
-LINE = ["label", ":", "register", "sign", "digit", "so", "x", "=", "x value", "y", "=", "y value", "newline"]
-SHOWN = ("label", "register", "sign", "digit", "changed value", "unchanged value")
+# Token kinds of one solution line, `a: x=y so x=5 y=5\n`, in order.
+LINE = ["label", ":", "register", "=", "source", "so", "x", "=", "x value", "y", "=", "y value", "newline"]
+SHOWN = ("label", "register", "source", "changed value", "unchanged value")
 
 
 def token_accuracy(model, tok, role: Role, steps: int, docs: int = 40, seed: int = 1) -> dict[str, float]:
@@ -50,7 +50,7 @@ def token_accuracy(model, tok, role: Role, steps: int, docs: int = 40, seed: int
             raise SystemExit("this build's tokenizer splits a step line differently; update LINE")
         with torch.no_grad():
             pred = model(torch.tensor([p + c])).logits[0, len(p) - 1: -1].argmax(-1).tolist()
-        for i, (register, _, _) in enumerate(chain.steps):
+        for i, (register, _) in enumerate(chain.steps):
             for j, kind in enumerate(LINE):
                 if kind.endswith("value"):
                     kind = "changed value" if kind[0] == register else "unchanged value"

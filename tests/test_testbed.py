@@ -19,15 +19,14 @@ def _replay(text: str) -> tuple[int, int]:
     """The final (x, y) by reading the problem statement as a person would: parse, then apply."""
     x, y = map(int, re.search(r"x=(\d) and y=(\d)", text).groups())
     regs = {"x": x, "y": y}
-    for reg, sign, digit in re.findall(r"^[a-z]: ([xy])([+-])(\d)$", text, flags=re.M):
-        regs[reg] = (regs[reg] + (int(digit) if sign == "+" else -int(digit))) % 10
+    for reg, source in re.findall(r"^[a-z]: ([xy])=([xy\d])$", text, flags=re.M):
+        regs[reg] = int(source) if source.isdigit() else regs[source]
     return regs["x"], regs["y"]
 
 
 chains = st.builds(
     Chain, st.integers(0, 9), st.integers(0, 9),
-    st.lists(st.tuples(st.sampled_from("xy"), st.sampled_from("+-"), st.integers(1, 9)), min_size=1, max_size=16)
-    .map(tuple))
+    st.lists(st.tuples(st.sampled_from("xy"), st.sampled_from("0123456789xy")), min_size=1, max_size=16).map(tuple))
 
 
 @given(chains, st.integers(2, 5))
@@ -42,11 +41,11 @@ def test_answer_text_and_solutions_agree_with_a_replay_of_the_statement(chain, e
     lines = full.splitlines()[:-1]
     assert [line[0] for line in lines] == list(LABELS[: len(chain.steps)])
     state = (chain.x, chain.y)
-    for line, (reg, sign, digit) in zip(lines, chain.steps):
+    for line, (reg, source) in zip(lines, chain.steps):
         new = dict(zip("xy", state))
-        new[reg] = (new[reg] + (digit if sign == "+" else -digit)) % 10
+        new[reg] = new[source] if source in "xy" else int(source)
         state = (new["x"], new["y"])
-        assert line == f"{line[0]}: {reg}{sign}{digit} so x={state[0]} y={state[1]}"
+        assert line == f"{line[0]}: {reg}={source} so x={state[0]} y={state[1]}"
 
 
 @given(chains, st.integers(2, 5))
@@ -63,13 +62,13 @@ def test_the_expert_skips_steps_and_the_hint_holds_no_line_of_the_solution(chain
 
 
 def test_a_hand_worked_chain():
-    chain = Chain(8, 9, (("y", "-", 1), ("y", "-", 7), ("x", "+", 5)))
-    assert full_solution(chain) == ("a: y-1 so x=8 y=8\nb: y-7 so x=8 y=1\nc: x+5 so x=3 y=1\n"
-                                    "Answer: \\boxed{31}")
-    assert expert_solution(chain, 2) == "After b: x=8 y=1.\nAnswer: \\boxed{31}"
-    assert hint(chain, 2) == "The answer is 31. States along the way include: x=8 y=1."
+    chain = Chain(8, 9, (("y", "1"), ("x", "y"), ("y", "7")))
+    assert full_solution(chain) == ("a: y=1 so x=8 y=1\nb: x=y so x=1 y=1\nc: y=7 so x=1 y=7\n"
+                                    "Answer: \\boxed{17}")
+    assert expert_solution(chain, 2) == "After b: x=1 y=1.\nAnswer: \\boxed{17}"
+    assert hint(chain, 2) == "The answer is 17. States along the way include: x=1 y=1."
     row = problem_row(chain, 2, "p", "train")
-    assert row.answer == "31" and row.waypoints == hint(chain, 2) and row.solution == expert_solution(chain, 2)
+    assert row.answer == "17" and row.waypoints == hint(chain, 2) and row.solution == expert_solution(chain, 2)
 
 
 def test_draw_chain_is_a_function_of_the_generator_and_refuses_impossible_lengths():
@@ -159,10 +158,10 @@ def test_the_tokenizer_round_trips_documents_and_shares_label_tokens(tmp_path):
         text = "".join(document_text(*draw_document(rng, cfg), PromptConfig()))
         ids = tok(text, add_special_tokens=False)["input_ids"]
         assert tok.decode(ids) == text
-    pieces = tok.convert_ids_to_tokens(tok("x=37 y=5\nc: y-6\n\\boxed{42}", add_special_tokens=False)["input_ids"])
+    pieces = tok.convert_ids_to_tokens(tok("x=37 y=5\nc: y=6\n\\boxed{42}", add_special_tokens=False)["input_ids"])
     assert "3" in pieces and "7" in pieces and "37" not in pieces  # digit by digit
-    problem = tok(Chain(1, 2, (("x", "+", 3),) * 3).text, add_special_tokens=False)["input_ids"]
-    solution = tok(full_solution(Chain(1, 2, (("x", "+", 3),) * 3)), add_special_tokens=False)["input_ids"]
+    problem = tok(Chain(1, 2, (("x", "3"),) * 3).text, add_special_tokens=False)["input_ids"]
+    solution = tok(full_solution(Chain(1, 2, (("x", "3"),) * 3)), add_special_tokens=False)["input_ids"]
     label = tok.convert_tokens_to_ids("c")
     assert label in problem and label in solution  # the same token in the prompt and the trace
     assert tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,

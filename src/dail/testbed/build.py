@@ -80,11 +80,11 @@ class BuildConfig(StrictConfig):
     tie_embeddings: bool = Field(False, description="Tie input and output embeddings. Tied, '+' and '-' stayed "
                                                     "near-identical (cosine 0.99) through a whole build: as "
                                                     "targets they are 50/50, and the output gradient held them together.")
-    steps: int = Field(2500, ge=1, description="Optimizer steps of pretraining.")
+    steps: int = Field(1200, ge=1, description="Optimizer steps of phase 1.")
     batch_size: int = Field(32, ge=1, description="Documents per step.")
     lr: float = Field(1e-3, gt=0)
     warmup: int = Field(100, ge=0)
-    phase2_steps: int = Field(800, ge=0, description="Steps of the second phase: a fresh AdamW from phase 1's "
+    phase2_steps: int = Field(400, ge=0, description="Steps of the second phase: a fresh AdamW from phase 1's "
                                                       "weights, full-length documents, its own corpus stream.")
     phase2_lr: float = Field(5e-4, gt=0, description="Peak learning rate of phase 2 (50 warm-up steps, cosine to 10%).")
     phase2_reference_share: float = Field(0.5, ge=0, le=1, description="Share of reference documents in phase 2.")

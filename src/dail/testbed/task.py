@@ -1,12 +1,14 @@
-"""The test-bed's task: two registers updated by a chain of labelled steps, mod 10.
+"""The test-bed's task: two registers updated by a chain of labelled steps that set or copy them.
 
-A problem gives start values of `x` and `y` and a list of labelled steps (`c: y-7`), and asks for
-`10x + y` after the last one. Each step is one addition or subtraction mod 10 on one register; a
-model this small cannot do several in one token, so it is right only by writing the states out:
+A problem gives start values of `x` and `y` and a list of labelled steps (`c: y=7` sets y to 7,
+`d: x=y` copies y into x), and asks for `10x + y` after the last one. Each step is retrieval only
+(find step `d` in the prompt, read the other register off the line before); the final value hangs
+on a backward chain of copies through the steps, too many hops for one token of a model this
+small, so it is right only by writing the states out:
 
-    a: x+4 so x=7 y=5
-    b: y-2 so x=7 y=3
-    Answer: \\boxed{73}
+    a: x=4 so x=4 y=5
+    b: y=x so x=4 y=4
+    Answer: \\boxed{44}
 
 The *expert* solution is written as a human would: the state after every few steps only, so it
 skips exactly the steps the model needs (`After c: x=7 y=2.`). The hint for the negative
@@ -30,22 +32,18 @@ LABELS = string.ascii_lowercase  # a step's label; at most 26 steps
 
 @dataclass(frozen=True)
 class Chain:
-    """Start values and steps `(register, sign, digit)`."""
+    """Start values and steps `(register, source)`: the register gets a digit ("7") or the other register's value ("y")."""
 
     x: int
     y: int
-    steps: tuple[tuple[str, str, int], ...]
+    steps: tuple[tuple[str, str], ...]
 
     def states(self) -> list[tuple[int, int]]:
         """The (x, y) state after each step."""
-        x, y, out = self.x, self.y, []
-        for register, sign, digit in self.steps:
-            delta = digit if sign == "+" else -digit
-            if register == "x":
-                x = (x + delta) % 10
-            else:
-                y = (y + delta) % 10
-            out.append((x, y))
+        regs, out = {"x": self.x, "y": self.y}, []
+        for register, source in self.steps:
+            regs[register] = regs[source] if source in regs else int(source)
+            out.append((regs["x"], regs["y"]))
         return out
 
     @property
@@ -58,17 +56,19 @@ class Chain:
     def text(self) -> str:
         """The problem statement."""
         # One step per line, as the solution writes them: the label is then the same token in both.
-        steps = "".join(f"{LABELS[i]}: {r}{s}{d}\n" for i, (r, s, d) in enumerate(self.steps))
-        return (f"Start with x={self.x} and y={self.y}. Apply these steps in order, keeping only the last "
-                f"digit of each result:\n{steps}What is 10x+y at the end?")
+        steps = "".join(f"{LABELS[i]}: {r}={src}\n" for i, (r, src) in enumerate(self.steps))
+        return f"Start with x={self.x} and y={self.y}. Apply these steps in order:\n{steps}What is 10x+y at the end?"
 
 
 def draw_chain(rng: random.Random, n_steps: int) -> Chain:
-    """A chain of `n_steps` random steps from random start values."""
+    """A chain of `n_steps` random steps from random start values; half the steps copy the other register."""
     if not 1 <= n_steps <= len(LABELS):
         raise ValueError(f"n_steps must be in 1..{len(LABELS)}, got {n_steps}")
-    steps = tuple((rng.choice("xy"), rng.choice("+-"), rng.randint(1, 9)) for _ in range(n_steps))
-    return Chain(rng.randint(0, 9), rng.randint(0, 9), steps)
+    steps = []
+    for _ in range(n_steps):
+        register = rng.choice("xy")
+        steps.append((register, ("y" if register == "x" else "x") if rng.random() < 0.5 else str(rng.randint(0, 9))))
+    return Chain(rng.randint(0, 9), rng.randint(0, 9), tuple(steps))
 
 
 def _state(x: int, y: int) -> str:
@@ -77,8 +77,8 @@ def _state(x: int, y: int) -> str:
 
 def full_solution(chain: Chain) -> str:
     """Every step written out: what a model must produce to be right."""
-    lines = [f"{LABELS[i]}: {r}{s}{d} so {_state(*st)}"
-             for i, ((r, s, d), st) in enumerate(zip(chain.steps, chain.states()))]
+    lines = [f"{LABELS[i]}: {r}={src} so {_state(*st)}"
+             for i, ((r, src), st) in enumerate(zip(chain.steps, chain.states()))]
     return "\n".join(lines) + f"\nAnswer: \\boxed{{{chain.answer}}}"
 
 
