@@ -104,7 +104,7 @@ def run(cfg: StudyConfig, run_one: OnRun) -> dict[str, Any]:
         train_data = str(run_dir(main).selected) if main.select else main.train_data
         for label, sweep in cfg.sweep_configs(seed, train_data).items():
             table[label] = run_one(f"seed {seed}: {label}", sweep)["table"]["dail"]
-        per_seed[seed] = _with_budgets(table, root, cfg)
+        per_seed[seed] = _with_budgets(table, root)
     summary = {"name": cfg.name, "seeds": cfg.seeds, "sweep_data": cfg.sweep_data and split_name(cfg.sweep_data),
                "tau": cfg.tau, "gamma": cfg.gamma, "base_tau": main.expand.tau, "base_gamma": main.train.gamma,
                "per_seed": {str(s): t for s, t in per_seed.items()}, "mean": aggregate(per_seed)}
@@ -115,7 +115,7 @@ def run(cfg: StudyConfig, run_one: OnRun) -> dict[str, Any]:
     return summary
 
 
-def _with_budgets(table: dict[str, Any], root: Path, cfg: StudyConfig) -> dict[str, Any]:
+def _with_budgets(table: dict[str, Any], root: Path) -> dict[str, Any]:
     """The results table with each main method's pass@1 at each token budget (from its metrics.json)."""
     for method, splits in table.items():
         for split, row in splits.items():

@@ -176,7 +176,7 @@ def build_tokenizer(cfg: BuildConfig, prompts: PromptConfig):
 # --------------------------------------------------------------------------- splits
 
 def make_splits(cfg: BuildConfig) -> dict[str, list[Problem]]:
-    """The splits; no problem text appears twice across them (and none is a pretraining duplicate by design)."""
+    """The splits; no problem text appears twice across them (pretraining documents are drawn apart and may repeat one)."""
     seen: set[str] = set()
     out: dict[str, list[Problem]] = {}
     for name in SPLIT_NAMES:
