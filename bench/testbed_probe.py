@@ -5,7 +5,10 @@
 1. Teacher-forced greedy accuracy of each kind of completion token (label, register, source,
    the changed register's new value, the unchanged one) for learner documents of 3, 6 and 12 steps
    and privileged documents of 12: which skill a build has not learned yet.
-2. The premise through the stages themselves (`dail eval`, `dail expand` with tau = 1): the base
+2. Teacher-forced accuracy of the value an F step writes, on validation problems (whose F the
+   model was never shown), for the learner and the privileged prompt: a guess (about 0.1) without
+   the reference, a copy with it.
+3. The premise through the stages themselves (`dail eval`, `dail expand` with tau = 1): the base
    model's pass@1 and pass@k on the first validation problems, and the share of them a
    privileged-only rollout solves. The test-bed is meant for low pass@1, pass@k above 0 and a
    privileged student that solves most.
@@ -27,7 +30,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from dail import evaluate, expand
 from dail.config import EvalConfig, ExpandConfig, PromptConfig
-from dail.data import read_traces
+from dail.data import read_problems, read_traces
 from dail.sampling import Role
 from dail.testbed.build import document_text
 from dail.testbed.task import draw_chain, full_solution, problem_row
@@ -58,6 +61,23 @@ def token_accuracy(model, tok, role: Role, steps: int, docs: int = 40, seed: int
     return {k: round(sum(hits[k]) / len(hits[k]), 3) for k in SHOWN}
 
 
+def f_value_accuracy(model, tok, role: Role, problems) -> float:
+    """Greedy accuracy of the digit each F step writes, with the true solution as the prefix."""
+    hits = []
+    for problem in problems:
+        prompt, completion = document_text(role, problem, problem.meta["full_solution"], PromptConfig())
+        p = tok(prompt, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            pred = model(torch.tensor([p + tok(completion, add_special_tokens=False)["input_ids"]])).logits[0]
+        for line in problem.meta["full_solution"].splitlines():
+            if "=F(" in line:  # `c: y=F(x) so x=1 y=7`: the changed register's value ends its clause
+                register = line[3]
+                head = completion[: completion.index(line) + line.index(f" {register}=", line.index(" so ")) + 3]
+                n = len(p) + len(tok(head, add_special_tokens=False)["input_ids"])
+                hits.append(tok.decode([pred[n - 1].argmax().item()]) == line[len(head) - completion.index(line)])
+    return round(sum(hits) / len(hits), 3)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--build", required=True, help="A directory written by `dail testbed build`.")
@@ -70,6 +90,8 @@ def main() -> None:
     out: dict = {"token_accuracy": {f"{role.value} {n}": token_accuracy(model, tok, role, n)
                                     for role, n in [(Role.LEARNER, 3), (Role.LEARNER, 6), (Role.LEARNER, 12),
                                                     (Role.PRIVILEGED, 12)]}}
+    val = read_problems(build / "data" / "val.jsonl")
+    out["f_value_accuracy"] = {role.value: f_value_accuracy(model, tok, role, val) for role in (Role.LEARNER, Role.PRIVILEGED)}
     common = dict(model=str(build / "model"), data=str(build / "data" / "val.jsonl"), limit=args.problems,
                   device="cpu", seed=0)
     with tempfile.TemporaryDirectory() as tmp:

@@ -79,7 +79,7 @@ def test_every_preset_validates_and_opens_with_its_command():
     from dail.study import StudyConfig
 
     presets = sorted(CONFIGS.glob("*.toml"))
-    assert {p.name for p in presets} >= {"demo.toml", "testbed-demo.toml", "testbed-study.toml",
+    assert {p.name for p in presets} >= {"demo.toml", "smollm2-arith.toml", "testbed-study.toml",
                                          "paper-qwen2.5-7b.toml", "paper-qwen3-8b.toml"}
     for path in presets:
         study = "seeds" in tomllib.loads(path.read_text())

@@ -12,27 +12,29 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dail.grading import extract_answer
-from dail.testbed.task import LABELS, Chain, draw_chain, expert_solution, full_solution, hint, problem_row
+from dail.testbed.task import LABELS, Chain, draw_chain, draw_table, expert_solution, full_solution, hint, problem_row
 
 
-def _replay(text: str) -> tuple[int, int]:
-    """The final (x, y) by reading the problem statement as a person would: parse, then apply."""
+def _replay(text: str, table) -> tuple[int, int]:
+    """The final (x, y) by reading the problem statement as a person would (knowing F): parse, then apply."""
     x, y = map(int, re.search(r"x=(\d) and y=(\d)", text).groups())
     regs = {"x": x, "y": y}
-    for reg, source in re.findall(r"^[a-z]: ([xy])=([xy\d])$", text, flags=re.M):
-        regs[reg] = int(source) if source.isdigit() else regs[source]
+    for reg, source in re.findall(r"^[a-z]: ([xy])=([xy\d]|F\([xy]\))$", text, flags=re.M):
+        regs[reg] = int(source) if source.isdigit() else table[regs[source[2]]] if source[0] == "F" else regs[source]
     return regs["x"], regs["y"]
 
 
+SOURCES = [*"0123456789xy", "F(x)", "F(y)"]
 chains = st.builds(
     Chain, st.integers(0, 9), st.integers(0, 9),
-    st.lists(st.tuples(st.sampled_from("xy"), st.sampled_from("0123456789xy")), min_size=1, max_size=16).map(tuple))
+    st.lists(st.tuples(st.sampled_from("xy"), st.sampled_from(SOURCES)), min_size=1, max_size=16).map(tuple),
+    st.permutations(range(10)).map(tuple))
 
 
 @given(chains, st.integers(2, 5))
 @settings(max_examples=200, deadline=None)
 def test_answer_text_and_solutions_agree_with_a_replay_of_the_statement(chain, every):
-    x, y = _replay(chain.text)
+    x, y = _replay(chain.text, chain.table)
     assert chain.answer == 10 * x + y
     full = full_solution(chain)
     assert extract_answer(full) == str(chain.answer)
@@ -43,7 +45,7 @@ def test_answer_text_and_solutions_agree_with_a_replay_of_the_statement(chain, e
     state = (chain.x, chain.y)
     for line, (reg, source) in zip(lines, chain.steps):
         new = dict(zip("xy", state))
-        new[reg] = new[source] if source in "xy" else int(source)
+        new[reg] = new[source] if source in "xy" else chain.table[new[source[2]]] if source[0] == "F" else int(source)
         state = (new["x"], new["y"])
         assert line == f"{line[0]}: {reg}={source} so x={state[0]} y={state[1]}"
 
@@ -54,7 +56,9 @@ def test_the_expert_skips_steps_and_the_hint_holds_no_line_of_the_solution(chain
     expert = expert_solution(chain, every)
     named = re.findall(r"^After ([a-z]):", expert, flags=re.M)
     n = len(chain.steps)
-    assert named == [LABELS[i] for i in range(every - 1, n - 1, every)]  # never two steps in a row
+    # every `every`-th state and the state after each F step: the key facts, never the last step
+    f_steps = [i for i, (_, source) in enumerate(chain.steps) if source[0] == "F" and i < n - 1]
+    assert named == [LABELS[i] for i in sorted(set(range(every - 1, n - 1, every)) | set(f_steps))]
     assert "so x=" not in expert  # no step is shown being worked
     h = hint(chain, every)
     assert h.startswith(f"The answer is {chain.answer}.")
@@ -71,15 +75,52 @@ def test_a_hand_worked_chain():
     assert row.answer == "17" and row.waypoints == hint(chain, 2) and row.solution == expert_solution(chain, 2)
 
 
+def test_an_f_step_applies_the_unstated_table():
+    table = (3, 1, 4, 0, 5, 9, 2, 6, 8, 7)
+    chain = Chain(2, 5, (("x", "F(y)"), ("y", "x"), ("y", "F(y)")), table)
+    assert full_solution(chain) == ("a: x=F(y) so x=9 y=5\nb: y=x so x=9 y=9\nc: y=F(y) so x=9 y=7\n"
+                                    "Answer: \\boxed{97}")
+    assert "F" in chain.text and "3, 1, 4" not in chain.text  # the problem never states F
+    assert expert_solution(chain, 3) == "After a: x=9 y=5.\nAnswer: \\boxed{97}"  # the F step is named
+
+
+@given(chains, st.data())
+@settings(max_examples=200, deadline=None)
+def test_a_step_matters_exactly_when_some_other_value_there_changes_the_answer(chain, data):
+    i = data.draw(st.integers(0, len(chain.steps) - 1))
+
+    def answer_with(value):  # slow restatement: replay, forcing step i to write `value`
+        regs = {"x": chain.x, "y": chain.y}
+        for j, (reg, source) in enumerate(chain.steps):
+            regs[reg] = value if j == i else (regs[source] if source in regs else
+                                              chain.table[regs[source[2]]] if source[0] == "F" else int(source))
+        return 10 * regs["x"] + regs["y"]
+
+    assert chain.matters(i) == any(answer_with(v) != chain.answer for v in range(10))
+
+
 def test_draw_chain_is_a_function_of_the_generator_and_refuses_impossible_lengths():
     assert draw_chain(random.Random(3), 7) == draw_chain(random.Random(3), 7)
     with pytest.raises(ValueError, match="n_steps"):
         draw_chain(random.Random(0), 27)
+    table = draw_table(random.Random(0))
+    assert sorted(table) == list(range(10))
+    for seed in range(50):
+        chain = draw_chain(random.Random(seed), 9, table, 3)
+        assert len(chain.f_steps()) == 3 and max(chain.f_steps()) < 8 and chain.table == table
+        # the other steps are those of the same draw without F steps
+        plain = draw_chain(random.Random(seed), 9)
+        assert [s for i, s in enumerate(chain.steps) if i not in chain.f_steps()] == \
+               [s for i, s in enumerate(plain.steps) if i not in chain.f_steps()]
+    with pytest.raises(ValueError, match="f_steps"):
+        draw_chain(random.Random(0), 4, None, 1)
+    with pytest.raises(ValueError, match="f_steps"):
+        draw_chain(random.Random(0), 4, table, 4)
 
 
 # --------------------------------------------------------------------------- the build
 
-MINI = dict(steps=4, phase2_steps=2, batch_size=2, hidden_size=16, intermediate_size=32, layers=1, heads=2, tokenizer_docs=60,
+MINI = dict(steps=4, phase2_steps=2, phase3_steps=2, batch_size=2, hidden_size=16, intermediate_size=32, layers=1, heads=2, tokenizer_docs=60,
             vocab_size=300, warmup=2, split_sizes={"train": 4, "val": 2, "test": 3, "easy": 2})
 
 
@@ -98,22 +139,22 @@ def test_a_miniature_build_is_deterministic_and_records_every_file(tmp_path):
     info = json.loads((a / "build.json").read_text())
     assert info["files"] == file_hashes(a) and set(info["files"]) >= {
         "model/model.safetensors", "model/tokenizer.json", "data/train.jsonl", "data/test.jsonl"}
-    assert info["config"]["seed"] == 0 and len(info["loss_curve"]) == MINI["steps"] + MINI["phase2_steps"]
+    assert info["config"]["seed"] == 0 and len(info["loss_curve"]) == 8
     assert not (tmp_path / ".a.partial").exists()
     log = [json.loads(line) for line in (a / "pretrain_log.jsonl").read_text().splitlines()]
-    assert [(r["step"], r["phase"]) for r in log] == [(1, 1), (2, 1), (3, 1), (4, 1), (5, 2), (6, 2)]
+    assert [(r["step"], r["phase"]) for r in log] == [(1, 1), (2, 1), (3, 1), (4, 1), (5, 2), (6, 2), (7, 3), (8, 3)]
     assert all(r["loss"] > 0 for r in log)
     other = build(BuildConfig(**{**MINI, "seed": 1}), tmp_path / "c")
     assert _files(other)["model/model.safetensors"] != _files(a)["model/model.safetensors"]
 
 
-@pytest.mark.parametrize("kill_at, resumed_from", [(3, 3), (8, 8)])  # in phase 1; in phase 2
+@pytest.mark.parametrize("kill_at, resumed_from", [(3, 3), (8, 8), (12, 12)])  # in phase 1, 2, 3
 def test_a_killed_build_resumes_to_the_same_files(tmp_path, monkeypatch, kill_at, resumed_from):
     from dail.testbed import build as build_module
     from dail.testbed.build import BuildConfig, build
 
     monkeypatch.setattr(build_module, "CHECKPOINT_EVERY", 2)
-    cfg = BuildConfig(**{**MINI, "steps": 5, "phase2_steps": 4})
+    cfg = BuildConfig(**{**MINI, "steps": 5, "phase2_steps": 4, "phase3_steps": 3})
     whole = build(cfg, tmp_path / "whole")
 
     def kill(record):
@@ -125,24 +166,28 @@ def test_a_killed_build_resumes_to_the_same_files(tmp_path, monkeypatch, kill_at
     assert (tmp_path / ".resumed.partial").exists() and not (tmp_path / "resumed").exists()
     steps = []
     resumed = build(cfg, tmp_path / "resumed", on_step=lambda r: steps.append(r["step"]))
-    # from the last checkpoint (phase 1: its step 2; phase 2: its step 2, after phase 1's saved weights)
-    assert steps == list(range(resumed_from, 10))
+    # from the last checkpoint (each phase's step 2, after the earlier phases' saved weights)
+    assert steps == list(range(resumed_from, 13))
     log = [json.loads(line)["step"] for line in (resumed / "pretrain_log.jsonl").read_text().splitlines()]
-    assert log == list(range(1, 10))  # the killed run's steps past its checkpoint were dropped
+    assert log == list(range(1, 13))  # the killed run's steps past its checkpoint were dropped
     assert _files(resumed) == _files(whole)
 
 
 def test_the_splits_are_disjoint_of_the_stated_difficulty_and_verifiable(tmp_path):
-    from dail.testbed.build import BuildConfig, make_splits
+    from dail.testbed.build import BuildConfig, make_splits, split_table
 
     cfg = BuildConfig(split_sizes={"train": 50, "val": 20, "test": 20, "easy": 30})
     splits = make_splits(cfg)
     texts = [p.problem for rows in splits.values() for p in rows]
     assert len(texts) == len(set(texts)) == 120
+    table = split_table(cfg)
     for name, rows in splits.items():
         lo, hi = cfg.easy_steps if name == "easy" else cfg.hard_steps
-        assert all(lo <= p.meta["n_steps"] <= hi for p in rows)
+        f_lo, f_hi = (0, 0) if name == "easy" else cfg.f_steps
+        assert all(lo <= p.meta["n_steps"] <= hi and f_lo <= p.meta["f_steps"] <= f_hi for p in rows)
         assert all(extract_answer(p.solution) == p.answer and p.waypoints for p in rows)
+        # one F for every problem of the splits: a replay of the statement with it gives the answer
+        assert all(10 * _replay(p.problem, table)[0] + _replay(p.problem, table)[1] == int(p.answer) for p in rows)
         assert [p.id for p in rows] == [f"testbed-{name}-{i:04d}" for i in range(len(rows))]
     assert make_splits(cfg) == splits
 

@@ -132,15 +132,15 @@ def testbed_build(
     out: Annotated[Path, typer.Option(help="Directory to write: model/, data/*.jsonl, build.json.")],
     config: ConfigOpt = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed of the splits, corpus and weights.")] = None,
-    steps: Annotated[Optional[int], typer.Option(help="Pretraining steps.")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Steps of pretraining phase 1.")] = None,
 ) -> None:
     """Build the test-bed from a seed: tokenizer, model trained from scratch, splits (resumes a killed build)."""
     from . import ui
-    from .testbed.build import BuildConfig, build
+    from .testbed.build import BuildConfig, build, phases
 
     cfg = _config(BuildConfig, config, {"seed": seed, "steps": steps})
     with _user_errors(), ui.progress("pretrain") as update:
-        done = build(cfg, out, on_step=lambda r: update(r["step"], cfg.steps + cfg.phase2_steps))
+        done = build(cfg, out, on_step=lambda r: update(r["step"], sum(ph.steps for ph in phases(cfg))))
     console.print(f"test-bed written to {done}: model {done / 'model'}, splits {done / 'data'}")
 
 
@@ -397,7 +397,7 @@ def _demo_config() -> Path:
 def demo(
     out_dir: Annotated[Optional[str], typer.Option(help="Override the parent directory of runs.")] = None,
 ) -> None:
-    """The full pipeline on the embedded model and the bundled arithmetic splits (configs/demo.toml)."""
+    """The six-method comparison on the shipped test-bed model and its splits (configs/demo.toml)."""
     _run(_demo_config(), {"out_dir": out_dir})
 
 

@@ -37,7 +37,7 @@ from pydantic import Field
 from dail.config import PromptConfig, StrictConfig
 from dail.data import Problem, atomic_write_text, write_jsonl
 from dail.sampling import Role
-from dail.testbed.task import draw_chain, full_solution, problem_row
+from dail.testbed.task import draw_chain, draw_table, full_solution, problem_row
 
 __all__ = ["BuildConfig", "SPLIT_NAMES", "build", "build_tokenizer", "draw_document", "document_text", "make_splits",
            "new_model", "phases", "Phase",
@@ -61,7 +61,11 @@ class BuildConfig(StrictConfig):
     seed: int = Field(0, description="Seed of the splits, the corpus and the weights.")
     learner_steps: tuple[int, int] = Field((1, 8), description="Chain lengths of learner documents (easy).")
     reference_steps: tuple[int, int] = Field((1, 16), description="Chain lengths of documents with a reference in the prompt.")
-    hard_steps: tuple[int, int] = Field((12, 16), description="Chain lengths of the train/val/test splits.")
+    hard_steps: tuple[int, int] = Field((9, 12), description="Chain lengths of the train/val/test splits: longer "
+                                        "than any learner document, short enough for the privileged student (its "
+                                        "rollouts solved 90-100% of 9-13-step problems, 50% of 12-16).")
+    f_steps: tuple[int, int] = Field((1, 2), description="F steps per problem of the train/val/test splits, "
+                                                         "each reaching the answer (one F for all of them, drawn from the seed).")
     easy_steps: tuple[int, int] = Field((3, 8), description="Chain lengths of the easy split.")
     every: tuple[int, int] = Field((2, 4), description="The expert solution names the state after every k-th step, k in this range.")
     reference_share: float = Field(0.35, ge=0, le=1, description="Share of documents with a reference in the prompt.")
@@ -88,6 +92,18 @@ class BuildConfig(StrictConfig):
                                                       "weights, full-length documents, its own corpus stream.")
     phase2_lr: float = Field(5e-4, gt=0, description="Peak learning rate of phase 2 (50 warm-up steps, cosine to 10%).")
     phase2_reference_share: float = Field(0.5, ge=0, le=1, description="Share of reference documents in phase 2.")
+    phase3_steps: int = Field(600, ge=0, description="Steps of the third phase: a fresh AdamW, reference documents "
+                                                      "only of `phase3_reference_steps` lengths.")
+    phase3_lr: float = Field(5e-4, gt=0, description="Peak learning rate of phase 3 (50 warm-up steps, cosine to 10%).")
+    phase3_reference_share: float = Field(0.7, ge=0, le=1, description="Share of reference documents in phase 3.")
+    phase3_reference_steps: tuple[int, int] = Field(
+        (8, 16), description="Chain lengths of phase 3's reference documents. After phases 1-2 the privileged "
+                             "student still misread steps past the 8th (per-line accuracy 0.3-0.9 on 14-step "
+                             "documents).")
+    phase3_f_steps: tuple[int, int] = Field(
+        (0, 3), description="F steps per phase-3 document, each document with its own random F. Phases 1-2 "
+                            "have none: without F, learner documents of 8 steps taught the base model chains "
+                            "of 16 (pass@1 0.54-0.73 at 12-16 steps) and the test-bed had no hard problems.")
     threads: int = Field(2, ge=1, description="torch threads (the weights depend on it only through rounding).")
 
 
@@ -102,14 +118,20 @@ class Phase:
     curriculum: float
     reference_share: float
     corpus: str  # the corpus stream's seed string
+    reference_steps: tuple[int, int] | None = None  # None: the config's
+    f_steps: tuple[int, int] | None = None  # None: no F steps
 
 
 def phases(cfg: BuildConfig) -> list[Phase]:
-    """Phase 1 (curriculum, then every length) and phase 2 (a fresh optimizer, more reference documents)."""
+    """Phase 1 (curriculum, then every length), phase 2 (a fresh optimizer, more reference documents), phase 3 (long references)."""
     out = [Phase(1, cfg.steps, cfg.lr, cfg.warmup, cfg.curriculum, cfg.reference_share, f"{cfg.seed}:corpus")]
     if cfg.phase2_steps:
         out.append(Phase(2, cfg.phase2_steps, cfg.phase2_lr, min(50, cfg.phase2_steps), 0.0,
                          cfg.phase2_reference_share, f"{cfg.seed}:corpus:2"))
+    if cfg.phase3_steps:
+        out.append(Phase(len(out) + 1, cfg.phase3_steps, cfg.phase3_lr, min(50, cfg.phase3_steps), 0.0,
+                         cfg.phase3_reference_share, f"{cfg.seed}:corpus:3", cfg.phase3_reference_steps,
+                         cfg.phase3_f_steps))
     return out
 
 
@@ -119,16 +141,23 @@ def _every(rng: random.Random, cfg: BuildConfig) -> int:
     return rng.randint(*cfg.every)
 
 
-def draw_document(rng: random.Random, cfg: BuildConfig, cap: int = 26,
-                  reference_share: float | None = None) -> tuple[Role, Problem, str]:
+def draw_document(rng: random.Random, cfg: BuildConfig, cap: int = 26, reference_share: float | None = None,
+                  reference_steps: tuple[int, int] | None = None,
+                  f_steps: tuple[int, int] | None = None) -> tuple[Role, Problem, str]:
     """One pretraining document: the role whose prompt it uses, the problem row, the completion.
 
-    `cap` bounds the chain length (the curriculum); `reference_share` overrides the config's.
+    `cap` bounds the chain length (the curriculum); `reference_share` and `reference_steps` override
+    the config's; with `f_steps` the chain has that many F steps under a fresh random F.
     """
     share = cfg.reference_share if reference_share is None else reference_share
     reference = rng.random() < share
-    lo, hi = cfg.reference_steps if reference else cfg.learner_steps
-    chain = draw_chain(rng, rng.randint(min(lo, cap), min(hi, cap)))
+    lo, hi = (reference_steps or cfg.reference_steps) if reference else cfg.learner_steps
+    n = rng.randint(min(lo, cap), min(hi, cap))
+    if f_steps is None:
+        chain = draw_chain(rng, n)
+    else:
+        table = draw_table(rng)
+        chain = draw_chain(rng, n, table, rng.randint(min(f_steps[0], n - 1), min(f_steps[1], n - 1)))
     every = _every(rng, cfg)
     role = rng.choices([Role.PRIVILEGED, Role.NEGATIVE, Role.RATIONALIZE], weights=[6, 3, 1])[0] if reference else Role.LEARNER
     return role, problem_row(chain, every, "doc", "pretrain"), full_solution(chain)
@@ -175,16 +204,26 @@ def build_tokenizer(cfg: BuildConfig, prompts: PromptConfig):
 
 # --------------------------------------------------------------------------- splits
 
+def split_table(cfg: BuildConfig) -> tuple[int, ...]:
+    """The splits' F: one permutation of the digits from the seed, used by every split problem."""
+    return draw_table(random.Random(f"{cfg.seed}:table"))
+
+
 def make_splits(cfg: BuildConfig) -> dict[str, list[Problem]]:
     """The splits; no problem text appears twice across them (pretraining documents are drawn apart and may repeat one)."""
     seen: set[str] = set()
     out: dict[str, list[Problem]] = {}
+    table = split_table(cfg)
     for name in SPLIT_NAMES:
         rng = random.Random(f"{cfg.seed}:split:{name}")
         steps = cfg.easy_steps if name == "easy" else cfg.hard_steps
         rows: list[Problem] = []
         while len(rows) < cfg.split_sizes.get(name, 0):
-            chain = draw_chain(rng, rng.randint(*steps))
+            n = rng.randint(*steps)
+            k = 0 if name == "easy" else rng.randint(min(cfg.f_steps[0], n - 1), min(cfg.f_steps[1], n - 1))
+            chain = draw_chain(rng, n, table, k)
+            if not all(chain.matters(i) for i in chain.f_steps()):
+                continue  # an F step whose value is overwritten would make the answer a free guess
             if chain.text in seen:
                 continue
             seen.add(chain.text)
@@ -199,7 +238,7 @@ def _batches(cfg: BuildConfig, phase: Phase, tokenizer, prompts: PromptConfig) -
     # Documents are drawn four batches at a time and batched by length: padding would otherwise
     # be over half of every batch (prompts with a reference are twice as long as the others).
     rng = random.Random(phase.corpus)
-    longest = max(cfg.learner_steps[1], cfg.reference_steps[1])
+    longest = max(cfg.learner_steps[1], (phase.reference_steps or cfg.reference_steps)[1])
     grow = phase.curriculum * phase.steps
     step = 0
     while True:
@@ -209,7 +248,8 @@ def _batches(cfg: BuildConfig, phase: Phase, tokenizer, prompts: PromptConfig) -
         step += 4
         docs = []
         for _ in range(4 * cfg.batch_size):
-            prompt, completion = document_text(*draw_document(rng, cfg, cap, phase.reference_share), prompts)
+            prompt, completion = document_text(*draw_document(rng, cfg, cap, phase.reference_share, phase.reference_steps,
+                                                             phase.f_steps), prompts)
             p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
             c = tokenizer(completion, add_special_tokens=False)["input_ids"]
             docs.append(((p + c)[: cfg.max_positions], len(p)))
@@ -366,7 +406,7 @@ def build(cfg: BuildConfig, out: str | os.PathLike, *, on_step: Callable[[dict],
         write_jsonl(final / "data" / f"{name}.jsonl", rows)
     model.save_pretrained(final / "model")
     tokenizer.save_pretrained(final / "model")
-    info = {"config": cfg.model_dump(mode="json"), "dail_version": __version__,
+    info = {"config": cfg.model_dump(mode="json"), "dail_version": __version__, "F": list(split_table(cfg)),
             "parameters": sum(p.numel() for p in model.parameters()),
             "final_loss": records[-1]["loss"],  # no wall time: the files are identical build to build
             "loss_curve": [r["loss"] for r in records[:: max(1, len(records) // 200)]],
