@@ -57,3 +57,21 @@ def test_a_failed_command_leaves_no_folder_it_made(tmp_path, monkeypatch):
         assert result.exit_code == 1 and "not found" in result.output, result.output
         assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "p.jsonl"]
         assert list((tmp_path / "mine").iterdir()) == []
+
+
+def test_the_run_table_keeps_every_number_whole_in_80_columns():
+    from rich.console import Console
+
+    from dail import ui
+
+    ks = ["1", "2", "4", "8", "16", "32", "64"]
+    row = lambda v: {"pass_at_k": {k: v + i / 1000 for i, k in enumerate(ks)}, "mean_tokens": 1234.0}  # noqa: E731
+    results = {m: {"testbed-test": row(0.1), "testbed-val": row(0.5)}
+               for m in ["base", "sft-expert", "star", "psd-nll", "dail-nll", "dail"]}
+    console = Console(width=80, record=True)
+    console.print(ui.run_table("demo", results))
+    lines = console.export_text().splitlines()
+    assert max(map(len, lines)) <= 80 and "…" not in console.export_text()
+    assert any(line.split() == ["sft-expert", "testbed-val", *(f"{0.5 + i / 1000:.3f}" for i in range(7)), "1234"]
+               for line in lines)
+    assert lines[1].split() == ["method", "split", *(f"k={k}" for k in ks), "tokens"]

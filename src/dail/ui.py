@@ -88,17 +88,19 @@ def eval_summary(metrics: dict[str, Any]) -> Table:
 
 def run_table(name: str, results: dict[str, dict[str, Any]]) -> Table:
     """pass@k and mean tokens per method and split (`dail.pipeline.results_table`), methods in config order."""
-    table = Table(title=f"{name}: pass@k")
-    table.add_column("method")
-    table.add_column("split")
+    # No rules and k alone as the header: seven k's, method, split and tokens fit 80 columns.
+    table = Table(title=f"{name}: pass@k at each k, mean tokens", box=None, padding=(0, 1, 0, 0),
+                  title_justify="left")
+    table.add_column("method", no_wrap=True)
+    table.add_column("split", no_wrap=True)
     ks: list[str] = []
     for method, splits in results.items():
         for split, row in splits.items():
             if not ks:
                 ks = list(row["pass_at_k"])
                 for k in ks:
-                    table.add_column(f"pass@{k}", justify="right")
-                table.add_column("tokens", justify="right")
+                    table.add_column(f"k={k}", justify="right", min_width=5, no_wrap=True)
+                table.add_column("tokens", justify="right", no_wrap=True)
             table.add_row(method, split, *(f"{row['pass_at_k'].get(k, float('nan')):.3f}" for k in ks),
                           f"{row['mean_tokens']:.0f}")
     return table
