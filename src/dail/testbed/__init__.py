@@ -1,6 +1,6 @@
 """The test-bed: a task, a model trained from scratch on it, and splits, where DAIL's premise can be tested in minutes.
 
-`task` defines the problems (two registers, a chain of labelled steps that set or copy them, didactic expert
+`task` defines the problems (two registers, a chain of labelled steps that set, copy or apply the unstated F, didactic expert
 solutions that skip steps); `build` trains the tokenizer and model and writes the splits
 (`dail testbed build`). A copy built with the default `BuildConfig` ships in `SHIPPED`: the model
 is the alias `testbed` and the splits are `testbed-train`, `testbed-val`, `testbed-test` and
