@@ -50,18 +50,18 @@ class Chain:
     steps: tuple[tuple[str, str], ...]
     table: tuple[int, ...] = tuple(range(10))
 
-    def states(self) -> list[tuple[int, int]]:
-        """The (x, y) state after each step."""
-        regs, out = {"x": self.x, "y": self.y}, []
-        for register, source in self.steps:
-            if source in regs:
-                regs[register] = regs[source]
-            elif source.startswith("F("):
-                regs[register] = self.table[regs[source[2]]]
-            else:
-                regs[register] = int(source)
+    def _run(self, regs: dict[str, int], steps) -> list[tuple[int, int]]:
+        # One rule for every replay: `states` from the start, `matters` from a changed state.
+        out = []
+        for register, source in steps:
+            regs[register] = (regs[source] if source in regs else
+                              self.table[regs[source[2]]] if source.startswith("F(") else int(source))
             out.append((regs["x"], regs["y"]))
         return out
+
+    def states(self) -> list[tuple[int, int]]:
+        """The (x, y) state after each step."""
+        return self._run({"x": self.x, "y": self.y}, self.steps)
 
     def f_steps(self) -> list[int]:
         """Indices of the F steps."""
@@ -71,11 +71,9 @@ class Chain:
         """Whether the value step `i` writes reaches the answer (another value there changes it)."""
         register = self.steps[i][0]
         regs = dict(zip("xy", self.states()[i]))
-        regs[register] = (regs[register] + 1) % 10
-        for reg, source in self.steps[i + 1:]:
-            regs[reg] = (regs[source] if source in regs else
-                         self.table[regs[source[2]]] if source.startswith("F(") else int(source))
-        return 10 * regs["x"] + regs["y"] != self.answer
+        regs[register] = (regs[register] + 1) % 10  # F is a bijection: if one other value changes it, all do
+        x, y = ([(regs["x"], regs["y"])] + self._run(regs, self.steps[i + 1:]))[-1]
+        return 10 * x + y != self.answer
 
     @property
     def answer(self) -> int:
@@ -112,8 +110,8 @@ def draw_chain(rng: random.Random, n_steps: int, table: tuple[int, ...] | None =
     # F steps are drawn after the others, so a chain without them is the same as before they existed
     for i in sorted(rng.sample(range(n_steps - 1), f_steps)):
         steps[i] = (steps[i][0], f"F({rng.choice('xy')})")
-    chain = Chain(rng.randint(0, 9), rng.randint(0, 9), tuple(steps))
-    return Chain(chain.x, chain.y, chain.steps, table) if table is not None else chain
+    x, y = rng.randint(0, 9), rng.randint(0, 9)
+    return Chain(x, y, tuple(steps)) if table is None else Chain(x, y, tuple(steps), table)
 
 
 def _state(x: int, y: int) -> str:
