@@ -37,13 +37,13 @@ from pydantic import Field
 from dail.config import PromptConfig, StrictConfig
 from dail.data import Problem, atomic_write_text, write_jsonl
 from dail.sampling import Role
-from dail.testbed.task import draw_chain, draw_table, full_solution, problem_row
+from dail.testbed.task import FUNCTIONS, Chain, Style, checkpoints, draw_chain, draw_tables, expert_steps, problem_row, write
 
 __all__ = ["BuildConfig", "SPLIT_NAMES", "build", "build_tokenizer", "draw_document", "document_text", "make_splits",
-           "new_model", "phases", "Phase",
+           "new_model", "phases", "Phase", "split_tables", "style", "environment",
            "CHAT_TEMPLATE", "file_hashes"]
 
-SPLIT_NAMES = ("train", "val", "test", "easy")
+SPLIT_NAMES = ("train", "val", "test", "easy", "ood")
 CHECKPOINT_EVERY = 200
 LOG = "pretrain_log.jsonl"  # {step, loss, lr, tokens, elapsed_s} per step
 
@@ -56,23 +56,36 @@ SPECIAL = ["<|end|>", "<|system|>", "<|user|>", "<|assistant|>"]
 
 
 class BuildConfig(StrictConfig):
-    """Sizes of the test-bed: task, splits, model and pretraining."""
+    """Sizes of the test-bed: task, splits, how each role writes, model and pretraining."""
 
     seed: int = Field(0, description="Seed of the splits, the corpus and the weights.")
-    learner_steps: tuple[int, int] = Field((1, 8), description="Chain lengths of learner documents (easy).")
+    learner_steps: tuple[int, int] = Field((1, 16), description="Chain lengths of learner documents: they cover "
+                                           "the hard lengths, so the learner prompt is no handicap on routine steps.")
     reference_steps: tuple[int, int] = Field((1, 16), description="Chain lengths of documents with a reference in the prompt.")
-    hard_steps: tuple[int, int] = Field((9, 12), description="Chain lengths of the train/val/test splits: longer "
-                                        "than any learner document, short enough for the privileged student (its "
-                                        "rollouts solved 90-100% of 9-13-step problems, 50% of 12-16).")
-    f_steps: tuple[int, int] = Field((1, 2), description="F steps per problem of the train/val/test splits, "
-                                                         "each reaching the answer (one F for all of them, drawn from the seed).")
-    easy_steps: tuple[int, int] = Field((3, 8), description="Chain lengths of the easy split.")
+    doc_hidden: tuple[int, int] = Field((0, 3), description="Function steps per pretraining document, each "
+                                        "document with its own random tables.")
+    swap: float = Field(0.1, ge=0, le=1, description="Share of pretraining steps that swap the registers "
+                                                     "(the train/val/test splits have none; the ood split has them).")
+    hard_steps: tuple[int, int] = Field((8, 14), description="Chain lengths of the train/val/test/ood splits.")
+    hidden: tuple[int, int] = Field((1, 3), description="Function steps per problem of the train/val/test splits, "
+                                                       "each reaching the answer (one set of tables for all of them).")
+    easy_steps: tuple[int, int] = Field((3, 8), description="Chain lengths of the easy split (no function steps).")
+    ood_swap: float = Field(0.25, ge=0, le=1, description="Share of swap steps in the ood split (at least one per "
+                                                          "problem, no function steps): an operation no training problem uses.")
     every: tuple[int, int] = Field((2, 4), description="The expert solution names the state after every k-th step, k in this range.")
-    reference_share: float = Field(0.35, ge=0, le=1, description="Share of documents with a reference in the prompt.")
-    curriculum: float = Field(0.4, ge=0, le=1, description="Share of the steps over which the longest chain grows "
+    learner_early: float = Field(0.02, ge=0, le=1, description="Per line, the rate at which a learner document answers "
+                                                               "early with the state so far (a wrong shortcut of its own).")
+    privileged_jump: float = Field(0.1, ge=0, le=1, description="Per line with a named state two or more steps ahead, "
+                                                                "the rate at which a privileged document jumps to it.")
+    negative_early: float = Field(0.5, ge=0, le=1, description="Per line, the rate at which a negative document "
+                                                               "answers early with the hint's answer.")
+    negative_jump: float = Field(0.5, ge=0, le=1, description="Per line with a hint checkpoint two or more steps "
+                                                              "ahead, the rate at which a negative document jumps to it.")
+    reference_share: float = Field(0.4, ge=0, le=1, description="Share of documents with a reference in the prompt.")
+    curriculum: float = Field(0.4, ge=0, le=1, description="Share of phase 1 over which the longest chain grows "
                                                           "from 3 steps to its full length (0: no curriculum).")
     split_sizes: dict[str, int] = Field(
-        default_factory=lambda: {"train": 200, "val": 40, "test": 60, "easy": 200},
+        default_factory=lambda: {"train": 400, "val": 200, "test": 500, "easy": 200, "ood": 200},
         description="Problems per split.")
     vocab_size: int = Field(512, ge=300, description="BPE vocabulary size (special tokens and bytes included).")
     tokenizer_docs: int = Field(2000, ge=10, description="Documents the tokenizer is trained on.")
@@ -88,22 +101,12 @@ class BuildConfig(StrictConfig):
     batch_size: int = Field(32, ge=1, description="Documents per step.")
     lr: float = Field(1e-3, gt=0)
     warmup: int = Field(100, ge=0)
-    phase2_steps: int = Field(400, ge=0, description="Steps of the second phase: a fresh AdamW from phase 1's "
-                                                      "weights, full-length documents, its own corpus stream.")
+    phase2_steps: int = Field(600, ge=0, description="Steps of the second phase: a fresh AdamW from phase 1's "
+                                                      "weights, long documents only, its own corpus stream.")
     phase2_lr: float = Field(5e-4, gt=0, description="Peak learning rate of phase 2 (50 warm-up steps, cosine to 10%).")
     phase2_reference_share: float = Field(0.5, ge=0, le=1, description="Share of reference documents in phase 2.")
-    phase3_steps: int = Field(600, ge=0, description="Steps of the third phase: a fresh AdamW, reference documents "
-                                                      "only of `phase3_reference_steps` lengths.")
-    phase3_lr: float = Field(5e-4, gt=0, description="Peak learning rate of phase 3 (50 warm-up steps, cosine to 10%).")
-    phase3_reference_share: float = Field(0.7, ge=0, le=1, description="Share of reference documents in phase 3.")
-    phase3_reference_steps: tuple[int, int] = Field(
-        (8, 16), description="Chain lengths of phase 3's reference documents. After phases 1-2 the privileged "
-                             "student still misread steps past the 8th (per-line accuracy 0.3-0.9 on 14-step "
-                             "documents).")
-    phase3_f_steps: tuple[int, int] = Field(
-        (0, 3), description="F steps per phase-3 document, each document with its own random F. Phases 1-2 "
-                            "have none: without F, learner documents of 8 steps taught the base model chains "
-                            "of 16 (pass@1 0.54-0.73 at 12-16 steps) and the test-bed had no hard problems.")
+    phase2_steps_range: tuple[int, int] = Field((6, 16), description="Chain lengths of phase 2's documents (both "
+                                                "kinds): long chains are where per-line accuracy is lost.")
     threads: int = Field(2, ge=1, description="torch threads (the weights depend on it only through rounding).")
 
 
@@ -118,20 +121,15 @@ class Phase:
     curriculum: float
     reference_share: float
     corpus: str  # the corpus stream's seed string
-    reference_steps: tuple[int, int] | None = None  # None: the config's
-    f_steps: tuple[int, int] | None = None  # None: no F steps
+    lengths: tuple[int, int] | None = None  # None: the config's, per kind of document
 
 
 def phases(cfg: BuildConfig) -> list[Phase]:
-    """Phase 1 (curriculum, then every length), phase 2 (a fresh optimizer, more reference documents), phase 3 (long references)."""
+    """Phase 1 (curriculum, then every length), phase 2 (a fresh optimizer, long documents, more references)."""
     out = [Phase(1, cfg.steps, cfg.lr, cfg.warmup, cfg.curriculum, cfg.reference_share, f"{cfg.seed}:corpus")]
     if cfg.phase2_steps:
         out.append(Phase(2, cfg.phase2_steps, cfg.phase2_lr, min(50, cfg.phase2_steps), 0.0,
-                         cfg.phase2_reference_share, f"{cfg.seed}:corpus:2"))
-    if cfg.phase3_steps:
-        out.append(Phase(len(out) + 1, cfg.phase3_steps, cfg.phase3_lr, min(50, cfg.phase3_steps), 0.0,
-                         cfg.phase3_reference_share, f"{cfg.seed}:corpus:3", cfg.phase3_reference_steps,
-                         cfg.phase3_f_steps))
+                         cfg.phase2_reference_share, f"{cfg.seed}:corpus:2", cfg.phase2_steps_range))
     return out
 
 
@@ -141,26 +139,34 @@ def _every(rng: random.Random, cfg: BuildConfig) -> int:
     return rng.randint(*cfg.every)
 
 
+def style(role: Role, chain: Chain, every: int, cfg: BuildConfig) -> Style:
+    """How a document of `role` is written (the rates of the config; see `task.write`)."""
+    if role is Role.LEARNER:
+        return Style(early=cfg.learner_early, early_answer="state")
+    if role is Role.PRIVILEGED:
+        return Style(jump=cfg.privileged_jump, targets=tuple(expert_steps(chain, every)))
+    if role is Role.NEGATIVE:
+        return Style(early=cfg.negative_early, early_answer="true", jump=cfg.negative_jump,
+                     targets=tuple(checkpoints(chain, every)))
+    return Style()  # rationalize: told the answer, writes every step
+
+
 def draw_document(rng: random.Random, cfg: BuildConfig, cap: int = 26, reference_share: float | None = None,
-                  reference_steps: tuple[int, int] | None = None,
-                  f_steps: tuple[int, int] | None = None) -> tuple[Role, Problem, str]:
+                  lengths: tuple[int, int] | None = None) -> tuple[Role, Problem, str]:
     """One pretraining document: the role whose prompt it uses, the problem row, the completion.
 
-    `cap` bounds the chain length (the curriculum); `reference_share` and `reference_steps` override
-    the config's; with `f_steps` the chain has that many F steps under a fresh random F.
+    `cap` bounds the chain length (the curriculum); `reference_share` and `lengths` override the config's.
+    Every document has its own random tables.
     """
     share = cfg.reference_share if reference_share is None else reference_share
     reference = rng.random() < share
-    lo, hi = (reference_steps or cfg.reference_steps) if reference else cfg.learner_steps
+    lo, hi = lengths or (cfg.reference_steps if reference else cfg.learner_steps)
     n = rng.randint(min(lo, cap), min(hi, cap))
-    if f_steps is None:
-        chain = draw_chain(rng, n)
-    else:
-        table = draw_table(rng)
-        chain = draw_chain(rng, n, table, rng.randint(min(f_steps[0], n - 1), min(f_steps[1], n - 1)))
+    chain = draw_chain(rng, n, draw_tables(rng), rng.randint(min(cfg.doc_hidden[0], n - 1), min(cfg.doc_hidden[1], n - 1)),
+                       cfg.swap)
     every = _every(rng, cfg)
     role = rng.choices([Role.PRIVILEGED, Role.NEGATIVE, Role.RATIONALIZE], weights=[6, 3, 1])[0] if reference else Role.LEARNER
-    return role, problem_row(chain, every, "doc", "pretrain"), full_solution(chain)
+    return role, problem_row(chain, every, "doc", "pretrain"), write(chain, style(role, chain, every, cfg), rng)
 
 
 def document_text(role: Role, problem: Problem, completion: str, prompts: PromptConfig) -> tuple[str, str]:
@@ -204,27 +210,35 @@ def build_tokenizer(cfg: BuildConfig, prompts: PromptConfig):
 
 # --------------------------------------------------------------------------- splits
 
-def split_table(cfg: BuildConfig) -> tuple[int, ...]:
-    """The splits' F: one permutation of the digits from the seed, used by every split problem."""
-    return draw_table(random.Random(f"{cfg.seed}:table"))
+def split_tables(cfg: BuildConfig) -> tuple[tuple[int, ...], ...]:
+    """The splits' F, G and H: permutations of the digits from the seed, used by every split problem."""
+    return draw_tables(random.Random(f"{cfg.seed}:table"))
+
+
+def _split_chain(rng: random.Random, cfg: BuildConfig, name: str, tables) -> Chain | None:
+    """One candidate problem of split `name`, or None when it breaks the split's rule."""
+    if name == "easy":
+        return draw_chain(rng, rng.randint(*cfg.easy_steps))
+    n = rng.randint(*cfg.hard_steps)
+    if name == "ood":
+        chain = draw_chain(rng, n, swap=cfg.ood_swap)
+        return chain if any(source == "swap" for _, source in chain.steps) else None
+    chain = draw_chain(rng, n, tables, rng.randint(min(cfg.hidden[0], n - 1), min(cfg.hidden[1], n - 1)))
+    # a function value that is overwritten would make the problem need one fact fewer than it says
+    return chain if all(chain.matters(i) for i in chain.hidden_steps()) else None
 
 
 def make_splits(cfg: BuildConfig) -> dict[str, list[Problem]]:
     """The splits; no problem text appears twice across them (pretraining documents are drawn apart and may repeat one)."""
     seen: set[str] = set()
     out: dict[str, list[Problem]] = {}
-    table = split_table(cfg)
+    tables = split_tables(cfg)
     for name in SPLIT_NAMES:
         rng = random.Random(f"{cfg.seed}:split:{name}")
-        steps = cfg.easy_steps if name == "easy" else cfg.hard_steps
         rows: list[Problem] = []
         while len(rows) < cfg.split_sizes.get(name, 0):
-            n = rng.randint(*steps)
-            k = 0 if name == "easy" else rng.randint(min(cfg.f_steps[0], n - 1), min(cfg.f_steps[1], n - 1))
-            chain = draw_chain(rng, n, table, k)
-            if not all(chain.matters(i) for i in chain.f_steps()):
-                continue  # an F step whose value is overwritten would make the answer a free guess
-            if chain.text in seen:
+            chain = _split_chain(rng, cfg, name, tables)
+            if chain is None or chain.text in seen:
                 continue
             seen.add(chain.text)
             rows.append(problem_row(chain, _every(rng, cfg), f"testbed-{name}-{len(rows):04d}", name))
@@ -238,7 +252,7 @@ def _batches(cfg: BuildConfig, phase: Phase, tokenizer, prompts: PromptConfig) -
     # Documents are drawn four batches at a time and batched by length: padding would otherwise
     # be over half of every batch (prompts with a reference are twice as long as the others).
     rng = random.Random(phase.corpus)
-    longest = max(cfg.learner_steps[1], (phase.reference_steps or cfg.reference_steps)[1])
+    longest = (phase.lengths or (1, max(cfg.learner_steps[1], cfg.reference_steps[1])))[1]
     grow = phase.curriculum * phase.steps
     step = 0
     while True:
@@ -248,8 +262,8 @@ def _batches(cfg: BuildConfig, phase: Phase, tokenizer, prompts: PromptConfig) -
         step += 4
         docs = []
         for _ in range(4 * cfg.batch_size):
-            prompt, completion = document_text(*draw_document(rng, cfg, cap, phase.reference_share, phase.reference_steps,
-                                                             phase.f_steps), prompts)
+            prompt, completion = document_text(*draw_document(rng, cfg, cap, phase.reference_share, phase.lengths),
+                                               prompts)
             p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
             c = tokenizer(completion, add_special_tokens=False)["input_ids"]
             docs.append(((p + c)[: cfg.max_positions], len(p)))
@@ -381,6 +395,30 @@ def file_hashes(root: Path) -> dict[str, str]:
     return out
 
 
+def environment(threads: int) -> dict[str, str | int]:
+    """What a reader needs to judge whether another machine would write the same weights: versions, CPU, commit."""
+    import platform
+    import subprocess
+    from importlib.metadata import version
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    try:
+        def git(*args: str) -> str:
+            return subprocess.run(["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True,
+                                  timeout=10).stdout.strip()
+
+        commit = (git("rev-parse", "HEAD") or "unknown") + ("+dirty" if git("status", "--porcelain", "--", ".") else "")
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown"
+    return {"python": platform.python_version(), **{name: version(name) for name in ("torch", "transformers", "tokenizers")},
+            "cpu": cpu, "threads": threads, "git_commit": commit}
+
+
 def build(cfg: BuildConfig, out: str | os.PathLike, *, on_step: Callable[[dict], None] | None = None) -> Path:
     """Write the test-bed (model/, data/*.jsonl, build.json) to `out`; return `out`.
 
@@ -406,7 +444,9 @@ def build(cfg: BuildConfig, out: str | os.PathLike, *, on_step: Callable[[dict],
         write_jsonl(final / "data" / f"{name}.jsonl", rows)
     model.save_pretrained(final / "model")
     tokenizer.save_pretrained(final / "model")
-    info = {"config": cfg.model_dump(mode="json"), "dail_version": __version__, "F": list(split_table(cfg)),
+    info = {"config": cfg.model_dump(mode="json"), "dail_version": __version__,
+            "environment": environment(cfg.threads),  # not in the hashes: the same files come from other machines
+            "tables": {f: list(t) for f, t in zip(FUNCTIONS, split_tables(cfg))},
             "parameters": sum(p.numel() for p in model.parameters()),
             "final_loss": records[-1]["loss"],  # no wall time: the files are identical build to build
             "loss_curve": [r["loss"] for r in records[:: max(1, len(records) // 200)]],
