@@ -1,7 +1,10 @@
-"""Shared fixtures: offline mode for every test, the embedded model's tokenizer, tiny models."""
+"""Shared fixtures: offline mode for every test, the embedded model's tokenizer, tiny models, and
+the comparison of output rows that must hold on any CPU."""
 
 from __future__ import annotations
 
+import json
+import math
 import os
 from html.parser import HTMLParser
 from pathlib import Path
@@ -139,6 +142,69 @@ def engine_mode(request):
         return (traced_graph_engine if graphs else Engine)(model, **settings, **kwargs)
 
     return make
+
+
+# ---------------------------------------------------------------------------------------------
+# Output rows compared across machines
+
+# Another CPU's kernels (AVX-512 BLAS, ATEN_CPU_CAPABILITY=default, another thread count) move a
+# float64 result by a few ulps, never by 1e-9 of it; the absolute floor covers log-probs near 0,
+# where the ulps of the terms that cancelled are larger than the result's own.
+ROW_RTOL = 1e-9
+ROW_ATOL = 1e-12
+
+
+def assert_same_rows(got: list, want: list, *, rtol: float = ROW_RTOL, atol: float = ROW_ATOL) -> None:
+    """Rows equal in every discrete value and every float within `rtol` relative, `atol` absolute floor.
+
+    Discrete means everything that is not a float: ids, sample indices, texts, token ids, sources,
+    answers, flags, None, the number and order of rows, and each dict's keys in their order, at any
+    depth of nesting. A float must be a float on both sides and within max(rtol * max(|a|, |b|),
+    atol) (math.isclose); NaN equals only NaN and an infinity only itself. The message names the
+    row, its (problem_id, sample) when it has them, and the path to the first difference.
+    """
+    assert isinstance(got, list) and isinstance(want, list), "rows are lists"
+    assert len(got) == len(want), f"{len(got)} rows, want {len(want)}"
+    for i, (g, w) in enumerate(zip(got, want)):
+        name = f"row {i}"
+        if isinstance(w, dict) and "problem_id" in w:
+            name += f" ({w['problem_id']}, sample {w.get('sample')})"
+        _assert_same(g, w, name, rtol, atol)
+
+
+def _assert_same(got, want, where: str, rtol: float, atol: float) -> None:
+    # type() rather than isinstance: True must not pass for 1, nor 1 for 1.0
+    assert type(got) is type(want), f"{where}: {got!r} ({type(got).__name__}) != {want!r} ({type(want).__name__})"
+    if isinstance(want, dict):
+        assert list(got) == list(want), f"{where}: keys {list(got)} != {list(want)}"
+        for key in want:
+            _assert_same(got[key], want[key], f"{where}.{key}", rtol, atol)
+    elif isinstance(want, list):
+        assert len(got) == len(want), f"{where}: {len(got)} items != {len(want)}"
+        for j, (g, w) in enumerate(zip(got, want)):
+            _assert_same(g, w, f"{where}[{j}]", rtol, atol)
+    elif isinstance(want, float):
+        same = (math.isnan(got) and math.isnan(want)) or got == want or (
+            math.isfinite(got) and math.isfinite(want) and math.isclose(got, want, rel_tol=rtol, abs_tol=atol))
+        assert same, f"{where}: {got!r} != {want!r} (rtol {rtol}, atol {atol})"
+    else:
+        assert got == want, f"{where}: {got!r} != {want!r}"
+
+
+def read_rows(path: Path) -> list:
+    """The rows of a JSONL file; a line that is not JSON (a torn write) fails here."""
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines()]
+
+
+def assert_same_jsonl(got: Path, want: Path, **tolerance) -> None:
+    """Two JSONL files hold the same rows in the sense of `assert_same_rows`, each line ended by a newline."""
+    for path in (got, want):
+        text = Path(path).read_bytes()
+        assert not text or text.endswith(b"\n"), f"{path}: last line not ended"
+    try:
+        assert_same_rows(read_rows(got), read_rows(want), **tolerance)
+    except AssertionError as err:
+        raise AssertionError(f"{got} differs from {want}: {err}") from None
 
 
 # ---------------------------------------------------------------------------------------------

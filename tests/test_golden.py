@@ -1,27 +1,36 @@
-"""Golden files: the traces and samples of fixed small runs, byte for byte.
+"""Golden files: the traces and samples of fixed small runs, on any CPU.
 
 A refactor must not change what a seed produces. `expand` (threshold and nucleus rules, first-correct
-keep) and `eval` (presence penalty, budgets, forced answers) run on a seeded float64 tiny model with a
-word-level tokenizer, and their files must equal the ones in tests/golden/, written by an earlier
-commit. When a change is MEANT to change them (a new default, a new field), rewrite them with
-`DAIL_WRITE_GOLDEN=1 pytest tests/test_golden.py` and say so in the commit message.
+keep) and `eval` (presence penalty, budgets, forced answers) run on a float64 tiny model with a
+word-level tokenizer, and their rows must equal the ones in tests/golden/, written by an earlier
+commit: every token, text, source, verdict, key and row order exactly, the log-probs to 1e-9 of
+their value (`conftest.assert_same_rows`), since another CPU's kernels move float64 results by a
+few ulps. The model's weights are read from tests/golden/tiny-llama.safetensors, not drawn: float32
+`normal_` draws differ by an ulp between CPU kernels (AVX2 against ATEN_CPU_CAPABILITY=default),
+which moves the log-probs by ~1e-7. When a change is MEANT to change the rows (a new default, a new
+field), rewrite them with `DAIL_WRITE_GOLDEN=1 pytest tests/test_golden.py` and say so in the commit
+message; that also draws the weights again (torch.manual_seed(0)) if their file is missing.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from dail.config import EvalConfig, ExpandConfig
 from dail.data import Problem, write_jsonl
 
+from conftest import assert_same_jsonl, assert_same_rows, read_rows
 from test_expand import word_tokenizer
 
 GOLDEN = Path(__file__).parent / "golden"
+WEIGHTS = GOLDEN / "tiny-llama.safetensors"
 WRITE = os.environ.get("DAIL_WRITE_GOLDEN") == "1"
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -33,7 +42,12 @@ def tiny(tmp_path, monkeypatch):
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
-    model = LlamaForCausalLM(config).to(torch.float64).eval()
+    model = LlamaForCausalLM(config)
+    if WRITE and not WEIGHTS.exists():
+        save_file({name: t.contiguous() for name, t in model.state_dict().items()}, WEIGHTS)
+    assert WEIGHTS.exists(), f"{WEIGHTS} missing: draw it with DAIL_WRITE_GOLDEN=1"
+    model.load_state_dict(load_file(WEIGHTS))
+    model = model.to(torch.float64).eval()
     with torch.no_grad():
         model.lm_head.weight.mul_(25)  # sharper than random: both sources and some retries appear
     model.generation_config.eos_token_id = list(range(9, 19))  # traces end at different steps
@@ -50,7 +64,7 @@ def _check(path: Path, name: str) -> None:
     if WRITE:
         golden.write_bytes(path.read_bytes())
     assert golden.exists(), f"{golden} missing: write it with DAIL_WRITE_GOLDEN=1"
-    assert path.read_bytes() == golden.read_bytes(), f"{name} changed: a seed now produces other rows"
+    assert_same_jsonl(path, golden)
 
 
 @pytest.mark.parametrize("rule, tau", [("threshold", 0.3), ("nucleus", 0.02)])
@@ -71,3 +85,70 @@ def test_eval_rows_are_the_golden_ones(tiny):
                      sampling={"max_new_tokens": 10})
     run(cfg)
     _check(tiny / "eval" / "samples.jsonl", "samples.jsonl")
+
+
+# --------------------------------------------------------------------------------------------------
+# the comparison itself: it must catch every change of a row and let a few ulps through
+
+
+@pytest.fixture
+def golden_rows():
+    return read_rows(GOLDEN / "traces-threshold.jsonl")
+
+
+def _fails(got, want) -> str:
+    with pytest.raises(AssertionError) as err:
+        assert_same_rows(got, want)
+    return str(err.value)
+
+
+def test_the_comparison_fails_on_any_discrete_change(golden_rows):
+    want = golden_rows
+    row = next(i for i, r in enumerate(want) if len(r["token_ids"]) > 3)
+    token = copy.deepcopy(want)
+    token[row]["token_ids"][2] += 1
+    assert "token_ids[2]" in _fails(token, want)
+    swapped = copy.deepcopy(want)
+    swapped[0], swapped[1] = swapped[1], swapped[0]
+    assert "row 0" in _fails(swapped, want)
+    missing = copy.deepcopy(want)
+    del missing[row]["reject_reason"]
+    assert "keys" in _fails(missing, want)
+    extra = copy.deepcopy(want)
+    extra[row]["note"] = None
+    assert "keys" in _fails(extra, want)
+    reordered = copy.deepcopy(want)
+    reordered[row] = dict(reversed(list(reordered[row].items())))
+    assert "keys" in _fails(reordered, want)
+    for key, value in (("kept", True), ("answer", "five"), ("source", "L" * len(want[row]["source"])),
+                       ("text", want[row]["text"] + " "), ("sample", 7)):
+        changed = copy.deepcopy(want)
+        changed[row][key] = value
+        assert f".{key}" in _fails(changed, want)
+    assert "rows" in _fails(want[:-1], want)
+    as_int = copy.deepcopy(want)
+    as_int[row]["sample"] = float(as_int[row]["sample"])  # 1.0 for 1: a discrete field stays an int
+    assert ".sample" in _fails(as_int, want)
+    nested = [{"budgets": {"3": {"correct": False}}}]
+    assert "budgets.3.correct" in _fails([{"budgets": {"3": {"correct": True}}}], nested)
+
+
+def test_the_comparison_holds_floats_to_1e_9_of_their_value(golden_rows):
+    want = golden_rows
+
+    def moved(relative: float, key: str = "logprob_privileged") -> list:
+        got = copy.deepcopy(want)
+        got[3][key][0] *= 1 + relative
+        return got
+
+    assert_same_rows(moved(1e-14), want)  # a few ulps: another CPU
+    assert_same_rows(moved(-1e-14, "logprob_learner"), want)
+    assert "logprob_privileged[0]" in _fails(moved(1e-6), want)  # a real change of the model's numbers
+    assert "logprob_learner[0]" in _fails(moved(-1e-6, "logprob_learner"), want)
+    assert "[0]" in _fails(moved(1e-8), want)
+    # the absolute floor: a log-prob near 0 may move by 1e-13, not by 1e-10
+    near_zero = [{"lp": [-3e-13]}]
+    assert_same_rows([{"lp": [-2e-13]}], near_zero)
+    assert "lp[0]" in _fails([{"lp": [-1e-10]}], near_zero)
+    assert "lp[0]" in _fails([{"lp": [float("nan")]}], near_zero)
+    assert_same_rows([{"lp": [float("-inf"), float("nan")]}], [{"lp": [float("-inf"), float("nan")]}])
