@@ -336,6 +336,43 @@ def test_tau_one_falls_back_to_the_privileged_draw(rule, tag):
     assert tags.eq(tag).all()  # every proposal rejected, privileged source
 
 
+def _pinned_logits(privileged: list[float], token: int = 5, groups: int = 4) -> torch.Tensor:
+    """[groups, 2, V]: a learner that proposes `token` with probability 1, and the privileged row's raw logits."""
+    learner = torch.full((V,), -math.inf, dtype=F64)
+    learner[token] = 0.0
+    return torch.stack([learner, torch.tensor(privileged, dtype=F64)]).expand(groups, -1, -1)
+
+
+# Zero logits, so that the rule's p_P = exp(0 - log n) is 1/n exactly: equal logits of 1.5 would
+# give 1.5 - (1.5 + log 4) and 0.24999999999999994.
+@pytest.mark.parametrize("tau, privileged", [
+    (0.5, [-math.inf, -math.inf, 0.0, -math.inf, -math.inf, 0.0, -math.inf, -math.inf]),  # two equal logits
+    (0.25, [-math.inf, 0.0, -math.inf, 0.0, -math.inf, 0.0, 0.0, -math.inf]),  # four
+])
+def test_threshold_accepts_a_proposal_whose_privileged_probability_equals_tau(tau, privileged):
+    logits = _pinned_logits(privileged)
+    assert torch.softmax(logits[0, 1], -1)[5].item() == tau  # the premise: p_P(5) is tau exactly
+    keys, t, seen = step_args()
+    keys = keys[:4]
+    token, tag = ThresholdChoose(tau=tau, top_k=0, retries=3)(logits, keys, t, seen[:4])
+    assert token.eq(5).all() and tag.eq(Role.LEARNER.row).all()  # the first proposal, at p_P = tau, kept
+    # just above tau the same proposal fails every retry and the privileged student draws
+    token, tag = ThresholdChoose(tau=math.nextafter(tau, 1), top_k=0, retries=3)(logits, keys, t, seen[:4])
+    assert tag.eq(2 * 3 + Role.PRIVILEGED.row).all()
+    assert set(token.tolist()) <= {i for i, x in enumerate(privileged) if x > -math.inf}
+
+
+def test_threshold_with_tau_zero_accepts_a_proposal_the_privileged_student_gives_probability_zero():
+    privileged = [0.0] * V
+    privileged[5] = -math.inf
+    logits = _pinned_logits(privileged)
+    assert torch.softmax(logits[0, 1], -1)[5].item() == 0.0
+    keys, t, seen = step_args()
+    token, tag = ThresholdChoose(tau=0.0, top_k=0, retries=3)(logits, keys[:4], t, seen[:4])
+    # kept although the privileged student could never have written it: tau = 0 is learner sampling
+    assert token.eq(5).all() and tag.eq(Role.LEARNER.row).all()
+
+
 def test_threshold_keeps_the_first_proposal_that_passes():
     # Only token 3 has raw p_P = 0.9 >= tau; a flat learner proposes it with probability 1/8 per draw.
     logits = mixed_logits()
