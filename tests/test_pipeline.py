@@ -135,3 +135,37 @@ def test_accelerate_launcher_command(tmp_path, monkeypatch, processes):
     assert ("--multi_gpu" in command) == (processes > 1) and "--cpu" not in command
     assert env["ACCELERATE_USE_CPU"] == "true"
     assert command[-4:-2] == ["dail", "expand"] and Path(command[-1]).is_file()
+
+
+def test_selection_samples_the_problems_evaluation_samples_from_a_stream_of_its_own(tmp_path, tiny_model_dir,
+                                                                                     one_thread):
+    """`dail run` with select and an eval split equal to the candidates: selection and evaluation sample
+    the same (problem, sample index) under the same seed, and must not draw the same tokens, else
+    selection would pick the problems on which evaluation later scores the base model 0."""
+    from dail import evaluate
+    from dail.config import EvalConfig
+    from dail.data import Sample, read_jsonl
+
+    write_jsonl(tmp_path / "problems.jsonl", load_split("arith-train")[:2])
+    problems = str(tmp_path / "problems.jsonl")
+    cfg = RunConfig(name="streams", out_dir=str(tmp_path / "runs"), model=tiny_model_dir, train_data=problems,
+                    eval_data=[problems], methods=["base"], select=True, select_n=2, device="cpu", seed=3,
+                    eval={"n": 2, "k": [1, 2], "batch_size": 4, "force_answer_tokens": 2,
+                          "sampling": {"max_new_tokens": 8}})
+    root = pipeline.run_dir(cfg).root
+    pipeline.run(cfg)
+
+    def drawn(directory: Path) -> dict:
+        return {(s.problem_id, s.sample): (s.text, s.n_tokens, s.finish)
+                for s in read_jsonl(directory / "samples.jsonl", Sample)}
+
+    selection = drawn(root / "selected-samples")
+    evaluation = drawn(root / "eval" / "base" / "problems")
+    assert selection.keys() == evaluation.keys() == {(f"arith-train-{i:05d}", s) for i in range(2) for s in range(2)}
+    assert all(selection[key] != evaluation[key] for key in selection), (selection, evaluation)
+
+    # The control: selection's own settings drawn from evaluation's stream give evaluation's samples,
+    # so the stream is the only thing that tells the two apart.
+    own = load_config(EvalConfig, root / "selected-samples" / "config.toml")
+    evaluate.run(own.model_copy(update={"out": str(tmp_path / "control")}))
+    assert drawn(tmp_path / "control") == evaluation
