@@ -148,19 +148,19 @@ def engine_mode(request):
 # Output rows compared across machines
 
 # Another CPU's kernels (AVX-512 BLAS, ATEN_CPU_CAPABILITY=default, another thread count) move a
-# float64 result by a few ulps, never by 1e-9 of it; the absolute floor covers log-probs near 0,
-# where the ulps of the terms that cancelled are larger than the result's own.
+# float64 result by a few ulps (~1e-16 of it), a real change by far more; the absolute floor covers
+# log-probs near 0, where the ulps of the terms that cancelled are larger than the result's own.
 ROW_RTOL = 1e-9
 ROW_ATOL = 1e-12
 
 
 def assert_same_rows(got: list, want: list, *, rtol: float = ROW_RTOL, atol: float = ROW_ATOL) -> None:
-    """Rows equal in every discrete value and every float within `rtol` relative, `atol` absolute floor.
+    """Rows equal in every discrete value, and in every float to 1e-9 relative with a 1e-12 absolute floor.
 
     Discrete means everything that is not a float: ids, sample indices, texts, token ids, sources,
     answers, flags, None, the number and order of rows, and each dict's keys in their order, at any
     depth of nesting. A float must be a float on both sides and within max(rtol * max(|a|, |b|),
-    atol) (math.isclose); NaN equals only NaN and an infinity only itself. The message names the
+    atol) (math.isclose; rtol = ROW_RTOL = 1e-9, atol = ROW_ATOL = 1e-12 unless given); NaN equals only NaN and an infinity only itself. The message names the
     row, its (problem_id, sample) when it has them, and the path to the first difference.
     """
     assert isinstance(got, list) and isinstance(want, list), "rows are lists"
