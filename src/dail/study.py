@@ -34,9 +34,29 @@ from pydantic import Field, model_validator
 from .config import RunConfig, StrictConfig
 from .data import atomic_write_text
 from .pipeline import run_dir
-from .rundir import split_name
 
-__all__ = ["StudyConfig", "run", "aggregate", "markdown"]
+__all__ = ["StudyConfig", "Comparison", "run", "aggregate", "markdown", "compare", "comparisons_table", "fill_readme"]
+
+
+class Comparison(StrictConfig):
+    """One pre-registered paired comparison: `a` minus `b` on `metric`, over the problems of `split`."""
+
+    a: str = Field(..., description="A method of the run, or a sweep point ('dail tau=0.5').")
+    b: str = Field(..., description="The method it is compared against.")
+    metric: str = Field(..., description="pass@K, or tokens (mean length of a problem's correct samples).")
+    split: str = Field(..., description="The eval split's name in the run.")
+
+    @model_validator(mode="after")
+    def _metric(self) -> Comparison:
+        from .stats import parse_metric
+
+        parse_metric(self.metric)
+        return self
+
+    @property
+    def label(self) -> str:
+        """How tables name it."""
+        return f"{self.a} − {self.b}, {self.metric}, {self.split}"
 
 
 class StudyConfig(StrictConfig):
@@ -50,6 +70,9 @@ class StudyConfig(StrictConfig):
     gamma: list[float] = Field(default_factory=list, description="train.gamma values of `dail` to sweep.")
     run: dict[str, Any] = Field(..., description="The run config of every seed (all `dail run` keys but name, "
                                                  "out_dir, seed).")
+    comparisons: list[Comparison] = Field(default_factory=list, description="Paired comparisons, written down before "
+                                          "the study runs: each a mean difference over problems with a bootstrap CI.")
+    resamples: int = Field(10_000, ge=100, description="Bootstrap resamples of each comparison.")
 
     @model_validator(mode="after")
     def _check(self) -> StudyConfig:
@@ -57,11 +80,25 @@ class StudyConfig(StrictConfig):
         if own:
             raise ValueError(f"run.{sorted(own)[0]} is set by the study, not in [run]")
         cfg = self.run_config(self.seeds[0])  # every key checked once, with the run's own messages
-        if (self.tau or self.gamma) and self.sweep_data not in cfg.eval_data:
-            raise ValueError(f"sweep_data {self.sweep_data!r} must be one of run.eval_data {cfg.eval_data}")
+        if (self.tau or self.gamma) and self.sweep_split(cfg) is None:
+            raise ValueError(f"sweep_data {self.sweep_data!r} must name one of run.eval_data "
+                             f"{[s.label for s in cfg.eval_splits()]}")
         if (self.tau or self.gamma) and "dail" not in cfg.methods:
             raise ValueError("the sweeps vary dail: run.methods must include 'dail'")
+        known = set(cfg.methods) | set(self.sweep_configs(self.seeds[0], cfg.train_data))
+        splits = {s.label for s in cfg.eval_splits()}
+        for c in self.comparisons:
+            for name in (c.a, c.b):
+                if name not in known:
+                    raise ValueError(f"comparison {c.label!r}: {name!r} is neither a method nor a sweep point "
+                                     f"({sorted(known)})")
+            if c.split not in splits:
+                raise ValueError(f"comparison {c.label!r}: split {c.split!r} is not one of {sorted(splits)}")
         return self
+
+    def sweep_split(self, cfg: RunConfig):
+        """The run's eval split the sweeps are scored on (named by its name or its data), or None."""
+        return next((s for s in cfg.eval_splits() if self.sweep_data in (s.label, s.data)), None)
 
     @property
     def root(self) -> Path:
@@ -81,7 +118,9 @@ class StudyConfig(StrictConfig):
         for key, section, value in points:
             values = copy.deepcopy(self.run)
             values[section] = {**values.get(section, {}), key: value}
-            values.update(methods=["dail"], select=False, train_data=train_data, eval_data=[self.sweep_data])
+            split = self.sweep_split(base)
+            values.update(methods=["dail"], select=False, train_data=train_data,
+                          eval_data=[split.model_dump(exclude_none=True)])
             label = f"dail {key}={value:g}"
             out[label] = RunConfig(**values, name=f"seed-{seed}-{key}-{value:g}", out_dir=str(self.root), seed=seed)
         return out
@@ -96,23 +135,41 @@ def run(cfg: StudyConfig, run_one: OnRun) -> dict[str, Any]:
     `run_one` is `dail.pipeline.run` with the caller's event sinks (the CLI draws them).
     """
     per_seed: dict[int, dict[str, dict[str, Any]]] = {}
+    evals: dict[int, dict[str, Path]] = {}  # seed -> method or sweep label -> its run's eval root
     for seed in cfg.seeds:
         main = cfg.run_config(seed)
         result = run_one(f"seed {seed}", main)
         table = dict(result["table"])
         root = Path(result["run_dir"])
+        evals[seed] = {m: run_dir(main).root for m in main.methods}
         train_data = str(run_dir(main).selected) if main.select else main.train_data
         for label, sweep in cfg.sweep_configs(seed, train_data).items():
             table[label] = run_one(f"seed {seed}: {label}", sweep)["table"]["dail"]
+            evals[seed][label] = run_dir(sweep).root
         per_seed[seed] = _with_budgets(table, root)
-    summary = {"name": cfg.name, "seeds": cfg.seeds, "sweep_data": cfg.sweep_data and split_name(cfg.sweep_data),
+    summary = {"name": cfg.name, "seeds": cfg.seeds, "sweep_data": cfg.sweep_data and cfg.sweep_split(main).label,
                "tau": cfg.tau, "gamma": cfg.gamma, "base_tau": main.expand.tau, "base_gamma": main.train.gamma,
-               "per_seed": {str(s): t for s, t in per_seed.items()}, "mean": aggregate(per_seed)}
+               "per_seed": {str(s): t for s, t in per_seed.items()}, "mean": aggregate(per_seed),
+               "comparisons": [{**c.model_dump(), **compare(c, evals, cfg.resamples).as_dict()} for c in cfg.comparisons]}
     cfg.root.mkdir(parents=True, exist_ok=True)
     atomic_write_text(cfg.root / "study.json", json.dumps(summary, indent=1) + "\n")
     atomic_write_text(cfg.root / "study.md", markdown(summary))
     plot(summary, cfg.root / "plots")
     return summary
+
+
+def compare(c: Comparison, evals: dict[int, dict[str, Path]], resamples: int):
+    """The paired difference of one comparison: per problem, each method's score averaged over seeds, then bootstrapped."""
+    from .rundir import RunDir
+    from .stats import mean_over_seeds, paired_bootstrap, problem_scores, read_samples
+
+    def scores(method: str) -> dict[str, float]:
+        # a sweep point's run trains `dail` under another setting: its eval directory is dail's
+        name = "dail" if method.startswith("dail ") else method
+        return mean_over_seeds([problem_scores(read_samples(RunDir(roots[method]).eval_dir(name, c.split)), c.metric)
+                                for roots in evals.values()])
+
+    return paired_bootstrap(scores(c.a), scores(c.b), resamples=resamples)
 
 
 def _with_budgets(table: dict[str, Any], root: Path) -> dict[str, Any]:
@@ -170,7 +227,42 @@ def markdown(summary: dict[str, Any]) -> str:
             cells = [_cell(e["pass_at_k"][k]) if k in e["pass_at_k"] else "–" for k in ks]
             lines.append(f"| {method} | " + " | ".join(cells) + f" | {_cell(e['mean_tokens'], 1.0, 0)} |")
         lines.append("")
+    if summary.get("comparisons"):
+        lines += ["## Paired comparisons", "", comparisons_table(summary["comparisons"]), ""]
     return "\n".join(lines)
+
+
+def comparisons_table(rows: list[dict[str, Any]]) -> str:
+    """Markdown: each comparison's mean difference and 95% CI (points of pass@k, or tokens)."""
+    out = ["| comparison (a − b) | metric | split | difference | 95% CI | problems |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        scale, unit = (1.0, "") if r["metric"] == "tokens" else (100.0, " pts")
+        out.append(f"| {r['a']} − {r['b']} | {r['metric']} | {r['split']} | {scale * r['mean']:+.1f}{unit} | "
+                   f"[{scale * r['lo']:+.1f}, {scale * r['hi']:+.1f}] | {r['n']} |")
+    return "\n".join(out)
+
+
+def fill_readme(text: str, summary: dict[str, Any]) -> str:
+    """`text` with every `<!-- study:KEY -->` ... `<!-- /study:KEY -->` block replaced by that table of `summary`.
+
+    KEY is `comparisons` or a split's name (its mean ± std table). A marker whose table the summary
+    lacks is a ValueError, so a README never keeps a stale table silently.
+    """
+    import re
+
+    def table(key: str) -> str:
+        if key == "comparisons":
+            if not summary.get("comparisons"):
+                raise ValueError("the study has no comparisons")
+            return comparisons_table(summary["comparisons"])
+        section = markdown({**summary, "comparisons": [], "mean": {m: {key: v[key]} for m, v in summary["mean"].items()
+                                                                   if key in v}})
+        if f"## {key}" not in section:
+            raise ValueError(f"the study has no split {key!r}")
+        return section.split(f"## {key}\n\n", 1)[1].strip()
+
+    pattern = re.compile(r"(<!-- study:([\w.-]+) -->\n)(?:.*?\n)??(<!-- /study:\2 -->)", re.S)
+    return pattern.sub(lambda m: m.group(1) + table(m.group(2)) + "\n" + m.group(3), text)
 
 
 def plot(summary: dict[str, Any], out: Path) -> None:
