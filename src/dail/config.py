@@ -232,9 +232,10 @@ class ExpandConfig(_ModelStage):
     tau: float = Field(0.8, ge=0, description="threshold: keep a learner proposal when p_P(token) >= tau (0: every token "
                                               "the learner's, >= 1: every token the privileged student's).")
     retries: int = Field(5, ge=1, le=15, description="threshold: learner proposals per token before the privileged fallback.")
-    privileged_view: Literal["solution", "answer"] = Field(
-        "solution", description="What the privileged prompt holds: the expert solution, or only the final answer "
-                                "(STaR's rationalization).")
+    privileged_view: Literal["solution", "answer", "waypoints"] = Field(
+        "solution", description="What the privileged prompt holds: the expert solution, only the final answer "
+                                "(STaR's rationalization), or the negative reference's waypoints (with tau >= 1: "
+                                "the negative reference's own rollouts, to look at).")
     keep: Literal["all-correct", "first-correct", "one-random"] = Field(
         "first-correct", description="Which traces training keeps: every correct one, the first correct per problem "
                                      "(sample order), or one seeded-random trace per problem without grading.")
@@ -291,6 +292,9 @@ class EvalConfig(_ModelStage):
                                                       "from, so that a resume over other data at the same path is refused.")
     out: str = Field(..., description="Output directory (samples.jsonl, metrics.json).")
     n: int = Field(16, ge=1, description="Samples per problem.")
+    role: Literal["learner", "privileged"] = Field(
+        "learner", description="The prompt evaluated: learner (the problem alone), or privileged (with the expert "
+                               "solution in view: an upper bound, never a method's score).")
     k: list[int] | None = Field(None, description="The k of pass@k (each <= n); unset: the powers of two up to n.")
     sampling: EvalSampling = Field(default_factory=EvalSampling, description="The sampling transform and length limit.")
     presence_penalty: float = Field(
@@ -435,6 +439,8 @@ def _toml_value(v: Any) -> str:
         return json.dumps(v, ensure_ascii=False)  # JSON string escapes are valid TOML basic strings
     if isinstance(v, list):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):  # only inside a list (an inline table); a dict value of a key is a [table]
+        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(x)}" for k, x in v.items() if x is not None) + "}"
     raise TypeError(f"cannot write {type(v).__name__} to TOML")
 
 
@@ -539,6 +545,27 @@ def section_values(section: BaseModel) -> dict[str, Any]:
     return section.model_dump(exclude_unset=True)
 
 
+class EvalSplit(_Config):
+    """One evaluation split of a run with settings of its own (e.g. more samples on a fixed subset)."""
+
+    data: str = Field(..., description="Problems JSONL or bundled split name.")
+    name: str | None = Field(None, description="Its name in the run (eval directory, tables); default: the data's.")
+    n: int | None = Field(None, ge=1, description="Samples per problem (default: the [eval] section's).")
+    k: list[int] | None = Field(None, description="The k of pass@k (default: the [eval] section's, else powers of two).")
+    limit: int | None = Field(None, ge=1, description="Use only the first N problems (default: the [eval] section's).")
+
+    @property
+    def label(self) -> str:
+        """The split's name in the run."""
+        from .rundir import split_name
+
+        return self.name or split_name(self.data)
+
+    def overrides(self) -> dict[str, Any]:
+        """The EvalConfig keys this split sets."""
+        return {k: v for k, v in {"n": self.n, "k": self.k, "limit": self.limit}.items() if v is not None}
+
+
 class RunConfig(_Config):
     """`dail run`: a whole experiment into `runs/NAME/` (select, waypoints, expand, train, eval, report)."""
 
@@ -546,13 +573,19 @@ class RunConfig(_Config):
     out_dir: str = Field("runs", description="Parent directory of runs.")
     model: str = Field(DEFAULT_MODEL, description="Base model of every role and method.")
     train_data: str = Field(..., description="Problems with expert solutions (JSONL or bundled split name).")
-    eval_data: list[str] = Field(..., min_length=1, description="Evaluation splits (JSONL paths or bundled split names).")
-    methods: list[Literal["base", "sft-expert", "star", "psd-nll", "dail-nll", "dail"]] = Field(
+    eval_data: list[str | EvalSplit] = Field(..., min_length=1, description="Evaluation splits: JSONL paths or bundled "
+                                             "split names, or tables {data, name, n, k, limit} with settings of their own.")
+    methods: list[Literal["base", "sft-expert", "star", "psd-nll", "dail-nll", "dail", "oracle-sft", "rft",
+                          "oracle-prompt"]] = Field(
         default_factory=lambda: ["base", "sft-expert", "dail"],
         description="Methods to train and evaluate: base (no training), sft-expert (NLL on the expert solutions), "
                     "star (NLL on rationalizations: privileged-only traces from the final answer alone), psd-nll "
                     "(NLL on privileged-only traces from the full solution), dail-nll (NLL on the mixed traces), "
-                    "dail (the contrastive objective on the mixed traces).")
+                    "dail (the contrastive objective on the mixed traces); controls: oracle-sft (NLL on each "
+                    "problem's full_solution: the ceiling of imitation), rft (NLL on the base model's own correct "
+                    "samples from selection: rejection-sampling fine-tuning), oracle-prompt (the base model "
+                    "evaluated with the expert solution in its prompt: an upper bound, not a method).")
+    rft_per_problem: int = Field(4, ge=1, description="rft: at most this many distinct correct samples per problem.")
     select: bool = Field(False, description="Keep only training problems the base model fails in all of select_n samples.")
     select_n: int = Field(32, ge=1, description="Samples per problem for `select`.")
     select_limit: int | None = Field(None, ge=1, description="Candidates `select` considers (the first N); None: all.")
@@ -583,6 +616,24 @@ class RunConfig(_Config):
         if len(set(v)) != len(v) or not v:
             raise ValueError("must be a non-empty list without repeats")
         return v
+
+    def eval_splits(self) -> list[EvalSplit]:
+        """Every evaluation split as an EvalSplit (a plain name or path has no settings of its own)."""
+        return [s if isinstance(s, EvalSplit) else EvalSplit(data=s) for s in self.eval_data]
+
+    @model_validator(mode="after")
+    def _unique_splits(self) -> RunConfig:
+        labels = [s.label for s in self.eval_splits()]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"eval_data: two splits share the name {next(x for x in labels if labels.count(x) > 1)!r}; "
+                             "give one a `name`")
+        return self
+
+    @model_validator(mode="after")
+    def _rft_needs_select(self) -> RunConfig:
+        if "rft" in self.methods and not self.select:
+            raise ValueError("method rft trains on the samples of `select`: set select = true")
+        return self
 
     @model_validator(mode="after")
     def _sections(self) -> RunConfig:

@@ -56,6 +56,8 @@ class Problem(_Row):
     id: str = Field(description="Unique id within the file.")
     problem: str = Field(description="The problem statement shown to every role.")
     solution: str | None = Field(None, description="Expert (didactic) solution; needed by expand.")
+    full_solution: str | None = Field(None, description="A complete step-by-step solution in the model's own format, "
+                                      "where one exists (a test-bed): what the oracle-sft control trains on.")
     answer: str | None = Field(None, description="Reference final answer; makes the problem verifiable.")
     choices: list[str] | None = Field(None, description="Options of a multiple-choice problem (graded by letter).")
     waypoints: str | None = Field(None, description="Hand-written partial solution; wins over extraction.")

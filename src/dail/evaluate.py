@@ -67,7 +67,7 @@ __all__ = ["SAMPLE_KEYS", "EVAL_STAGE", "default_budgets", "resolved_budgets", "
 
 # Keys of EvalConfig that change what a sample (or its verdict at a budget) is; a resumed run must
 # not mix two settings of them.
-SAMPLE_KEYS = ("model", "adapter", "data", "data_digest", "seed", "sampling", "presence_penalty", "prompts", "budgets",
+SAMPLE_KEYS = ("model", "adapter", "data", "data_digest", "seed", "role", "sampling", "presence_penalty", "prompts", "budgets",
                "force_answer", "answer_cue", "force_answer_tokens", "dtype")
 FRESH = "rerun with --fresh to delete its samples, metrics and config first, or use another --out directory"
 
@@ -187,6 +187,11 @@ def _problems(cfg: EvalConfig) -> tuple[list[Problem], int]:
         if not ok:
             raise DataError(cfg.data, None, "answer",
                             f"problem {p.id!r}: answer {p.answer!r} does not grade as {kind}")
+    if cfg.role == "privileged":
+        missing = next((p for p in verifiable if not p.solution), None)
+        if missing is not None:
+            raise DataError(cfg.data, None, "solution", f"problem {missing.id!r} has no solution: role privileged "
+                                                        "shows it in the prompt")
     return verifiable, len(problems) - len(verifiable)
 
 
@@ -216,7 +221,7 @@ def _load_fitting(cfg: EvalConfig, problems: list[Problem], wanted: list[tuple[s
         return None, []
     model, tokenizer = load(cfg.model, adapter=cfg.adapter, dtype=cfg.dtype, device=dist.device_for(cfg.device))
     by_id = {p.id: p for p in problems}
-    prompts = {pid: render(tokenizer, "learner", by_id[pid], cfg.prompts) for pid in pending}
+    prompts = {pid: render(tokenizer, cfg.role, by_id[pid], cfg.prompts) for pid in pending}
     forced = len(tokenizer(cfg.answer_cue, add_special_tokens=False)["input_ids"]) + cfg.force_answer_tokens \
         if cfg.force_answer else 0
     too_long = too_long_ids(prompts, cfg.sampling.max_new_tokens + forced, context_length(model, tokenizer))

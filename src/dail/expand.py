@@ -74,6 +74,7 @@ from .sampling import (
     transform,
     uniforms,
 )
+from .waypoints import waypoints_for
 
 __all__ = ["rollout", "reference_rollout", "verdict", "make_trace", "random_sample", "wanted_keys", "FirstCorrect",
            "summarise", "run"]
@@ -274,9 +275,10 @@ def run(cfg: ExpandConfig, progress: dist.Progress | None = None, *, fresh: bool
         if done:  # rows of an earlier run: only the same model and tokenizer may add to them
             provenance.check_same_model(out, provenance.read(provenance_path(out)), made_by, "traces")
         # STaR's rationalization: the privileged student sees only the final answer.
-        privileged = "rationalize" if cfg.privileged_view == "answer" else "privileged"
+        privileged = {"answer": "rationalize", "waypoints": "negative"}.get(cfg.privileged_view, "privileged")
         prompts = {pid: (render(tokenizer, "learner", by_id[pid], cfg.prompts),
-                         render(tokenizer, privileged, by_id[pid], cfg.prompts))
+                         render(tokenizer, privileged, by_id[pid], cfg.prompts,
+                                waypoints=waypoints_for(by_id[pid]) if privileged == "negative" else None))
                    for pid in dict.fromkeys(pid for pid, s in wanted if (pid, s) not in done)}  # each problem once
         too_long = too_long_ids(prompts, cfg.sampling.max_new_tokens, context_length(model, tokenizer))
         wanted = [k for k in wanted if k[0] not in set(too_long)]  # never decoded, never a row

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 import shutil
 import subprocess
 import sys
@@ -30,7 +31,7 @@ from .config import (ConfigError, EvalConfig, ExpandConfig, RunConfig, SelectCon
                      save_config, section_values, to_toml)
 from .data import DataError, Problem, atomic_write_text, read_done_keys, read_problems, write_jsonl
 from .distributed import Progress, output_lock
-from .rundir import RunDir, RunLog, data_digest, split_name
+from .rundir import RunDir, RunLog, data_digest
 
 __all__ = ["run", "select", "run_dir", "TRAINED", "EXPANSIONS", "OnEvent"]
 
@@ -44,7 +45,11 @@ TRAINED: dict[str, tuple[str | None, str]] = {
     "psd-nll": ("traces-psd.jsonl", "nll"),
     "dail-nll": ("traces.jsonl", "nll"),
     "dail": ("traces.jsonl", "contrastive"),
+    "oracle-sft": (None, "sft-expert"),  # on solutions-oracle-sft.jsonl: each problem's full_solution
+    "rft": (None, "sft-expert"),  # on solutions-rft.jsonl: the base model's correct samples from select
 }
+SOLUTION_TRAINED = ("oracle-sft", "rft")  # trained on a problems file of their own (RunDir.solutions)
+EVAL_ROLE = {"oracle-prompt": "privileged"}  # evaluated without training, under another prompt
 
 # traces file -> how its expansion differs from the run's [expand] settings.
 #   traces.jsonl      the mixed rollout (DAIL)
@@ -56,6 +61,9 @@ EXPANSIONS: dict[str, dict[str, Any]] = {
     "traces.jsonl": {},
     "traces-psd.jsonl": {"rule": "threshold", "tau": 1.0},
     "traces-star.jsonl": {"rule": "threshold", "tau": 1.0, "privileged_view": "answer"},
+    # to look at, not to train on: the negative reference's own rollouts of the first problem
+    "traces-negative.jsonl": {"rule": "threshold", "tau": 1.0, "privileged_view": "waypoints", "limit": 1,
+                              "keep": "all-correct"},
 }
 
 
@@ -185,7 +193,7 @@ def run(cfg: RunConfig, on_event: OnEvent | None = None, progress: Progress | No
 
 def _check_data(cfg: RunConfig, root: RunDir, fresh: str) -> RunConfig:
     """`cfg` with the digest of every data file it names; a file the run used before must not have changed."""
-    digests = {spec: data_digest(spec) for spec in dict.fromkeys([cfg.train_data, *cfg.eval_data])}
+    digests = {spec: data_digest(spec) for spec in dict.fromkeys([cfg.train_data, *(s.data for s in cfg.eval_splits())])}
     if root.config.exists():
         import tomllib
 
@@ -229,11 +237,17 @@ def _run(cfg: RunConfig, root: RunDir, on_event: OnEvent | None, progress: Progr
 
     stage("waypoints", root.waypoints.exists(), None, make_waypoints)
     problems = read_problems(root.waypoints)
+    for method in SOLUTION_TRAINED:
+        if method in cfg.methods:
+            stage(f"solutions:{method}", root.solutions(method).exists(), None,
+                  lambda m=method: write_jsonl(root.solutions(m), _control_rows(m, problems, root, cfg)))
 
     # 3. expansion: mixed rollouts (dail, dail-nll) and privileged-only rollouts (psd-nll, star).
     from .expand import run as expand
 
     wanted = {TRAINED[m][0] for m in cfg.methods if m in TRAINED} - {None}
+    if "dail" in cfg.methods:
+        wanted.add("traces-negative.jsonl")
     for traces in sorted(wanted):
         ex = ExpandConfig(**{**section_values(cfg.expand), **EXPANSIONS[traces], **common, "prompts": prompts},
                           data=str(root.waypoints), out=str(root.traces(traces)))
@@ -247,8 +261,9 @@ def _run(cfg: RunConfig, root: RunDir, on_event: OnEvent | None, progress: Progr
             continue
         traces, objective = TRAINED[method]
         out = root.adapter(method)
+        own = method in SOLUTION_TRAINED
         tr = TrainConfig(**{**section_values(cfg.train), **common, "prompts": prompts, "resume": True},
-                         objective=objective, problems=str(root.waypoints),
+                         objective=objective, problems=str(root.solutions(method) if own else root.waypoints),
                          traces=str(root.traces(traces)) if traces else None, out=str(out))
         stage(f"train:{method}", (out / "adapter_config.json").exists(), tr, lambda c: train(c, progress=progress))
 
@@ -256,12 +271,12 @@ def _run(cfg: RunConfig, root: RunDir, on_event: OnEvent | None, progress: Progr
     from .evaluate import run as evaluate
 
     for method in cfg.methods:
-        adapter = None if method == "base" else str(root.adapter(method))
-        for spec in cfg.eval_data:
-            out = root.eval_dir(method, spec)
-            ev = EvalConfig(**{**section_values(cfg.eval), **common, "prompts": prompts}, adapter=adapter, data=spec,
-                            out=str(out))
-            stage(f"eval:{method}/{split_name(spec)}", (out / "metrics.json").exists(), ev,
+        adapter = str(root.adapter(method)) if method in TRAINED else None
+        for split in cfg.eval_splits():
+            out = root.eval_dir(method, split.label)
+            ev = EvalConfig(**{**section_values(cfg.eval), **split.overrides(), **common, "prompts": prompts},
+                            adapter=adapter, data=split.data, out=str(out), role=EVAL_ROLE.get(method, "learner"))
+            stage(f"eval:{method}/{split.label}", (out / "metrics.json").exists(), ev,
                   lambda c: evaluate(c, progress=progress))
 
     # 6. report (cheap; rewritten whenever an input is newer than it).
@@ -275,18 +290,65 @@ def _run(cfg: RunConfig, root: RunDir, on_event: OnEvent | None, progress: Progr
     seconds = round(time.time() - started, 1)
     stage.event("run", "done", seconds=seconds)
     _write_if_changed(root.metrics, json.dumps({"methods": table}, indent=2) + "\n")
-    return {"run_dir": str(root.root), "report": str(root.report), "table": table, "seconds": seconds}
+    return {"run_dir": str(root.root), "report": str(root.report), "table": table, "seconds": seconds,
+            "four_traces": four_traces(root)}
+
+
+def _control_rows(method: str, problems: list[Problem], root: RunDir, cfg: RunConfig) -> list[Problem]:
+    """The problems file of a solution-trained control: full solutions (oracle-sft) or own correct samples (rft)."""
+    if method == "oracle-sft":
+        missing = next((p for p in problems if not p.full_solution), None)
+        if missing is not None:
+            raise DataError(cfg.train_data, None, "full_solution", f"problem {missing.id!r} has no full_solution: "
+                                                                   "oracle-sft trains on it")
+        return [p.model_copy(update={"solution": p.full_solution}) for p in problems]
+    from .data import Sample, read_jsonl
+
+    by_id = {p.id: p for p in _problems(cfg.train_data)}
+    rows, seen, per_problem = [], set(), Counter()
+    for s in read_jsonl(root.selection_samples / "samples.jsonl", Sample):
+        if s.correct and not s.forced and (s.problem_id, s.text) not in seen and per_problem[s.problem_id] < cfg.rft_per_problem:
+            seen.add((s.problem_id, s.text))
+            per_problem[s.problem_id] += 1
+            rows.append(by_id[s.problem_id].model_copy(update={"id": f"{s.problem_id}#{s.sample}", "solution": s.text}))
+    if not rows:
+        raise DataError(root.selection_samples / "samples.jsonl", None, "correct",
+                        "rft: the base model solved no training problem in select's samples; nothing to train on")
+    return rows
+
+
+def four_traces(root: RunDir) -> dict[str, Any] | None:
+    """One problem as each writer solves it: the expert's solution, and sample 0 of the privileged-only, mixed and
+    negative-reference rollouts (those the run made); None when the run made no negative rollout."""
+    from .data import read_traces
+
+    negative = root.traces("traces-negative.jsonl")
+    if not negative.exists():
+        return None
+    first = read_traces(negative, kept_only=False)
+    if not first:
+        return None
+    pid = first[0].problem_id
+    problem = next(p for p in read_problems(root.waypoints) if p.id == pid)
+    out: dict[str, Any] = {"problem": problem.problem, "expert": problem.solution}
+    for key, name in (("privileged_only", "traces-psd.jsonl"), ("mixed", "traces.jsonl"), ("negative", negative.name)):
+        path = root.traces(name)
+        trace = next((t for t in read_traces(path, kept_only=False) if t.problem_id == pid and t.sample == 0),
+                     None) if path.exists() else None
+        if trace is not None:
+            out[key] = trace.model_dump(include={"text", "token_ids", "source", "reject_reason"})
+    return out
 
 
 def results_table(root: RunDir, cfg: RunConfig) -> dict[str, dict[str, Any]]:
     """pass@k and mean tokens per method and split, read back from the eval directories (config order)."""
     rows: dict[str, dict[str, Any]] = {}
     for method in cfg.methods:
-        for spec in cfg.eval_data:
-            path = root.eval_dir(method, spec) / "metrics.json"
+        for split in cfg.eval_splits():
+            path = root.eval_dir(method, split.label) / "metrics.json"
             if not path.exists():
                 continue
             m = json.loads(path.read_text())
             pass_at = {str(k): v for k, v in m["pass_at_k"].items()}
-            rows.setdefault(method, {})[split_name(spec)] = {"pass_at_k": pass_at, "mean_tokens": m["mean_tokens"]}
+            rows.setdefault(method, {})[split.label] = {"pass_at_k": pass_at, "mean_tokens": m["mean_tokens"]}
     return rows

@@ -82,8 +82,17 @@ class RunDir:
         return self.root / "selected.jsonl"
 
     @property
+    def selection_samples(self) -> Path:
+        """`select`'s eval directory: the base model's samples on every candidate."""
+        return self.root / "selected-samples"
+
+    @property
     def waypoints(self) -> Path:
         return self.root / "waypoints.jsonl"
+
+    def solutions(self, method: str) -> Path:
+        """The problems file a solution-trained control trains on (`solutions-oracle-sft.jsonl`, `solutions-rft.jsonl`)."""
+        return self.root / f"solutions-{method}.jsonl"
 
     def traces(self, name: str = "traces.jsonl") -> Path:
         """A traces file by its name (traces.jsonl, traces-psd.jsonl, traces-star.jsonl)."""

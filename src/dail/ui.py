@@ -10,11 +10,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, Group
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-__all__ = ["console", "progress", "expand_summary", "eval_summary", "run_table", "RunEvents"]
+__all__ = ["console", "progress", "expand_summary", "eval_summary", "run_table", "four_traces", "RunEvents"]
 
 console = Console(stderr=True)
 
@@ -84,6 +84,36 @@ def eval_summary(metrics: dict[str, Any]) -> Table:
     at_budget = metrics["accuracy_at_budget"]
     rows.append(("pass@1 at budget", "  ".join(f"{b}: {100 * v:.1f}%" for b, v in at_budget.items())))
     return _table(f"eval: {what} on {metrics['data']}", rows)
+
+
+def four_traces(traces: dict[str, Any], tokenizer=None) -> Group:
+    """One problem's expert solution and its privileged-only, mixed and negative-reference rollouts, side by side.
+
+    In the mixed trace the privileged student's tokens are highlighted (needs the tokenizer to cut pieces).
+    """
+    from rich.columns import Columns
+    from rich.panel import Panel
+    from rich.text import Text
+
+    def body(key: str) -> Text:
+        trace = traces[key]
+        if key != "mixed" or tokenizer is None:
+            return Text(trace["text"])
+        from .grading import token_pieces
+
+        text = Text()
+        for piece, source in zip(token_pieces(tokenizer, trace["token_ids"]), trace["source"]):
+            text.append(piece, style="bold black on yellow" if source == "P" else "")
+        return text
+
+    panels = [Panel(Text(traces["expert"]), title="expert solution", width=38)]
+    for key, title in (("privileged_only", "privileged only (psd)"), ("mixed", "mixed (dail; privileged tokens marked)"),
+                       ("negative", "negative reference")):
+        if key in traces:
+            verdict = traces[key]["reject_reason"] or "correct"
+            panels.append(Panel(body(key), title=title, subtitle=verdict, width=38))
+    return Group(Text("One training problem, four ways (sample 0):", style="bold"), Text(traces["problem"], style="dim"),
+                 Columns(panels))
 
 
 def run_table(name: str, results: dict[str, dict[str, Any]]) -> Table:
