@@ -144,6 +144,43 @@ def testbed_build(
     console.print(f"test-bed written to {done}: model {done / 'model'}, splits {done / 'data'}")
 
 
+@testbed_app.command("probe")
+def testbed_probe(
+    build: Annotated[Optional[Path], typer.Option(help="A directory written by `dail testbed build` (default: the shipped one).")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="A run config whose \\[expand] section the "
+                                                   "rollouts use (default: configs/demo.toml's settings).")] = None,
+    problems: Annotated[int, typer.Option(min=1, help="First N problems of the split.")] = 24,
+    samples: Annotated[int, typer.Option(min=1, help="Base-model samples per problem (pass@1 and pass@N).")] = 16,
+    split: Annotated[str, typer.Option(help="Split of the build to probe.")] = "val",
+    out: Annotated[Optional[Path], typer.Option(help="Also write the JSON here.")] = None,
+) -> None:
+    """Measure the premise of a test-bed build: what mixing and the contrast have to act on (asserts nothing)."""
+    import json
+
+    from .data import atomic_write_text
+    from .testbed import SHIPPED
+    from .testbed.probe import ProbeSizes, probe
+
+    with _user_errors():
+        expand_cfg = _probe_expand(config)
+        result = probe(build or SHIPPED, expand_cfg, ProbeSizes(problems=problems, samples=samples, split=split))
+    text = json.dumps(result, indent=1)
+    if out:
+        atomic_write_text(out, text + "\n")
+    console.print_json(text)
+
+
+def _probe_expand(config: Optional[Path]) -> ExpandConfig | None:
+    """The probe's expansion settings: a run config's [expand] section (the demo's when none is named)."""
+    from .config import RunConfig, section_values
+
+    path = config or _find_demo_config()
+    if path is None:
+        return None  # no checkout beside the package: ExpandConfig's defaults
+    run = load_config(RunConfig, path)
+    return ExpandConfig(**section_values(run.expand), seed=run.seed, data="-", out="-", prompts=run.prompts.model_dump())
+
+
 # --------------------------------------------------------------------------- stages
 
 
@@ -331,6 +368,18 @@ def select(
         run_select(cfg, on_event=events)
 
 
+def _tokenizer(model: str):
+    """The model's tokenizer, or None when it cannot be had here (the display then shows plain text)."""
+    try:
+        from transformers import AutoTokenizer
+
+        from .models import resolve
+
+        return AutoTokenizer.from_pretrained(resolve(model).path)
+    except Exception:  # a display nicety: never fail a finished run over it
+        return None
+
+
 def _run(config: Path, overrides: dict[str, Any], fresh: bool = False) -> dict:
     from . import ui
     from .config import RunConfig
@@ -344,6 +393,8 @@ def _run(config: Path, overrides: dict[str, Any], fresh: bool = False) -> dict:
     finally:
         events.close()
     ui.console.print(ui.run_table(cfg.name, result["table"]))
+    if result.get("four_traces"):
+        ui.console.print(ui.four_traces(result["four_traces"], _tokenizer(cfg.model)))
     console.print(f"report: {result['report']}  ({result['seconds']:.0f} s)")
     return result
 
@@ -364,6 +415,8 @@ def run(
 def study(
     config: Annotated[Path, typer.Option("--config", "-c", help="Study config TOML (see configs/testbed-study.toml).")],
     out_dir: Annotated[Optional[str], typer.Option(help="Override the parent directory of studies.")] = None,
+    readme: Annotated[Optional[Path], typer.Option(help="Fill the <!-- study:KEY --> tables of this markdown file "
+                                                   "from the finished study.")] = None,
 ) -> None:
     """One run per seed plus DAIL's tau/gamma sweeps; tables and plots of the mean and spread across seeds."""
     from . import ui
@@ -381,15 +434,30 @@ def study(
             events.close()
 
     with _user_errors(cfg.root):
-        run_study(cfg, run_one)
+        summary = run_study(cfg, run_one)
+        if readme is not None:
+            from .data import atomic_write_text
+            from .study import fill_readme
+
+            try:
+                atomic_write_text(readme, fill_readme(readme.read_text(encoding="utf-8"), summary))
+            except ValueError as e:
+                raise ConfigError(f"{readme}: {e}") from None
     console.print(f"study: {cfg.root / 'study.md'}  plots: {cfg.root / 'plots'}")
 
 
-def _demo_config() -> Path:
+def _find_demo_config() -> Path | None:
     # configs/ lives in the checkout; an editable install finds it beside src/.
     for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
         if (base / "configs" / "demo.toml").exists():
             return base / "configs" / "demo.toml"
+    return None
+
+
+def _demo_config() -> Path:
+    path = _find_demo_config()
+    if path is not None:
+        return path
     _fail("configs/demo.toml not found: run `dail demo` from the dail checkout, or `dail run --config FILE`")
 
 

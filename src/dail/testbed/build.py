@@ -101,7 +101,7 @@ class BuildConfig(StrictConfig):
     batch_size: int = Field(32, ge=1, description="Documents per step.")
     lr: float = Field(1e-3, gt=0)
     warmup: int = Field(100, ge=0)
-    phase2_steps: int = Field(600, ge=0, description="Steps of the second phase: a fresh AdamW from phase 1's "
+    phase2_steps: int = Field(400, ge=0, description="Steps of the second phase: a fresh AdamW from phase 1's "
                                                       "weights, long documents only, its own corpus stream.")
     phase2_lr: float = Field(5e-4, gt=0, description="Peak learning rate of phase 2 (50 warm-up steps, cosine to 10%).")
     phase2_reference_share: float = Field(0.5, ge=0, le=1, description="Share of reference documents in phase 2.")
@@ -445,7 +445,7 @@ def build(cfg: BuildConfig, out: str | os.PathLike, *, on_step: Callable[[dict],
     model.save_pretrained(final / "model")
     tokenizer.save_pretrained(final / "model")
     info = {"config": cfg.model_dump(mode="json"), "dail_version": __version__,
-            "environment": environment(cfg.threads),  # not in the hashes: the same files come from other machines
+            "environment": environment(cfg.threads),  # not hashed: the weights match only on these kernels and threads
             "tables": {f: list(t) for f, t in zip(FUNCTIONS, split_tables(cfg))},
             "parameters": sum(p.numel() for p in model.parameters()),
             "final_loss": records[-1]["loss"],  # no wall time: the files are identical build to build

@@ -244,7 +244,6 @@ def problem_row(chain: Chain, every: int, pid: str, split: str) -> Problem:
     """A `dail.data.Problem` row: expert solution, answer, hint as waypoints."""
     return Problem(
         id=pid, problem=chain.text, solution=expert_solution(chain, every), answer=str(chain.answer),
-        waypoints=hint(chain, every), source="dail-testbed",
-        meta={"split": split, "n_steps": len(chain.steps), "every": every, "facts": chain.facts(),
-              "full_solution": full_solution(chain)},
+        full_solution=full_solution(chain), waypoints=hint(chain, every), source="dail-testbed",
+        meta={"split": split, "n_steps": len(chain.steps), "every": every, "facts": chain.facts()},
     )
