@@ -153,6 +153,7 @@ def testbed_probe(
     samples: Annotated[int, typer.Option(min=1, help="Base-model samples per problem (pass@1 and pass@N).")] = 16,
     split: Annotated[str, typer.Option(help="Split of the build to probe.")] = "val",
     out: Annotated[Optional[Path], typer.Option(help="Also write the JSON here.")] = None,
+    figure: Annotated[Optional[Path], typer.Option(help="Also draw the first problem's four traces to this PNG.")] = None,
 ) -> None:
     """Measure the premise of a test-bed build: what mixing and the contrast have to act on (asserts nothing)."""
     import json
@@ -163,7 +164,8 @@ def testbed_probe(
 
     with _user_errors():
         expand_cfg = _probe_expand(config)
-        result = probe(build or SHIPPED, expand_cfg, ProbeSizes(problems=problems, samples=samples, split=split))
+        result = probe(build or SHIPPED, expand_cfg, ProbeSizes(problems=problems, samples=samples, split=split),
+                       figure=figure)
     text = json.dumps(result, indent=1)
     if out:
         atomic_write_text(out, text + "\n")

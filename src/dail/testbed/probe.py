@@ -29,7 +29,7 @@ from dail.sampling import Role
 from dail.testbed.build import document_text
 from dail.testbed.task import CONNECTIVES, FUNCTIONS
 
-__all__ = ["ProbeSizes", "probe", "token_kinds", "teacher_forced", "trace_stats"]
+__all__ = ["ProbeSizes", "probe", "token_kinds", "teacher_forced", "trace_stats", "four_traces_figure"]
 
 SHORTCUTS = ("After", "Answer")  # the first token of a jump line and of an answer line
 REFERENCE_ROLES = (Role.PRIVILEGED, Role.NEGATIVE, Role.RATIONALIZE)
@@ -141,9 +141,49 @@ def trace_stats(model, tokenizer, problems: dict[str, Problem], mixed: list[Trac
     }
 
 
+def four_traces_figure(problem: Problem, privileged: Trace, mixed: Trace, negative: Trace, tokenizer,
+                       path: str | Path) -> None:
+    """One problem's expert solution and three rollouts as a PNG; the privileged student's tokens of the mixed one marked."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from dail.grading import token_pieces
+
+    columns = [("expert solution (didactic)", [(problem.solution, "L")]),
+               ("privileged only (psd)", [(privileged.text, "L")]),
+               ("mixed (dail): privileged tokens marked", list(zip(token_pieces(tokenizer, mixed.token_ids), mixed.source))),
+               ("negative reference (hint)", [(negative.text, "L")])]
+    verdicts = ["", privileged.reject_reason or "correct", mixed.reject_reason or "correct",
+                negative.reject_reason or "correct"]
+    lines = max("".join(piece for piece, _ in pieces).count("\n") + 1 for _, pieces in columns)
+    height = 1.0 + 0.22 * lines  # inches; a line is `step` of the figure's height
+    step = 0.22 / height
+    fig = Figure(figsize=(17, height), dpi=100)
+    renderer = FigureCanvasAgg(fig).get_renderer()  # to measure each piece, so the next one starts after it
+    fig.text(0.01, 1 - 0.15 / height, problem.problem.replace("\n", "  "), fontsize=7.5, family="monospace", va="top", wrap=True)
+    for c, ((title, pieces), verdict) in enumerate(zip(columns, verdicts)):
+        x0, y = 0.01 + c * 0.25, 1 - 0.75 / height
+        fig.text(x0, y + 0.3 / height, f"{title}  [{verdict}]" if verdict else title, fontsize=9, weight="bold")
+        x = x0
+        for piece, source in pieces:
+            for k, part in enumerate(piece.split("\n")):
+                if k:
+                    x, y = x0, y - step
+                if not part:
+                    continue
+                t = fig.text(x, y, part, fontsize=8, family="monospace", va="top",
+                             bbox=dict(facecolor="#ffd54f", edgecolor="none", pad=0.5) if source == "P" else None)
+                x += t.get_window_extent(renderer).width / fig.bbox.width
+    fig.savefig(path)
+
+
 def probe(build: str | Path, expand: ExpandConfig | None = None, sizes: ProbeSizes = ProbeSizes(),
-          device: str = "cpu") -> dict[str, Any]:
-    """Every measure of the module docstring for the build at `build` (a directory with model/ and data/)."""
+          device: str = "cpu", figure: str | Path | None = None) -> dict[str, Any]:
+    """Every measure of the module docstring for the build at `build` (a directory with model/ and data/).
+
+    With `figure`, also draws the first problem's four traces (expert, privileged-only, mixed, negative
+    reference; sample 0) to that PNG.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from dail import evaluate
@@ -167,6 +207,12 @@ def probe(build: str | Path, expand: ExpandConfig | None = None, sizes: ProbeSiz
                                 out=f"{tmp}/psd.jsonl"))
         mixed = read_traces(f"{tmp}/mixed.jsonl", kept_only=False)
         privileged = read_traces(f"{tmp}/psd.jsonl", kept_only=False)
+        if figure is not None:
+            run_expand(ExpandConfig(**{**settings, **base, "keep": "all-correct", "rule": "threshold", "tau": 1.0,
+                                       "privileged_view": "waypoints", "limit": 1, "n": 1}, out=f"{tmp}/neg.jsonl"))
+            negative = read_traces(f"{tmp}/neg.jsonl", kept_only=False)[0]
+            first = [t for t in (privileged[0], mixed[0]) if t.problem_id == negative.problem_id and t.sample == 0]
+            four_traces_figure(problems[0], *first, negative, tokenizer, figure)
         k = sorted({1, sizes.samples})
         metrics = evaluate.run(EvalConfig(**base, seed=settings["seed"], out=f"{tmp}/base", n=sizes.samples, k=k,
                                           batch_size=128, force_answer=False,
