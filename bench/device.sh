@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU checks of the engine (issue 8), for the lent device machine, which has torch but other
+# The GPU checks of the engine, for the lent device machine, which has torch but other
 # versions of transformers and no pydantic. Two steps:
 #
 #   bash bench/device.sh wheels         # here: fetch the pinned pure/py3.12 wheels into .whl/ (git-ignored)

@@ -1,4 +1,4 @@
-"""The command line: every DESIGN.md subcommand is listed; unbuilt ones say so plainly."""
+"""The command line: every stage's subcommand is listed; unbuilt ones say so plainly."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""GRPO's loss and advantages (issue 16 groundwork) against the formulas written out token by token."""
+"""GRPO's loss and advantages (groundwork for the RL baselines) against the formulas written out token by token."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tests for dail.objectives: each loss against DESIGN.md's formula written as a slow loop, its limits,
+"""Tests for dail.objectives: each loss against its formula in docs/method.md written as a slow loop, its limits,
 its minimiser, its gradients and its normalisation."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ INF = float("inf")
 
 
 # --------------------------------------------------------------------------------------------------
-# slow references: straight from DESIGN.md, plain Python floats, one token at a time
+# slow references: straight from the formulas of docs/method.md, plain Python floats, one token at a time
 
 
 def _log_softmax_row(z: list[float]) -> list[float]:

@@ -257,7 +257,7 @@ class TrainConfig(_ModelStage):
     traces: str | None = Field(None, description="Traces JSONL from expand (not needed by sft-expert).")
     problems: str = Field(..., description="Problems JSONL (solutions, waypoints), or a bundled split name.")
     objective: Literal["contrastive", "contrastive-target", "nll", "sft-expert"] = Field(
-        "contrastive", description="Training objective (DESIGN.md, Objectives)."
+        "contrastive", description="Training objective (docs/method.md, 'Training objectives')."
     )
     out: str = Field(..., description="Adapter output directory (checkpoints go under it).")
     epochs: float = Field(2, gt=0, description="Passes over the training rows.")

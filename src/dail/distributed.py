@@ -1,6 +1,6 @@
 """Where this process stands in a launch, and the part files that sharded stages merge.
 
-The one place that knows about processes (STYLE.md, point 10). Stages ask: which problems are mine
+The one place that knows about processes (docs/layout.md). Stages ask: which problems are mine
 (`shard`), am I rank 0 (`is_main`), which device is mine (`device_for`), and wait for the others
 (`barrier`). Underneath is `accelerate.PartialState`: under `accelerate launch --multi_gpu` or
 torchrun it joins the process group (gloo on CPU, NCCL on GPU); with no launcher it is world size 1

@@ -1,18 +1,19 @@
 """Expansion: the mixed-policy rollout of learner and privileged student, trace filters, `dail expand`.
 
-The default rule is the authors' (`rule = "threshold"`, DESIGN.md "Mixed-policy rollout"), per step
-t of each trace: the learner proposes up to `retries` tokens a_r ~ q_L = T(learner logits) (draws
-0..R-1); the first with p_P(a_r) >= tau under the privileged student's *raw* softmax is kept (source
-L); if none is, the token is drawn from q_P = T(privileged logits) (draw PRIVILEGED_DRAW, source P).
-tau = 0: every token is the learner's first proposal; tau >= 1: every token is the privileged
-student's. The earlier rule stays as `rule = "nucleus"` (an ablation): one proposal, kept when the
-*transformed* q_P(a) > tau. The chosen token is appended to both contexts; EOS from either source
-ends the trace (the EOS token is part of it), else it ends at `max_new_tokens`. `dail.sampling.mixed_rule`
-builds a rule as a `choose` callback of `dail.engine.Engine`, so learner and privileged rows share
-one forward per step; `reference_rollout` writes both rules out slowly (two full forwards per token,
-no cache, one trace at a time) and the tests hold the two equal. Each token's engine tag carries
-its source (low bit) and how many proposals were rejected before it (the rest), from which the run
-logs the acceptance rate and the mean number of learner proposals per token.
+The default rule is the authors' (`rule = "threshold"`; docs/method.md, "Expansion: the mixed
+rollout"), per step t of each trace: the learner proposes up to `retries` tokens a_r ~ q_L =
+T(learner logits) (draws 0..R-1); the first with p_P(a_r) >= tau under the privileged student's
+*raw* softmax is kept (source L); if none is, the token is drawn from q_P = T(privileged logits)
+(draw PRIVILEGED_DRAW, source P). tau = 0: every token is the learner's first proposal; tau >= 1:
+every token is the privileged student's. The earlier rule stays as `rule = "nucleus"` (an ablation):
+one proposal, kept when the *transformed* q_P(a) > tau. The chosen token is appended to both
+contexts; EOS from either source ends the trace (the EOS token is part of it), else it ends at
+`max_new_tokens`. `dail.sampling.mixed_rule` builds a rule as a `choose` callback of
+`dail.engine.Engine`, so learner and privileged rows share one forward per step; `reference_rollout`
+writes both rules out slowly (two full forwards per token, no cache, one trace at a time) and the
+tests hold the two equal. Each token's engine tag carries its source (low bit) and how many
+proposals were rejected before it (the rest), from which the run logs the acceptance rate and the
+mean number of learner proposals per token.
 
 `run(ExpandConfig)` is the stage: problems x n samples decoded in batches, every trace written to an
 append-only JSONL (flushed per finished trace; a rerun skips finished (problem_id, sample) pairs)

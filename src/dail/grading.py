@@ -3,7 +3,7 @@
 What it does: finds the final answer in a model's text (the last ``\\boxed{}``, or a closing
 "the answer is ..." phrase when there is no box), reports where in the text that answer ends
 (for token-budget evaluation), and decides whether it matches a reference answer under one of
-three rules (DESIGN.md, "Evaluation"):
+three rules (docs/method.md, "Evaluation"):
 
 * ``integer`` -- AIME-style: both sides must be integer literals; compared as Python ints.
 * ``math``    -- symbolic/numeric equivalence by math-verify (fractions, decimals, LaTeX,

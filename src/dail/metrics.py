@@ -2,7 +2,7 @@
 
 What it does: the unbiased pass@k estimator ``1 - C(n-c, k) / C(n, k)`` for one problem
 (n samples, c correct), its mean over problems, tables over several k, and the counts needed
-for pass@k at a token budget (DESIGN.md, "Evaluation"): a sample counts at budget B when the
+for pass@k at a token budget (docs/method.md, "Evaluation"): a sample counts at budget B when the
 sample a run with ``max_new_tokens = B`` draws is correct (its first B tokens, graded by the
 evaluation stage and recorded in the sample's row).
 

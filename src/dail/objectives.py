@@ -1,4 +1,6 @@
-"""Training objectives of DAIL: pure loss functions of logits and a mask (DESIGN.md, "Objectives").
+"""Training objectives of DAIL: pure loss functions of logits and a mask.
+
+The formulas and their derivations in words: docs/method.md, "Training objectives".
 
 Every loss takes logits ``[..., V]`` (usually ``[B, T, V]``) and a mask ``[...]`` of the same leading
 shape (bool or 0/1) marking the trace positions that count; prompt and padding positions are masked
@@ -126,7 +128,7 @@ def contrastive_loss(
 ) -> torch.Tensor:
     r"""Reverse KL to the privileged student minus γ times the reverse KL from the negative reference.
 
-    Per counted token, over the full vocabulary (DESIGN.md)::
+    Per counted token, over the full vocabulary (docs/method.md, "The contrastive objective")::
 
         L_t = Σ_v p_θ(v) (l_θ(v) − l_P(v)) − γ Σ_v p_θ(v) (l_θ(v) − l_N(v))
             = KL(p_θ || p_P) − γ KL(p_θ || p_N),          0 <= γ < 1.
@@ -146,8 +148,8 @@ def contrastive_loss(
     KL to the privileged student (self-distillation). At γ = 1 the entropy term vanishes and for
     γ > 1 it changes sign: the loss is no longer strictly convex in p_θ, the tempered target does not
     exist, and the minimiser is a one-hot on ``argmax_v (l_P − γ l_N)(v)``, the token the negative
-    reference most underrates, pushed as far as that reference's tail allows (DESIGN.md: "unbounded
-    below"). Hence γ must lie in [0, 1).
+    reference most underrates, pushed as far as that reference's tail allows. Hence γ must lie in
+    [0, 1).
 
     Computed as ``Σ_v p_θ(v) ((1 − γ) l_θ(v) − (l_P(v) − γ l_N(v)))`` with one no-grad reference term.
     Zero-probability conventions are in the module docstring.
@@ -187,7 +189,7 @@ def contrastive_target_loss(
 ) -> torch.Tensor:
     r"""Cross-entropy to a contrastive target restricted to the privileged model's plausible tokens.
 
-    Per counted token (DESIGN.md)::
+    Per counted token (docs/method.md, "Contrastive target")::
 
         V_t  = {v : l_P(v) >= max_u l_P(u) + log β}
         q*_t ∝ exp(l_P + α (l_P − l_N))   on V_t,   0 elsewhere
@@ -271,7 +273,8 @@ def contrastive_diagnostics(
 
 
 # --------------------------------------------------------------------------------------------------
-# GRPO (the RL baselines; issue 16): advantages per group of rollouts, the clipped surrogate
+# GRPO (groundwork for the RL baselines, not yet a method of a run): advantages per group of rollouts,
+# the clipped surrogate
 
 
 def group_advantages(rewards: torch.Tensor, *, scale: bool = True, eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,6 +1,6 @@
 """The roles' prompts (learner, privileged student, negative reference; rationalize), rendered to token ids.
 
-All roles share one set of weights; only the prompt differs (DESIGN.md, "The three roles"):
+All roles share one set of weights; only the prompt differs (docs/method.md, "The three roles"):
 
 * `learner` -- the problem only: the ordinary inference prompt. It never holds the solution.
 * `privileged` -- the problem and the full expert solution(s), with rules for using them (derive

@@ -174,7 +174,7 @@ def _budget_top_k(m: dict[str, Any]) -> int | None:
     return max((k for k in common if k > 1), default=None)
 
 
-# How a budget is applied, for captions: the metric of `dail eval` (DESIGN.md, "Evaluation").
+# How a budget is applied, for captions: the metric of `dail eval` (docs/method.md, "Evaluation").
 BUDGET_RULE = ("each sample graded as if sampled with at most B tokens: a sample cut at B is graded on its "
                "first B tokens, with a forced answer when they hold none")
 

@@ -13,9 +13,9 @@ and small frozen dataclasses the engine calls (`Choose` callbacks):
   process count -- and sampling needs no generator object and no host round trip.
 * Transforms `T(logits)`: presence penalty (vLLM's meaning), temperature, top-k, top-p, in that
   order; tokens are drawn by inverse CDF over the result.
-* Rules: `Sampler` (plain sampling) and the mixed rules of the rollout (DESIGN.md "Mixed-policy
-  rollout"), `ThresholdChoose` (the authors', the default) and `NucleusChoose` (an ablation), built
-  by name with `mixed_rule`.
+* Rules: `Sampler` (plain sampling) and the mixed rules of the rollout (docs/method.md,
+  "Expansion: the mixed rollout"), `ThresholdChoose` (the authors', the default) and `NucleusChoose`
+  (an ablation), built by name with `mixed_rule`.
 
 Draw convention: draws 0 .. MAX_PROPOSALS - 1 are the learner's proposals (draw 0 is also plain
 sampling's default), draw PRIVILEGED_DRAW the privileged student's fallback; `Engine.sample(...,
@@ -87,7 +87,7 @@ _M2 = 0x94D049BB133111EB
 
 
 class Role(StrEnum):
-    """A role of the method (DESIGN.md "Notation and the three roles"); its value is its name in configs.
+    """A role of the method (docs/method.md, "The three roles"); its value is its name in configs.
 
     A member equals its string (`Role.LEARNER == "learner"`), so configs, prompt templates and
     dictionaries keyed by the strings keep working. A rollout group holds two rows, learner and

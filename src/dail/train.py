@@ -8,7 +8,7 @@ weights fingerprint, the tokenizer, the prompts). Traces whose provenance names 
 tokenizer, or holding a token id past the model's vocabulary, are refused before the first step.
 The learner is the base model with the adapter; the privileged student and the negative reference
 are the SAME weights with the adapter disabled (`peft_model.disable_adapter()`, no grad) and a
-different prompt -- no second copy of the model (DESIGN.md, "The three roles"). The loss is the
+different prompt -- no second copy of the model (docs/method.md, "The three roles"). The loss is the
 configured entry of `dail.objectives.OBJECTIVES`.
 
 Logits only at trace positions. The decoder runs on a role's padded batch (`[B, L, H]`, see

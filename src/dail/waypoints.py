@@ -1,6 +1,6 @@
 r"""Partial solutions `s~` (waypoints): an expert solution with its reasoning deleted.
 
-DESIGN.md "Waypoints". Two fixed constructions, picked by `mode` (`WaypointsConfig.mode`):
+docs/method.md, "Waypoints". Two fixed constructions, picked by `mode` (`WaypointsConfig.mode`):
 
 **hint** (default, the method's authors' construction, re-implemented): a short hint made of the
 final answer and the intermediate results the solution contains, without any of its sentences
@@ -40,8 +40,9 @@ one gives "".
 
 Hand-written `waypoints` on a row always win, whatever the mode (`waypoints_for`).
 
-Model-based extraction (a prompt asking a model for the waypoints, DESIGN.md's option) is out of
-scope here. This module does not render prompts or call models.
+Model-based extraction (a prompt asking a model for the waypoints) is left out: both constructions
+above are fixed functions of the solution, so the negative reference never depends on a model's
+output. This module does not render prompts or call models.
 """
 
 from __future__ import annotations
