@@ -33,9 +33,8 @@ from .data import Problem
 from .sampling import Role
 from .waypoints import final_box
 
-__all__ = ["ROLES", "LETTERS", "problem_text", "prompt_text", "fit_solution", "render", "render_text", "render_roles"]
+__all__ = ["LETTERS", "problem_text", "prompt_text", "fit_solution", "render", "render_text"]
 
-ROLES = (Role.LEARNER, Role.PRIVILEGED, Role.NEGATIVE)  # the three roles of the method
 LETTERS = string.ascii_uppercase[:10]  # A-J, the letters `grading` accepts
 
 # Where a further reference solution starts, when several are given in one string.
@@ -150,8 +149,3 @@ def render(tokenizer, role: Role | str, problem: Problem, templates: PromptConfi
            waypoints: str | None = None) -> list[int]:
     """Token ids of a role's prompt, ready for decoding."""
     return _ids(tokenizer, render_text(tokenizer, role, problem, templates, waypoints))
-
-
-def render_roles(tokenizer, problem: Problem, templates: PromptConfig, roles: tuple[Role, ...] = ROLES) -> dict[str, list[int]]:
-    """Token ids of several roles' prompts for one problem."""
-    return {role: render(tokenizer, role, problem, templates) for role in roles}
