@@ -19,7 +19,11 @@ per sequence (EOS ignored everywhere, so the work is equal):
                B (learner, privileged) pairs (2B rows per forward);
 * nucleus   -- the same pairs under the ablation rule (one proposal, `--nucleus-tau`): the retries
                of `threshold` should cost draws, not forwards, so the two should time alike;
-* generate  -- `model.generate(do_sample=True, min_new_tokens=max_new_tokens)` of the learner prompts.
+* generate  -- `model.generate(do_sample=True, min_new_tokens=max_new_tokens)` of the learner prompts;
+* forward   -- the bound for any sampler of this model: bare batched forward passes, the prompts
+               prefilled at once, then one `model(...)` per step over a KV cache with the argmax
+               fed back -- no sampling, no bookkeeping; the engine's plain sampling should reach at
+               least half of its tokens/s.
 
 tokens/s counts trace tokens (B x new tokens), so the mixed rollout gets no credit for its second
 row. Each method runs `--repeats` times, interleaved with the others so that load from other
@@ -229,7 +233,24 @@ def main() -> None:
                            **sampling)
         return first.at - start
 
-    methods = {"plain": plain, "threshold": threshold, "nucleus": nucleus, "generate": generate}
+    def forward(b: int, tokens: int) -> float | None:
+        from transformers import DynamicCache
+
+        batch = _left_pad(learner[:b], pad_id, args.device)
+        mask = batch["attention_mask"]
+        start = time.perf_counter()
+        with torch.inference_mode():
+            cache = DynamicCache()
+            out = model(**batch, past_key_values=cache, use_cache=True)
+            token = out.logits[:, -1].argmax(-1, keepdim=True)
+            first = time.perf_counter() - start
+            for _ in range(tokens - 1):
+                mask = torch.cat([mask, mask.new_ones(b, 1)], dim=1)
+                out = model(input_ids=token, attention_mask=mask, past_key_values=cache, use_cache=True)
+                token = out.logits[:, -1].argmax(-1, keepdim=True)
+        return first
+
+    methods = {"plain": plain, "threshold": threshold, "nucleus": nucleus, "generate": generate, "forward": forward}
     rows = []
     for b in sizes:
         for fn in methods.values():  # warm-up: lazy imports, allocator, thread pool; on GPU the graphs too
@@ -262,14 +283,16 @@ def main() -> None:
     print()
     by = {(r["method"], r["batch"]): r for r in rows}
     for b in sizes:
-        m, nu, p, g = by["threshold", b], by["nucleus", b], by["plain", b], by["generate", b]
+        m, nu, p, g, f = by["threshold", b], by["nucleus", b], by["plain", b], by["generate", b], by["forward", b]
         decode = m["decode_tok_s"] / p["decode_tok_s"]
         floor = f", plain step / floor {p['ms_step'] / floor_ms:.1f}" if floor_ms == floor_ms else ""
         print(f"batch {b:>3}: threshold/nucleus {m['tok_s'] / nu['tok_s']:.3f} (decode only "
               f"{m['decode_tok_s'] / nu['decode_tok_s']:.3f}), threshold/plain {m['tok_s'] / p['tok_s']:.2f} "
               f"(decode only {decode:.2f}), "
               f"plain/generate {p['tok_s'] / g['tok_s']:.2f} (decode only "
-              f"{p['decode_tok_s'] / g['decode_tok_s']:.2f}), mixed/generate {m['tok_s'] / g['tok_s']:.2f}{floor}")
+              f"{p['decode_tok_s'] / g['decode_tok_s']:.2f}), mixed/generate {m['tok_s'] / g['tok_s']:.2f}, "
+              f"plain/forward {p['tok_s'] / f['tok_s']:.2f} (decode only {p['decode_tok_s'] / f['decode_tok_s']:.2f})"
+              f"{floor}")
 
     if args.profile:
         from torch.profiler import ProfilerActivity, profile

@@ -99,6 +99,9 @@ def test_the_readme_tables_are_filled_from_the_study_and_nothing_else_moves():
     assert "| dail | 25.0 ± 5.0 | 90 ± 2 |" in out and "| base | 10.0 ± 1.0 | 100 ± 0 |" in out
     assert out.endswith("<!-- /study:test -->\nend\n") and "\nmiddle\n" in out
     assert fill_readme(out, SUMMARY) == out  # filling twice changes nothing
+    used = {"dail": {"selection": 1000.0, "sampled": 5120.5, "trained": 20000.0}}
+    filled = fill_readme("<!-- study:compute -->\n<!-- /study:compute -->", {**SUMMARY, "compute": used})
+    assert "| dail | 5,120 | 20,000 | 1,000 |" in filled
     with pytest.raises(ValueError, match="no split 'val'"):
         fill_readme("<!-- study:val -->\n<!-- /study:val -->", SUMMARY)
     with pytest.raises(ValueError, match="no comparisons"):

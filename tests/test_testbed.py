@@ -386,6 +386,18 @@ def test_the_pipeline_runs_end_to_end_on_a_built_test_bed(mini_testbed, tmp_path
     oracle = read_problems(run.solutions("oracle-sft"))
     assert [p.solution for p in oracle] == [p.full_solution for p in read_problems(run.waypoints)]
     assert not run.adapter("oracle-prompt").exists()
+    # the compute each method used: its own expansion's trace tokens and the target tokens of its steps
+    from dail.data import read_traces
+
+    used = result["compute"]
+    assert used["dail"]["sampled"] == sum(len(t.token_ids) for t in read_traces(run.traces("traces.jsonl"), kept_only=False))
+    assert used["psd-nll"]["sampled"] == sum(len(t.token_ids) for t in read_traces(run.traces("traces-psd.jsonl"),
+                                                                                   kept_only=False))
+    assert used["oracle-sft"]["sampled"] == used["base"]["trained"] == used["oracle-prompt"]["trained"] == 0
+    steps = [json.loads(line) for line in (run.adapter("dail") / "log.jsonl").read_text().splitlines()]
+    assert used["dail"]["trained"] == sum(r["tokens"] for r in steps) > 0  # one step, logged
+    selection = list(read_jsonl(run.selection_samples / "samples.jsonl", Sample))
+    assert {u["selection"] for u in used.values()} == {sum(s.n_tokens for s in selection)}
     config = (run.eval_dir("oracle-prompt", "test") / "config.toml").read_text()
     assert 'role = "privileged"' in config
 

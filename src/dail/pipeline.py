@@ -287,10 +287,11 @@ def _run(cfg: RunConfig, root: RunDir, on_event: OnEvent | None, progress: Progr
     stage("report", not stale, None, lambda: report([str(root.root)], str(root.root)))
 
     table = results_table(root, cfg)
+    used = compute(root, cfg)
     seconds = round(time.time() - started, 1)
     stage.event("run", "done", seconds=seconds)
-    _write_if_changed(root.metrics, json.dumps({"methods": table}, indent=2) + "\n")
-    return {"run_dir": str(root.root), "report": str(root.report), "table": table, "seconds": seconds,
+    _write_if_changed(root.metrics, json.dumps({"methods": table, "compute": used}, indent=2) + "\n")
+    return {"run_dir": str(root.root), "report": str(root.report), "table": table, "compute": used, "seconds": seconds,
             "four_traces": four_traces(root)}
 
 
@@ -315,6 +316,30 @@ def _control_rows(method: str, problems: list[Problem], root: RunDir, cfg: RunCo
         raise DataError(root.selection_samples / "samples.jsonl", None, "correct",
                         "rft: the base model solved no training problem in select's samples; nothing to train on")
     return rows
+
+
+def compute(root: RunDir, cfg: RunConfig) -> dict[str, dict[str, int]]:
+    """Tokens each method cost beyond the shared selection: those sampled for its training data, those trained on.
+
+    `sampled` counts trace tokens of its expansion (a mixed or privileged rollout runs two rows per
+    token); `rft` reuses selection's samples and the solution-trained methods sample nothing.
+    `trained` is the target tokens over all optimizer steps (a contrastive step runs two reference
+    forwards besides the student's). `selection` (in every row alike) is select's sampled tokens.
+    """
+    from .data import Sample, read_jsonl, read_traces
+
+    samples = root.selection_samples / "samples.jsonl"
+    selection = sum(s.n_tokens for s in read_jsonl(samples, Sample)) if samples.exists() else 0
+    out = {}
+    for method in cfg.methods:
+        traces, _ = TRAINED.get(method, (None, None))
+        path = root.traces(traces) if traces else None
+        sampled = sum(len(t.token_ids) for t in read_traces(path, kept_only=False)) if path and path.exists() else 0
+        log = root.adapter(method) / "log.jsonl"
+        lines = log.read_text(encoding="utf-8").splitlines() if method in TRAINED and log.exists() else []
+        trained = json.loads(lines[-1]).get("tokens_seen", 0) if lines else 0
+        out[method] = {"selection": selection, "sampled": sampled, "trained": trained}
+    return out
 
 
 def four_traces(root: RunDir) -> dict[str, Any] | None:

@@ -136,10 +136,12 @@ def run(cfg: StudyConfig, run_one: OnRun) -> dict[str, Any]:
     """
     per_seed: dict[int, dict[str, dict[str, Any]]] = {}
     evals: dict[int, dict[str, Path]] = {}  # seed -> method or sweep label -> its run's eval root
+    used: dict[int, dict[str, dict[str, int]]] = {}
     for seed in cfg.seeds:
         main = cfg.run_config(seed)
         result = run_one(f"seed {seed}", main)
         table = dict(result["table"])
+        used[seed] = result.get("compute", {})
         root = Path(result["run_dir"])
         evals[seed] = {m: run_dir(main).root for m in main.methods}
         train_data = str(run_dir(main).selected) if main.select else main.train_data
@@ -150,6 +152,8 @@ def run(cfg: StudyConfig, run_one: OnRun) -> dict[str, Any]:
     summary = {"name": cfg.name, "seeds": cfg.seeds, "sweep_data": cfg.sweep_data and cfg.sweep_split(main).label,
                "tau": cfg.tau, "gamma": cfg.gamma, "base_tau": main.expand.tau, "base_gamma": main.train.gamma,
                "per_seed": {str(s): t for s, t in per_seed.items()}, "mean": aggregate(per_seed),
+               "compute": {m: {k: statistics.fmean(used[s][m][k] for s in used) for k in used[cfg.seeds[0]][m]}
+                           for m in used[cfg.seeds[0]]},
                "comparisons": [{**c.model_dump(), **compare(c, evals, cfg.resamples).as_dict()} for c in cfg.comparisons]}
     cfg.root.mkdir(parents=True, exist_ok=True)
     atomic_write_text(cfg.root / "study.json", json.dumps(summary, indent=1) + "\n")
@@ -242,15 +246,27 @@ def comparisons_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def compute_table(used: dict[str, dict[str, float]]) -> str:
+    """Markdown: the tokens each method sampled and trained on, mean over seeds (selection is shared by all)."""
+    out = ["| method | sampled for its data | trained on | selection (shared) |", "|---|---|---|---|"]
+    for method, c in used.items():
+        out.append(f"| {method} | {c['sampled']:,.0f} | {c['trained']:,.0f} | {c['selection']:,.0f} |")
+    return "\n".join(out)
+
+
 def fill_readme(text: str, summary: dict[str, Any]) -> str:
     """`text` with every `<!-- study:KEY -->` ... `<!-- /study:KEY -->` block replaced by that table of `summary`.
 
-    KEY is `comparisons` or a split's name (its mean ± std table). A marker whose table the summary
+    KEY is `comparisons`, `compute` or a split's name (its mean ± std table). A marker whose table the summary
     lacks is a ValueError, so a README never keeps a stale table silently.
     """
     import re
 
     def table(key: str) -> str:
+        if key == "compute":
+            if not summary.get("compute"):
+                raise ValueError("the study has no compute record")
+            return compute_table(summary["compute"])
         if key == "comparisons":
             if not summary.get("comparisons"):
                 raise ValueError("the study has no comparisons")

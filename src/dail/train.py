@@ -394,6 +394,7 @@ def _steps(session: Session, rows: list[TrainRow], out: Path, plan: dict[str, An
             elapsed = state["elapsed"] + time.perf_counter() - t0
             if log_now:
                 last = _log_record(session, stats, step + 1, elapsed)  # every process: a collective
+                last["tokens_seen"] = tokens  # trained tokens so far: the compute a method used
                 if main:
                     log.write(last)
             report(step + 1, total, loss=last.get("loss"))
