@@ -1,5 +1,8 @@
-"""Shared fixtures: offline mode for every test, the embedded model's tokenizer, tiny models, and
-the comparison of output rows that must hold on any CPU."""
+"""Shared fixtures and helpers: offline mode for every test, the embedded model's tokenizer, tiny
+random models (on the embedded tokenizer, on a 97-token vocabulary, on a word-level tokenizer),
+hand-written traces, and the comparison of output rows that must hold on any CPU.
+
+Test modules import the helpers from here (`from conftest import ...`), never from each other."""
 
 from __future__ import annotations
 
@@ -35,21 +38,7 @@ def tokenizer(embedded_path):
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, embedded_path) -> str:
     """A random-weight 2-layer Llama with the embedded tokenizer, saved like a real model."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    tok = AutoTokenizer.from_pretrained(embedded_path)
-    config = LlamaConfig(
-        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-        tie_word_embeddings=True,
-    )
-    path = tmp_path_factory.mktemp("tiny-llama")
-    LlamaForCausalLM(config).save_pretrained(path)
-    tok.save_pretrained(path)
-    return str(path)
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), embedded_path)
 
 
 @pytest.fixture(scope="module")
@@ -64,19 +53,49 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+# ---------------------------------------------------------------------------------------------
+# Tiny random models
+
 TINY_VOCAB = 97
+
+
+def random_llama(vocab_size: int, *, seed: int = 0, attn: str | None = None, **config):
+    """A Llama with seeded random weights: 2 layers, hidden 32, 4 heads (2 key/value), unless `config` says otherwise.
+
+    Every tiny Llama of the tests comes from here, so one seed and one set of sizes give the same
+    weights in every module that asks for them.
+    """
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    sizes = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2)
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=vocab_size, **{**sizes, **config})
+    if attn is not None:
+        cfg._attn_implementation = attn
+    return LlamaForCausalLM(cfg)
+
+
+def save_tiny_llama(path, tokenizer_dir: str, *, seed: int = 0, hidden: int = 32, **config) -> str:
+    """A random Llama on the tokenizer in `tokenizer_dir` (its vocabulary and special ids, tied embeddings),
+    saved with that tokenizer in `path` like a real model; returns `path`."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    model = random_llama(len(tok), seed=seed, hidden_size=hidden, max_position_embeddings=2048,
+                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                         pad_token_id=tok.pad_token_id, tie_word_embeddings=True, **config)
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
 
 
 def tiny_llama(attn: str = "sdpa"):
     """A 2-layer float64 Llama of vocabulary TINY_VOCAB with seeded random weights."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
 
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=TINY_VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
-    config._attn_implementation = attn
-    return LlamaForCausalLM(config).to(torch.float64).eval()
+    return random_llama(TINY_VOCAB, attn=attn, max_position_embeddings=256).to(torch.float64).eval()
 
 
 def tiny_qwen2():
@@ -88,6 +107,45 @@ def tiny_qwen2():
     config = Qwen2Config(vocab_size=TINY_VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
     return Qwen2ForCausalLM(config).to(torch.float64).eval()
+
+
+# A word-level vocabulary for stage tests: every word of their problems, solutions and prompt templates.
+WORDS = "<pad> </s> <unk> what is two plus three four five seven the answer boxed { } \\ expert solution " \
+        "add to get so = + ? . , : here an write your own complete detailed step by reasoning for problem " \
+        "filling in every skips do not mention put final within please reason and"
+
+
+def word_tokenizer():
+    """A word-level tokenizer over WORDS (no chat template): stage tests decode whole words, not bytes."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(dict.fromkeys(WORDS.split()))}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    core.decoder = decoders.WordPiece()
+    return PreTrainedTokenizerFast(tokenizer_object=core, eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
+
+
+def word_llama(tokenizer, **config):
+    """A seeded random Llama (`random_llama`, context 512 unless given) over a word tokenizer's vocabulary."""
+    return random_llama(len(tokenizer), **{"max_position_embeddings": 512, **config}).eval()
+
+
+# ---------------------------------------------------------------------------------------------
+# Traces written by hand
+
+
+def hand_trace(problem_id: str, ids: list[int], *, sample: int = 0, text: str = "x", finish: str = "eos",
+               kept: bool = True):
+    """A `Trace` of the given token ids, every token the privileged model's with log-prob 0; a trace
+    that is not kept is rejected as "wrong_answer"."""
+    from dail.data import Trace
+
+    n = len(ids)
+    return Trace(problem_id=problem_id, sample=sample, seed=0, text=text, token_ids=ids, source="P" * n,
+                 logprob_learner=[0.0] * n, logprob_privileged=[0.0] * n, finish=finish, kept=kept,
+                 reject_reason=None if kept else "wrong_answer")
 
 
 # Decode modes of dail.engine.Engine that must all give the same tokens as the slow references.

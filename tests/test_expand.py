@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from dail.config import ExpandConfig, load_config
 from dail.data import Problem, read_traces, write_jsonl
@@ -21,7 +20,7 @@ from dail.expand import reference_rollout, rollout, run, verdict
 from dail.sampling import PRIVILEGED_DRAW, Role, row_key, tag_rejected, tag_role, transform
 
 from conftest import TINY_VOCAB as VOCAB
-from conftest import assert_same_jsonl, tiny_llama, tiny_qwen2
+from conftest import assert_same_jsonl, tiny_llama, tiny_qwen2, word_llama, word_tokenizer
 
 F64 = torch.float64
 EOS = (5, 11)
@@ -211,29 +210,10 @@ def test_verdict(text, finish, problem, answer, reason):
 # --------------------------------------------------------------------------------------------------
 # the stage, end to end
 
-WORDS = "<pad> </s> <unk> what is two plus three four five seven the answer boxed { } \\ expert solution " \
-        "add to get so = + ? . , : here an write your own complete detailed step by reasoning for problem " \
-        "filling in every skips do not mention put final within please reason and"
-
-
-def word_tokenizer():
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {w: i for i, w in enumerate(dict.fromkeys(WORDS.split()))}
-    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.Whitespace()
-    core.decoder = decoders.WordPiece()
-    return PreTrainedTokenizerFast(tokenizer_object=core, eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
-
-
 @pytest.fixture
 def stage(tmp_path, monkeypatch):
     tokenizer = word_tokenizer()
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
-    model = LlamaForCausalLM(config).eval()
+    model = word_llama(tokenizer)
     loads = []
 
     def fake_load(name, **kw):
@@ -309,10 +289,7 @@ def stage64(tmp_path, monkeypatch):
     """`stage`'s set-up, but float64 (batch composition then changes no digit of a log-prob) and with
     EARLY_EOS as the model's EOS ids, so traces of one batch end by EOS at different steps."""
     tokenizer = word_tokenizer()
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
-    model = LlamaForCausalLM(config).to(F64).eval()
+    model = word_llama(tokenizer).to(F64)
     model.generation_config.eos_token_id = EARLY_EOS
     monkeypatch.setattr("dail.models.load", lambda name, **kw: (model, tokenizer))
     problems = [Problem(id=f"q{i}", problem="what is two plus " + "three " * (i + 1) + "?",

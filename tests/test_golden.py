@@ -21,13 +21,11 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from dail.config import EvalConfig, ExpandConfig
 from dail.data import Problem, write_jsonl
 
-from conftest import assert_same_jsonl, assert_same_rows, read_rows
-from test_expand import word_tokenizer
+from conftest import assert_same_jsonl, assert_same_rows, read_rows, word_llama, word_tokenizer
 
 GOLDEN = Path(__file__).parent / "golden"
 WEIGHTS = GOLDEN / "tiny-llama.safetensors"
@@ -39,10 +37,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture
 def tiny(tmp_path, monkeypatch):
     tokenizer = word_tokenizer()
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
-    model = LlamaForCausalLM(config)
+    model = word_llama(tokenizer)  # seed 0: the draw a missing weights file is written from
     if WRITE and not WEIGHTS.exists():
         save_file({name: t.contiguous() for name, t in model.state_dict().items()}, WEIGHTS)
     assert WEIGHTS.exists(), f"{WEIGHTS} missing: draw it with DAIL_WRITE_GOLDEN=1"

@@ -21,30 +21,17 @@ from dail.config import EvalConfig, ExpandConfig, TrainConfig
 from dail.data import DataError, Problem, Trace, read_jsonl, write_jsonl
 from dail.rundir import provenance_path
 
+from conftest import hand_trace, save_tiny_llama
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 CONTEXT = 2048  # tiny_model_dir's max_position_embeddings
 
 
-def _save_tiny(path: Path, tokenizer_dir: str, seed: int, hidden: int = 32) -> str:
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=CONTEXT,
-                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                         pad_token_id=tok.pad_token_id, tie_word_embeddings=True)
-    LlamaForCausalLM(config).save_pretrained(path)
-    tok.save_pretrained(path)
-    return str(path)
-
-
 @pytest.fixture(scope="module")
 def model_b(tmp_path_factory, tiny_model_dir) -> str:
     """Model B: tiny_model_dir's architecture and tokenizer, other random weights."""
-    return _save_tiny(tmp_path_factory.mktemp("tiny-b"), tiny_model_dir, seed=1)
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny-b"), tiny_model_dir, seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -54,16 +41,10 @@ def data(tmp_path_factory, tiny_model_dir) -> dict[str, str]:
     problems = [Problem(id=f"p{i}", problem=f"What is {i} + 1?", solution=f"{i} + 1 = {i + 1}.", answer=str(i + 1))
                 for i in range(2)]
     write_jsonl(root / "problems.jsonl", problems)
-    write_jsonl(root / "traces.jsonl", [_trace(p.id, [10, 11, 12]) for p in problems])
+    write_jsonl(root / "traces.jsonl", [hand_trace(p.id, [10, 11, 12]) for p in problems])
     model, tok = models.load(tiny_model_dir)
     provenance.write(provenance_path(root / "traces.jsonl"), provenance.record(tiny_model_dir, model, tok))
     return {"problems": str(root / "problems.jsonl"), "traces": str(root / "traces.jsonl")}
-
-
-def _trace(problem_id: str, ids: list[int]) -> Trace:
-    n = len(ids)
-    return Trace(problem_id=problem_id, sample=0, seed=0, text="x", token_ids=ids, source="P" * n,
-                 logprob_learner=[0.0] * n, logprob_privileged=[0.0] * n, finish="eos")
 
 
 def _train_cfg(model: str, data: dict, out: Path, **kw) -> TrainConfig:
@@ -129,7 +110,7 @@ def test_train_writes_the_adapter_provenance(adapter_a, tiny_model_dir, data):
 
 def test_train_cli_refuses_token_ids_past_the_vocabulary_with_file_and_line(tmp_path, tiny_model_dir, data):
     traces = tmp_path / "traces.jsonl"  # no provenance beside it: an older file, checked by its ids alone
-    write_jsonl(traces, [_trace("p0", [10, 11]), _trace("p1", [10, 10**6])])
+    write_jsonl(traces, [hand_trace("p0", [10, 11]), hand_trace("p1", [10, 10**6])])
     result = CliRunner().invoke(app, ["train", "--model", tiny_model_dir, "--traces", str(traces),
                                       "--problems", data["problems"], "--out", str(tmp_path / "out"),
                                       "--objective", "nll", "--max-steps", "1", "--device", "cpu"])
@@ -151,7 +132,7 @@ def test_eval_cli_refuses_an_adapter_of_another_base_in_one_line(tmp_path, adapt
 
 
 def test_adapter_of_another_shape_without_provenance_is_one_line(tmp_path, adapter_a, tiny_model_dir):
-    wide = _save_tiny(tmp_path / "wide", tiny_model_dir, seed=2, hidden=48)
+    wide = save_tiny_llama(tmp_path / "wide", tiny_model_dir, seed=2, hidden=48)
     copy = shutil.copytree(adapter_a, tmp_path / "adapter")
     (copy / "provenance.json").unlink()  # an older adapter: only loading it can tell
     with pytest.raises(models.AdapterError) as e:

@@ -12,8 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 from typer.testing import CliRunner
 
 from dail import distributed as dist
@@ -25,7 +23,7 @@ from dail.distributed import OutputInUse, OutputLock, ShardedJsonl
 from dail.evaluate import run as evaluate
 from dail.expand import run as expand
 
-from test_expand import word_tokenizer
+from conftest import word_llama, word_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -146,12 +144,10 @@ def test_traces_with_a_key_written_twice_are_refused_by_name(tmp_path):
 
 @pytest.fixture
 def stage(tmp_path, monkeypatch):
-    """A tiny word-level model and three problems, as in test_expand; `loads` counts model loads."""
+    """A one-layer word-level model (conftest's `word_llama`) and three problems; `loads` counts model loads."""
     tokenizer = word_tokenizer()
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256)
-    model = LlamaForCausalLM(config).eval()
+    model = word_llama(tokenizer, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                       num_key_value_heads=1, max_position_embeddings=256)
     loads = []
     monkeypatch.setattr("dail.models.load", lambda name, **kw: loads.append(name) or (model, tokenizer))
     problems = [Problem(id=f"q{i}", problem="what is two plus three ?", solution="the answer is \\boxed{5}",

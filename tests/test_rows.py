@@ -6,21 +6,16 @@ from __future__ import annotations
 import pytest
 
 from dail.config import ConfigError, PromptConfig, TrainConfig
-from dail.data import DataError, Trace, write_jsonl
+from dail.data import DataError, write_jsonl
 from dail.datasets import resolve_problems
 from dail.objectives import OBJECTIVES
 from dail.prompts import render
 from dail.rows import TrainRow, build_rows, collate, micro_batches, plan_steps, step_rows
 from dail.waypoints import waypoints_for
 
+from conftest import hand_trace
+
 TRACE_IDS = ([5, 6, 7], [8, 9], [10, 11, 12, 13])  # one per problem
-
-
-def _trace(problem_id: str, ids: list[int], sample: int = 0, kept: bool = True) -> Trace:
-    n = len(ids)
-    return Trace(problem_id=problem_id, sample=sample, seed=0, text="x", token_ids=ids, source="P" * n,
-                 logprob_learner=[0.0] * n, logprob_privileged=[0.0] * n, finish="length", kept=kept,
-                 reject_reason=None if kept else "wrong_answer")
 
 
 @pytest.fixture
@@ -28,9 +23,9 @@ def files(tmp_path) -> dict[str, str]:
     """problems.jsonl (3 bundled problems); traces.jsonl: one kept trace each, a rejected one, an empty kept one."""
     problems = resolve_problems("arith-train")[:3]
     write_jsonl(tmp_path / "problems.jsonl", problems)
-    traces = [_trace(p.id, ids) for p, ids in zip(problems, TRACE_IDS)]
-    traces.insert(1, _trace(problems[0].id, [1, 2], sample=1, kept=False))
-    traces.append(_trace(problems[1].id, [], sample=2))
+    traces = [hand_trace(p.id, ids) for p, ids in zip(problems, TRACE_IDS)]
+    traces.insert(1, hand_trace(problems[0].id, [1, 2], sample=1, kept=False))
+    traces.append(hand_trace(problems[1].id, [], sample=2))
     write_jsonl(tmp_path / "traces.jsonl", traces)
     return {"problems": str(tmp_path / "problems.jsonl"), "traces": str(tmp_path / "traces.jsonl")}
 
@@ -74,7 +69,7 @@ def test_sft_expert_rows_are_the_solutions_then_eos_under_the_learner_prompt(fil
 
 def test_trace_naming_an_unknown_problem_names_the_file_the_line_and_the_id(files, tmp_path, tokenizer):
     bad = tmp_path / "bad.jsonl"
-    write_jsonl(bad, [_trace(resolve_problems("arith-train")[0].id, [5]), _trace("no-such-problem", [5, 6])])
+    write_jsonl(bad, [hand_trace(resolve_problems("arith-train")[0].id, [5]), hand_trace("no-such-problem", [5, 6])])
     with pytest.raises(DataError) as info:
         build_rows(_cfg(files, tmp_path, traces=str(bad)), tokenizer)
     assert str(bad) in str(info.value) and "no-such-problem" in str(info.value) and ":2:" in str(info.value)
@@ -82,7 +77,7 @@ def test_trace_naming_an_unknown_problem_names_the_file_the_line_and_the_id(file
 
 def test_no_kept_traces_is_a_clear_error(files, tmp_path, tokenizer):
     bad = tmp_path / "bad.jsonl"
-    row = _trace("x", [5, 6], kept=False)
+    row = hand_trace("x", [5, 6], kept=False, finish="length")
     row.reject_reason = "length"
     write_jsonl(bad, [row])
     with pytest.raises(DataError, match=r"no kept traces to train on \(1 rows: 1 length\)"):
@@ -91,7 +86,7 @@ def test_no_kept_traces_is_a_clear_error(files, tmp_path, tokenizer):
 
 def test_only_empty_kept_traces_is_a_clear_error(files, tmp_path, tokenizer):
     bad = tmp_path / "bad.jsonl"
-    write_jsonl(bad, [_trace(resolve_problems("arith-train")[0].id, [])])
+    write_jsonl(bad, [hand_trace(resolve_problems("arith-train")[0].id, [])])
     with pytest.raises(DataError, match="every kept trace is empty"):
         build_rows(_cfg(files, tmp_path, traces=str(bad)), tokenizer)
 

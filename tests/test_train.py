@@ -1,11 +1,11 @@
 """The training loop on tiny random models: it learns, touches only LoRA, resumes exactly, and its
 update does not depend on how a step is split into micro-batches.
 
-Fixtures live here (not in conftest.py): a 2-layer Llama with the embedded tokenizer's vocabulary,
-initialised with a large std so its next-token distributions are peaked (a default-init tiny model is
-near uniform, and every objective would see ~zero signal), four bundled problems, and traces written
-by hand with the `Trace` schema: the privileged role's greedy continuations, so the privileged
-reference favours the trace tokens as it does for real mixed-policy traces.
+The model is conftest's tiny Llama on the embedded tokenizer, initialised with a large std so its
+next-token distributions are peaked (a default-init tiny model is near uniform, and every objective
+would see ~zero signal). The data are four bundled problems and traces written by hand: the
+privileged role's greedy continuations, so the privileged reference favours the trace tokens as it
+does for real mixed-policy traces.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ from dail.data import DataError, Trace, write_jsonl
 from dail.objectives import OBJECTIVES
 from dail.rows import build_rows, collate
 
+from conftest import hand_trace, save_tiny_llama
+
 TRACE_LENGTHS = (5, 9, 7, 12)  # unequal on purpose: a per-micro-batch mean would weight rows differently
 
 
@@ -40,21 +42,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory) -> str:
+def tiny_dir(tmp_path_factory, embedded_path) -> str:
     """A random 2-layer Llama (hidden 32, peaked logits) saved with the embedded tokenizer."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    tok = AutoTokenizer.from_pretrained(models.resolve("smollm2-135m").path)
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, tie_word_embeddings=True, initializer_range=0.5,
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-    )
-    path = tmp_path_factory.mktemp("tiny-train")
-    LlamaForCausalLM(config).save_pretrained(path)
-    tok.save_pretrained(path)
-    return str(path)
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny-train"), embedded_path, initializer_range=0.5)
 
 
 @pytest.fixture(scope="module")
@@ -75,16 +65,14 @@ def data(tiny_dir, tmp_path_factory) -> dict[str, str]:
             for _ in range(n):  # greedy under the privileged prompt, no cache: tiny and short
                 out.append(int(model(torch.tensor([ids + out])).logits[0, -1].argmax()))
             traces.append(_trace(tok, p.id, out))
-    rejected = _trace(tok, problems[0].id, [5, 6, 7], sample=1)
-    rejected.kept, rejected.reject_reason = False, "wrong_answer"
+    rejected = _trace(tok, problems[0].id, [5, 6, 7], sample=1, kept=False)
     write_jsonl(root / "traces.jsonl", traces + [rejected])
     return {"problems": str(root / "problems.jsonl"), "traces": str(root / "traces.jsonl")}
 
 
-def _trace(tok, problem_id: str, ids: list[int], sample: int = 0) -> Trace:
-    n = len(ids)
-    return Trace(problem_id=problem_id, sample=sample, seed=0, text=tok.decode(ids), token_ids=ids, source="P" * n,
-                 logprob_learner=[0.0] * n, logprob_privileged=[0.0] * n, finish="length")
+def _trace(tok, problem_id: str, ids: list[int], sample: int = 0, kept: bool = True) -> Trace:
+    """A hand-written trace whose text is its tokens decoded."""
+    return hand_trace(problem_id, ids, sample=sample, text=tok.decode(ids), finish="length", kept=kept)
 
 
 def _cfg(tiny_dir: str, data: dict, out: Path, **kw) -> TrainConfig:
