@@ -1,11 +1,13 @@
-"""The test-bed: a task, a model trained from scratch on it, and splits, where DAIL's premise can be tested in minutes.
+"""The test-bed: a task, a model trained from scratch on it, and splits, where each part of DAIL has something to do.
 
-`task` defines the problems (two registers, a chain of labelled steps that set, copy or apply the unstated F, didactic expert
-solutions that skip steps); `build` trains the tokenizer and model and writes the splits
-(`dail testbed build`). A copy built with the default `BuildConfig` ships in `SHIPPED`: the model
-is the alias `testbed` and the splits are `testbed-train`, `testbed-val`, `testbed-test` and
-`testbed-easy`, so `make demo` needs no build. `SHIPPED/build.json` records the config, the code
-version and the sha256 of every file that build wrote.
+`task` defines the problems (two registers, a chain of labelled steps that set, copy, swap or apply
+one of three unstated functions; didactic expert solutions; the hint; how each role writes);
+`build` trains the tokenizer and model and writes the splits (`dail testbed build`); `probe`
+measures the premise (`dail testbed probe`). A copy built with the default `BuildConfig` ships in
+`SHIPPED`: the model is the alias `testbed` and the splits are `testbed-train`, `testbed-val`,
+`testbed-test`, `testbed-easy` and `testbed-ood`, so `make demo` needs no build.
+`SHIPPED/build.json` records the config, the environment, the code version and the sha256 of every
+file that build wrote.
 """
 
 from __future__ import annotations
