@@ -82,8 +82,8 @@ def test_the_expert_names_the_key_states_and_the_hint_no_function_value(chain, e
     expert = expert_solution(chain, every)
     named = re.findall(r"^After ([a-z]):", expert, flags=re.M)
     n = len(chain.steps)
-    # every `every`-th state and the state after each function step: the key facts, never the last step
-    hidden = [i for i, (_, source) in enumerate(chain.steps) if source[0] in FUNCTIONS and i < n - 1]
+    # every `every`-th state but the last, and the state after each function step: the key facts
+    hidden = [i for i, (_, source) in enumerate(chain.steps) if source[0] in FUNCTIONS]
     assert named == [LABELS[i] for i in sorted(set(range(every - 1, n - 1, every)) | set(hidden))]
     assert " so x=" not in expert  # no step is shown being worked
     tainted = _tainted(chain)
@@ -128,6 +128,24 @@ def test_a_step_matters_exactly_when_some_other_value_there_changes_the_answer(c
     assert chain.matters(i) == any(answer_with(v) != chain.answer for v in range(10))
 
 
+@given(chains, st.data())
+@settings(max_examples=200, deadline=None)
+def test_a_value_is_direct_exactly_when_it_survives_to_the_last_state_by_copies(chain, data):
+    if not chain.hidden_steps():
+        return
+    i = data.draw(st.sampled_from(chain.hidden_steps()))  # what the splits ask of a function's value
+    # slow restatement: label each register with the step whose value it holds; copies and swaps carry labels
+    labels = {"x": None, "y": None}
+    for j, (reg, source) in enumerate(chain.steps):
+        if source == "swap":
+            labels = {"x": labels["y"], "y": labels["x"]}
+        elif source in ("x", "y"):
+            labels[reg] = labels[source]
+        else:
+            labels[reg] = j
+    assert chain.direct(i) == (i in labels.values())
+
+
 def test_draw_chain_is_a_function_of_the_generator_and_refuses_impossible_lengths():
     assert draw_chain(random.Random(3), 7) == draw_chain(random.Random(3), 7)
     with pytest.raises(ValueError, match="n_steps"):
@@ -143,6 +161,9 @@ def test_draw_chain_is_a_function_of_the_generator_and_refuses_impossible_length
         draw_chain(random.Random(0), 4, None, 1)
     with pytest.raises(ValueError, match="hidden"):
         draw_chain(random.Random(0), 4, tables, 4)
+    # with `last`, the last step may apply a function too
+    assert any(draw_chain(random.Random(seed), 4, tables, 4, last=True).hidden_steps() == [0, 1, 2, 3]
+               for seed in range(3))
 
 
 def _read(chain: Chain, text: str) -> list[tuple[str, int]]:
@@ -287,9 +308,9 @@ def test_the_splits_are_disjoint_of_the_stated_difficulty_and_verifiable(tmp_pat
         swaps = ["swap" in p.problem for p in rows]
         if name in ("easy", "ood"):
             assert not any(functions) and all(swaps) == (name == "ood")
-        else:  # every function value reaches the answer, and no problem uses the operation ood tests
+        else:  # every function value reaches the answer by copies, and no problem uses the operation ood tests
             assert all(cfg.hidden[0] <= f <= cfg.hidden[1] for f in functions) and not any(swaps)
-            assert all(Chain(*_start(p.problem), _steps(p.problem), tables).matters(i) for p in rows
+            assert all(Chain(*_start(p.problem), _steps(p.problem), tables).direct(i) for p in rows
                        for i in Chain(*_start(p.problem), _steps(p.problem), tables).hidden_steps())
     assert make_splits(cfg) == splits
 
@@ -300,6 +321,13 @@ def _start(text: str) -> tuple[int, int]:
 
 def _steps(text: str) -> tuple[tuple[str, str], ...]:
     return tuple((m.group(1) or "x", m.group(2) or "swap") for m in STEP.finditer(text))
+
+
+def test_a_problem_can_need_at_most_two_facts():
+    from dail.testbed.build import BuildConfig
+
+    with pytest.raises(ValueError, match="at most two independent facts"):
+        BuildConfig(hidden=(1, 3))
 
 
 def test_the_tokenizer_round_trips_documents_and_shares_label_tokens(tmp_path):

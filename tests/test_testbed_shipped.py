@@ -58,6 +58,6 @@ def test_each_part_of_dail_has_something_to_act_on_in_the_shipped_test_bed():
     # no length confound: the learner prompt is no handicap on routine steps ...
     assert summary["routine_gap"] <= 0.05
     # ... the hidden facts are what it lacks, and the reference supplies them
-    assert tf["learner"]["fact_accuracy"] < 0.3 < 0.9 < tf["privileged"]["fact_accuracy"]
+    assert tf["learner"]["fact_accuracy"] < 0.3 and tf["privileged"]["fact_accuracy"] > 0.8
     # hard, but not hopeless
     assert 0.05 <= result["base_pass_at_k"]["16"] <= 0.60

@@ -96,16 +96,38 @@ class Chain:
             out.append(f"{source[0]}({arg})={dict(zip('xy', states[i + 1]))[register]}")
         return out
 
-    def tainted(self) -> list[bool]:
-        """After each step: whether the state holds a value a function wrote (directly or by a copy)."""
+    def _taints(self) -> list[dict[str, bool]]:
+        """Before each step and after the last: which registers hold a value a function wrote (directly or by copies)."""
         taint, out = {"x": False, "y": False}, []
         for register, source in self.steps:
+            out.append(dict(taint))
             if source == "swap":
                 taint["x"], taint["y"] = taint["y"], taint["x"]
             else:
                 taint[register] = taint[source] if source in taint else source[0] in FUNCTIONS
-            out.append(taint["x"] or taint["y"])
-        return out
+        return out + [taint]
+
+    def tainted(self) -> list[bool]:
+        """After each step: whether the state holds a value a function wrote (directly or by a copy)."""
+        return [t["x"] or t["y"] for t in self._taints()[1:]]
+
+    def direct(self, i: int) -> bool:
+        """Whether the value step `i` writes reaches the answer through copies alone, not only through a function.
+
+        A model that guesses a function's value writes a chain of guesses consistent with itself: a
+        value that reaches the answer only as another function's input is then never checked, and
+        only the values that survive to the last state decide whether the answer is right.
+        """
+        truth = self.states()
+        register = self.steps[i][0]
+        regs = dict(zip("xy", truth[i]))
+        regs[register] = (regs[register] + 1) % 10
+        for j in range(i + 1, len(self.steps)):
+            if j in self.hidden_steps():  # a guess does not depend on its input: hold it at its true value
+                regs[self.steps[j][0]] = dict(zip("xy", truth[j]))[self.steps[j][0]]
+            else:
+                self._run(regs, self.steps[j: j + 1])
+        return 10 * regs["x"] + regs["y"] != self.answer
 
     def matters(self, i: int) -> bool:
         """Whether the value step `i` writes reaches the answer (another value there changes it)."""
@@ -139,16 +161,17 @@ def draw_tables(rng: random.Random) -> tuple[tuple[int, ...], ...]:
 
 
 def draw_chain(rng: random.Random, n_steps: int, tables: tuple[tuple[int, ...], ...] | None = None,
-               hidden: int = 0, swap: float = 0.0) -> Chain:
+               hidden: int = 0, swap: float = 0.0, last: bool = False) -> Chain:
     """A chain of `n_steps` random steps from random start values; half the other steps copy a register.
 
-    A step is a swap with probability `swap`. With `tables`, `hidden` of the steps but the last (at
-    random places) apply a random function to a random register.
+    A step is a swap with probability `swap`. With `tables`, `hidden` of the steps (at random places;
+    the last one only with `last`) apply a random function to a random register.
     """
     if not 1 <= n_steps <= len(LABELS):
         raise ValueError(f"n_steps must be in 1..{len(LABELS)}, got {n_steps}")
-    if not 0 <= hidden <= n_steps - 1 or (hidden and tables is None):
-        raise ValueError(f"hidden must be in 0..{n_steps - 1} and come with tables, got {hidden}")
+    places = n_steps if last else n_steps - 1
+    if not 0 <= hidden <= places or (hidden and tables is None):
+        raise ValueError(f"hidden must be in 0..{places} and come with tables, got {hidden}")
     steps = []
     for _ in range(n_steps):
         register = rng.choice("xy")
@@ -156,7 +179,7 @@ def draw_chain(rng: random.Random, n_steps: int, tables: tuple[tuple[int, ...], 
             steps.append((register, "swap"))
         else:
             steps.append((register, ("y" if register == "x" else "x") if rng.random() < 0.5 else str(rng.randint(0, 9))))
-    for i in sorted(rng.sample(range(n_steps - 1), hidden)):
+    for i in sorted(rng.sample(range(places), hidden)):
         steps[i] = (steps[i][0], f"{rng.choice(FUNCTIONS)}({rng.choice('xy')})")
     x, y = rng.randint(0, 9), rng.randint(0, 9)
     return Chain(x, y, tuple(steps)) if tables is None else Chain(x, y, tuple(steps), tables)
@@ -180,9 +203,12 @@ def full_solution(chain: Chain, rng: random.Random | None = None) -> str:
 
 
 def expert_steps(chain: Chain, every: int) -> list[int]:
-    """Indices of the steps a didactic solution names: every `every`-th and every function step, never the last."""
+    """Indices of the steps a didactic solution names: every `every`-th and every function step.
+
+    The last step only when it applies a function: its value is a fact the answer alone does not name.
+    """
     n = len(chain.steps)
-    return sorted(set(range(every - 1, n - 1, every)) | {i for i in chain.hidden_steps() if i < n - 1})
+    return sorted(set(range(every - 1, n - 1, every)) | set(chain.hidden_steps()))
 
 
 def _after(chain: Chain, i: int, state: tuple[int, int]) -> str:
