@@ -323,6 +323,18 @@ def _steps(text: str) -> tuple[tuple[str, str], ...]:
     return tuple((m.group(1) or "x", m.group(2) or "swap") for m in STEP.finditer(text))
 
 
+def test_pretraining_documents_end_on_a_function_step_only_when_asked():
+    from dail.testbed.build import BuildConfig, draw_document
+
+    def ends_on_function(cfg) -> int:
+        rng = random.Random(3)
+        rows = [draw_document(rng, cfg)[1] for _ in range(300)]
+        return sum(re.search(r"[FGH]\(", p.full_solution.splitlines()[-2].split(" ")[1]) is not None for p in rows)
+
+    assert ends_on_function(BuildConfig()) == 0  # the shipped corpus: never
+    assert ends_on_function(BuildConfig(end_on_function=1.0)) > 30
+
+
 def test_a_problem_can_need_at_most_two_facts():
     from dail.testbed.build import BuildConfig
 

@@ -64,6 +64,10 @@ class BuildConfig(StrictConfig):
     reference_steps: tuple[int, int] = Field((1, 16), description="Chain lengths of documents with a reference in the prompt.")
     doc_hidden: tuple[int, int] = Field((0, 3), description="Function steps per pretraining document, each "
                                         "document with its own random tables.")
+    end_on_function: float = Field(0.0, ge=0, le=1, description="Share of pretraining documents whose function "
+                                   "steps may fall on the last step, as they do in the hard splits. At 0 (the "
+                                   "shipped build) no document ends on one and rollouts of such problems "
+                                   "sometimes run past the last step.")
     swap: float = Field(0.1, ge=0, le=1, description="Share of pretraining steps that swap the registers "
                                                      "(the train/val/test splits have none; the ood split has them).")
     hard_steps: tuple[int, int] = Field((8, 14), description="Chain lengths of the train/val/test/ood splits.")
@@ -171,8 +175,11 @@ def draw_document(rng: random.Random, cfg: BuildConfig, cap: int = 26, reference
     reference = rng.random() < share
     lo, hi = lengths or (cfg.reference_steps if reference else cfg.learner_steps)
     n = rng.randint(min(lo, cap), min(hi, cap))
-    chain = draw_chain(rng, n, draw_tables(rng), rng.randint(min(cfg.doc_hidden[0], n - 1), min(cfg.doc_hidden[1], n - 1)),
-                       cfg.swap)
+    # no draw at 0: the corpus of a build without the option stays the one it always was
+    last = cfg.end_on_function > 0 and rng.random() < cfg.end_on_function
+    places = n if last else n - 1
+    chain = draw_chain(rng, n, draw_tables(rng), rng.randint(min(cfg.doc_hidden[0], places), min(cfg.doc_hidden[1], places)),
+                       cfg.swap, last=last)
     every = _every(rng, cfg)
     role = rng.choices([Role.PRIVILEGED, Role.NEGATIVE, Role.RATIONALIZE], weights=[6, 3, 1])[0] if reference else Role.LEARNER
     return role, problem_row(chain, every, "doc", "pretrain"), write(chain, style(role, chain, every, cfg), rng)
