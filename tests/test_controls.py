@@ -31,11 +31,11 @@ def test_rft_trains_on_distinct_correct_unforced_samples_up_to_its_cap(tmp_path)
     samples = [_sample("p", 0, True, "a"), _sample("p", 1, True, "a"), _sample("p", 2, False, "b"),
                _sample("p", 3, True, "c"), _sample("p", 4, True, "d"), _sample("q", 0, True, "e", forced=True),
                _sample("q", 1, False, "f")]
-    write_jsonl(root.selection_samples / "samples.jsonl", samples)
+    write_jsonl(root.selection_rows, samples)
     rows = _control_rows("rft", problems, root, cfg)
     # p: "a" once (a repeat adds nothing), then "c"; the cap stops "d"; q's only correct answer was forced
     assert [(r.id, r.solution, r.problem) for r in rows] == [("p#0", "a", "P?"), ("p#3", "c", "P?")]
-    write_jsonl(root.selection_samples / "samples.jsonl", [_sample("q", 1, False, "f")])
+    write_jsonl(root.selection_rows, [_sample("q", 1, False, "f")])
     with pytest.raises(DataError, match="solved no training problem"):
         _control_rows("rft", problems, root, cfg)
 

@@ -436,7 +436,7 @@ def test_the_pipeline_runs_end_to_end_on_a_built_test_bed(mini_testbed, tmp_path
     assert used["oracle-sft"]["sampled"] == used["base"]["trained"] == used["oracle-prompt"]["trained"] == 0
     steps = [json.loads(line) for line in (run.adapter("dail") / "log.jsonl").read_text().splitlines()]
     assert used["dail"]["trained"] == sum(r["tokens"] for r in steps) > 0  # one step, logged
-    selection = list(read_jsonl(run.selection_samples / "samples.jsonl", Sample))
+    selection = list(read_jsonl(run.selection_rows, Sample))
     assert {u["selection"] for u in used.values()} == {sum(s.n_tokens for s in selection)}
     config = (run.eval_dir("oracle-prompt", "test") / "config.toml").read_text()
     assert 'role = "privileged"' in config

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from dail import testbed
-from dail.data import read_traces, write_jsonl
+from dail.data import write_jsonl
 from dail.config import PromptConfig
 from dail.testbed.build import BuildConfig, build_tokenizer, file_hashes, make_splits
 

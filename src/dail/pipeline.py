@@ -307,13 +307,13 @@ def _control_rows(method: str, problems: list[Problem], root: RunDir, cfg: RunCo
 
     by_id = {p.id: p for p in _problems(cfg.train_data)}
     rows, seen, per_problem = [], set(), Counter()
-    for s in read_jsonl(root.selection_samples / "samples.jsonl", Sample):
+    for s in read_jsonl(root.selection_rows, Sample):
         if s.correct and not s.forced and (s.problem_id, s.text) not in seen and per_problem[s.problem_id] < cfg.rft_per_problem:
             seen.add((s.problem_id, s.text))
             per_problem[s.problem_id] += 1
             rows.append(by_id[s.problem_id].model_copy(update={"id": f"{s.problem_id}#{s.sample}", "solution": s.text}))
     if not rows:
-        raise DataError(root.selection_samples / "samples.jsonl", None, "correct",
+        raise DataError(root.selection_rows, None, "correct",
                         "rft: the base model solved no training problem in select's samples; nothing to train on")
     return rows
 
@@ -326,16 +326,17 @@ def compute(root: RunDir, cfg: RunConfig) -> dict[str, dict[str, int]]:
     `trained` is the target tokens over all optimizer steps (a contrastive step runs two reference
     forwards besides the student's). `selection` (in every row alike) is select's sampled tokens.
     """
+    from . import checkpoint
     from .data import Sample, read_jsonl, read_traces
 
-    samples = root.selection_samples / "samples.jsonl"
+    samples = root.selection_rows
     selection = sum(s.n_tokens for s in read_jsonl(samples, Sample)) if samples.exists() else 0
     out = {}
     for method in cfg.methods:
         traces, _ = TRAINED.get(method, (None, None))
         path = root.traces(traces) if traces else None
         sampled = sum(len(t.token_ids) for t in read_traces(path, kept_only=False)) if path and path.exists() else 0
-        log = root.adapter(method) / "log.jsonl"
+        log = root.adapter(method) / checkpoint.LOG
         lines = log.read_text(encoding="utf-8").splitlines() if method in TRAINED and log.exists() else []
         trained = json.loads(lines[-1]).get("tokens_seen", 0) if lines else 0
         out[method] = {"selection": selection, "sampled": sampled, "trained": trained}

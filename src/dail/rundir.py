@@ -87,6 +87,11 @@ class RunDir:
         return self.root / "selected-samples"
 
     @property
+    def selection_rows(self) -> Path:
+        """`select`'s graded samples of every candidate (what rft trains on and compute counts)."""
+        return self.selection_samples / "samples.jsonl"
+
+    @property
     def waypoints(self) -> Path:
         return self.root / "waypoints.jsonl"
 

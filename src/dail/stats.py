@@ -6,7 +6,7 @@ method tends to be hard for the other; an unpaired interval would be far wider).
 training seeds a problem's score is its mean over the seeds first: seeds vary within a problem,
 problems are the unit that is sampled from the world.
 
-* `problem_scores(eval_dir, metric)`: per problem, unbiased pass@k from its samples (`"pass@k"`),
+* `problem_scores(samples, metric)`: per problem, unbiased pass@k of its samples (`"pass@k"`),
   or the mean number of tokens of its correct samples (`"tokens"`: problems without a correct
   sample have no value and drop out of a paired comparison).
 * `paired_bootstrap(a, b)`: mean of `a[p] - b[p]` over the problems both have, with a percentile
