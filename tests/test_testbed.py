@@ -451,31 +451,51 @@ def test_a_study_gives_every_seed_the_sweeps_and_their_mean(mini_testbed, tmp_pa
     from dail.study import StudyConfig, run
 
     base = tomllib.loads(RUN.format(tb=mini_testbed))
-    base["methods"] = ["base", "dail"]
+    base["methods"] = ["base", "dail", "oracle-sft"]
     base["eval_data"] = base["eval_data"][:2]
     comparisons = [{"a": "dail", "b": "base", "metric": "pass@1", "split": "val"},
-                   {"a": "dail tau=1", "b": "dail", "metric": "pass@2", "split": "val"}]
+                   {"a": "dail tau=1", "b": "dail", "metric": "pass@2", "split": "val"},
+                   {"a": "oracle-sft lr=0.003", "b": "dail lr=0.003", "metric": "pass@1", "split": "val"}]
     cfg = StudyConfig(name="s", out_dir=str(tmp_path), seeds=[0, 1], sweep_data=f"{mini_testbed}/data/val.jsonl",
-                      tau=[0.8, 1.0], gamma=[0.0], run=base, comparisons=comparisons, resamples=200)
+                      tau=[0.8, 1.0], gamma=[0.0], lr=[3e-3], run=base, comparisons=comparisons, resamples=200)
     calls = []
 
     def run_one(label, run_cfg):
-        calls.append((label, run_cfg.name, run_cfg.methods, run_cfg.eval_data, run_cfg.expand.tau, run_cfg.train.gamma))
+        calls.append((label, run_cfg.name, run_cfg.methods, run_cfg.eval_data, run_cfg.expand.tau, run_cfg.train.gamma,
+                      run_cfg.train.lr))
         return pipeline.run(run_cfg)
 
     summary = run(cfg, run_one)
     names = [c[1] for c in calls]
-    assert names == ["seed-0", "seed-0-tau-1", "seed-0-gamma-0", "seed-1", "seed-1-tau-1", "seed-1-gamma-0"]
+    assert names == ["seed-0", "seed-0-tau-1", "seed-0-gamma-0", "seed-0-lr-0.003",
+                     "seed-1", "seed-1-tau-1", "seed-1-gamma-0", "seed-1-lr-0.003"]
     sweep = [c for c in calls if "-" in c[1][5:]]
-    assert all(c[2] == ["dail"] and [s.data for s in c[3]] == [cfg.sweep_data] for c in sweep)
-    assert [(c[4], c[5]) for c in sweep[:2]] == [(1.0, 0.1), (0.8, 0.0)]
-    for method in ("base", "dail", "dail tau=1", "dail gamma=0"):
+    assert all([s.data for s in c[3]] == [cfg.sweep_data] for c in sweep)
+    assert [c[2] for c in sweep[:3]] == [["dail"], ["dail"], ["dail", "oracle-sft"]]
+    assert [(c[4], c[5], c[6]) for c in sweep[:3]] == [(1.0, 0.1, 1e-4), (0.8, 0.0, 1e-4), (0.8, 0.1, 3e-3)]
+    # A sweep point samples only what its setting changes: tau re-expands the mixed rollout alone, the
+    # gamma and lr points train and evaluate on copies of the seed's selection, waypoints and traces.
+    root = tmp_path / "s"
+
+    def started(run: str) -> set[str]:
+        events = [json.loads(line) for line in (root / run / "log.jsonl").read_text().splitlines()]
+        return {e["stage"] for e in events if e["event"] == "start"}
+
+    assert started("seed-0-tau-1") == {"expand:traces.jsonl", "train:dail", "eval:dail/val", "report"}
+    assert started("seed-0-gamma-0") == {"train:dail", "eval:dail/val", "report"}
+    assert started("seed-0-lr-0.003") == {"train:dail", "train:oracle-sft", "eval:dail/val", "eval:oracle-sft/val",
+                                          "report"}
+    for name in ("selected.jsonl", "waypoints.jsonl", "traces.jsonl", "traces-negative.jsonl",
+                 "solutions-oracle-sft.jsonl"):
+        assert (root / "seed-0-lr-0.003" / name).read_bytes() == (root / "seed-0" / name).read_bytes()
+    assert "tau = 1.0" in (root / "seed-0-tau-1" / "traces.config.toml").read_text()
+    assert "tau = 0.8" in (root / "seed-0" / "traces.config.toml").read_text()
+    for method in ("base", "dail", "dail tau=1", "dail gamma=0", "dail lr=0.003", "oracle-sft lr=0.003"):
         split = "test" if method == "base" else "val"
         values = [summary["per_seed"][s][method][split]["pass_at_k"]["1"] for s in ("0", "1")]
         stats = summary["mean"][method][split]["pass_at_k"]["1"]
         assert stats["mean"] == pytest.approx(statistics.fmean(values))
         assert stats["std"] == pytest.approx(statistics.stdev(values))
-    root = tmp_path / "s"
     # each comparison: per problem, the score averaged over seeds, then the mean difference (read back by hand)
     from dail.data import Sample, read_jsonl
     from dail.metrics import pass_at_k
@@ -490,18 +510,21 @@ def test_a_study_gives_every_seed_the_sweeps_and_their_mean(mini_testbed, tmp_pa
         return {p: statistics.fmean(t[p] for t in tables) for p in tables[0]}
 
     a, b = seed_mean(["seed-0", "seed-1"], "dail", 1), seed_mean(["seed-0", "seed-1"], "base", 1)
-    first, second = summary["comparisons"]
+    first, second, third = summary["comparisons"]
     assert first["n"] == len(a) == 2 and first["mean"] == pytest.approx(statistics.fmean(a[p] - b[p] for p in a))
     a = seed_mean(["seed-0-tau-1", "seed-1-tau-1"], "dail", 2)
     b = seed_mean(["seed-0", "seed-1"], "dail", 2)
     assert second["mean"] == pytest.approx(statistics.fmean(a[p] - b[p] for p in a))
+    a = seed_mean(["seed-0-lr-0.003", "seed-1-lr-0.003"], "oracle-sft", 1)
+    b = seed_mean(["seed-0-lr-0.003", "seed-1-lr-0.003"], "dail", 1)
+    assert third["mean"] == pytest.approx(statistics.fmean(a[p] - b[p] for p in a))
     assert first["lo"] <= first["mean"] <= first["hi"]
     assert "Paired comparisons" in (root / "study.md").read_text()
     assert (root / "study.md").read_text().count("±") > 4
     assert {p.name for p in (root / "plots").iterdir()} == {"pass_at_k.png", "token_budget.png", "sweeps.png"}
     calls.clear()
     run(cfg, run_one)  # a finished study reruns nothing but reading back
-    assert len(calls) == 6
+    assert len(calls) == 8
 
 
 def test_a_study_config_refuses_keys_it_sets_and_a_sweep_split_it_does_not_evaluate():

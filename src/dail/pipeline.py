@@ -31,9 +31,9 @@ from .config import (ConfigError, EvalConfig, ExpandConfig, RunConfig, SelectCon
                      save_config, section_values, to_toml)
 from .data import DataError, Problem, atomic_write_text, read_done_keys, read_problems, write_jsonl
 from .distributed import Progress, output_lock
-from .rundir import RunDir, RunLog, data_digest
+from .rundir import RunDir, RunLog, config_path, data_digest, provenance_path
 
-__all__ = ["run", "select", "run_dir", "TRAINED", "EXPANSIONS", "OnEvent"]
+__all__ = ["run", "select", "run_dir", "share_sampled", "TRAINED", "EXPANSIONS", "OnEvent"]
 
 OnEvent = Callable[[str, str, dict[str, Any]], None]
 """on_event(stage, event, fields): 'start' / 'end' / 'skip' of a stage, 'done' of the run, 'selected' of select."""
@@ -84,6 +84,49 @@ def _launch(cfg: RunConfig, config_file: Path, stage: str, config: BaseModel) ->
         env["ACCELERATE_USE_CPU"] = "true"
     command += ["-m", "dail", stage, "--config", str(config_file)]
     subprocess.run(command, check=True, env=env)
+
+
+def _expansions(cfg: RunConfig, root: RunDir) -> dict[str, ExpandConfig]:
+    """traces file -> the expansion that writes it, for every traces file the run's methods need."""
+    wanted = {TRAINED[m][0] for m in cfg.methods if m in TRAINED} - {None}
+    if "dail" in cfg.methods:
+        wanted.add("traces-negative.jsonl")
+    common = {"model": cfg.model, "seed": cfg.seed, "device": cfg.device, "dtype": cfg.dtype,
+              "prompts": cfg.prompts.model_dump()}
+    return {name: ExpandConfig(**{**section_values(cfg.expand), **EXPANSIONS[name], **common},
+                               data=str(root.waypoints), out=str(root.traces(name))) for name in sorted(wanted)}
+
+
+def share_sampled(source: RunConfig, target: RunConfig) -> list[str]:
+    """Copy into `target`'s run directory the sampled outputs of `source` that `target` would sample again.
+
+    Selection, waypoints and the controls' solution files when both runs select alike; each traces
+    file whose expansion settings are the same in both (paths aside). A run that differs from
+    another only in training settings then trains and evaluates without sampling a token twice.
+    Copies, never links: the target may resume and append. Returns the names copied.
+    """
+    src, dst = run_dir(source), run_dir(target)
+    same_select = all(getattr(source, k) == getattr(target, k) for k in
+                      ("model", "seed", "train_data", "select", "select_n", "select_limit", "waypoints_mode",
+                       "prompts", "dtype")) \
+        and source.eval.sampling == target.eval.sampling and source.expand.limit == target.expand.limit
+    if not same_select or not src.waypoints.exists():
+        return []
+    names = [src.selected, src.selection_samples, src.waypoints,
+             *(src.solutions(m) for m in SOLUTION_TRAINED if m in target.methods)]
+    theirs, ours = _expansions(source, src), _expansions(target, dst)
+    paths = ("data", "out")
+    names += [src.traces(n) for n, ex in ours.items()
+              if n in theirs and theirs[n].model_dump(exclude=set(paths)) == ex.model_dump(exclude=set(paths))]
+    copied = []
+    dst.root.mkdir(parents=True, exist_ok=True)
+    for path in names:
+        for p in (path, config_path(path), provenance_path(path)) if path.suffix == ".jsonl" else (path,):
+            if not p.exists() or (dst.root / p.name).exists():
+                continue
+            (shutil.copytree if p.is_dir() else shutil.copy2)(p, dst.root / p.name)
+            copied.append(p.name)
+    return copied
 
 
 def _problems(spec: str) -> list[Problem]:
@@ -245,12 +288,7 @@ def _run(cfg: RunConfig, root: RunDir, on_event: OnEvent | None, progress: Progr
     # 3. expansion: mixed rollouts (dail, dail-nll) and privileged-only rollouts (psd-nll, star).
     from .expand import run as expand
 
-    wanted = {TRAINED[m][0] for m in cfg.methods if m in TRAINED} - {None}
-    if "dail" in cfg.methods:
-        wanted.add("traces-negative.jsonl")
-    for traces in sorted(wanted):
-        ex = ExpandConfig(**{**section_values(cfg.expand), **EXPANSIONS[traces], **common, "prompts": prompts},
-                          data=str(root.waypoints), out=str(root.traces(traces)))
+    for traces, ex in _expansions(cfg, root).items():
         stage(f"expand:{traces}", _expand_done(ex, problems), ex, lambda c: expand(c, progress=progress))
 
     # 4. training, one adapter per trained method.

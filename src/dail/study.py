@@ -8,14 +8,17 @@ seeds and sweeps around it:
     sweep_data = "testbed-val"      # the sweeps are scored here, never on the test split
     tau = [0.0, 0.5, 0.8, 1.0]      # expand.tau of `dail`, gamma held at the run's value
     gamma = [0.0, 0.1, 0.5]         # train.gamma of `dail`, tau held at the run's value
+    lr = [1e-4, 3e-4, 1e-3]         # train.lr of every trained method (a size chosen on validation)
     [run]
     model = "testbed"
     ...
 
 Per seed, `OUT/NAME/seed-S` is an ordinary `dail run` (every method on every eval split); each
-sweep point other than the run's own setting is a run of `dail` alone (`seed-S-tau-0.5`), trained
-on the problems the seed's run selected and evaluated on `sweep_data` only. Each is resumable
-like any run, so a killed study picks up where it stopped. Outputs: `study.json` (every seed's
+sweep point other than the run's own setting is a run of its own (`seed-S-tau-0.5`): of `dail`
+alone for tau and gamma, of every trained method for lr, evaluated on `sweep_data` only. A sweep
+point starts from a copy of what the seed's run sampled that it would sample alike (selection,
+waypoints, traces: `dail.pipeline.share_sampled`), so a gamma or lr point only trains and
+evaluates. Each is resumable like any run, so a killed study picks up where it stopped. Outputs: `study.json` (every seed's
 numbers, their mean and standard deviation), `study.md`, and `plots/` (pass@k with the spread
 across seeds, the token-budget curves, the sweeps).
 """
@@ -33,7 +36,7 @@ from pydantic import Field, model_validator
 
 from .config import RunConfig, StrictConfig
 from .data import atomic_write_text
-from .pipeline import run_dir
+from .pipeline import run_dir, share_sampled
 
 __all__ = ["StudyConfig", "Comparison", "run", "aggregate", "markdown", "compare", "comparisons_table", "fill_readme"]
 
@@ -68,6 +71,7 @@ class StudyConfig(StrictConfig):
     sweep_data: str | None = Field(None, description="Split the sweeps are scored on (one of run.eval_data).")
     tau: list[float] = Field(default_factory=list, description="expand.tau values of `dail` to sweep.")
     gamma: list[float] = Field(default_factory=list, description="train.gamma values of `dail` to sweep.")
+    lr: list[float] = Field(default_factory=list, description="train.lr values to sweep, every trained method at each.")
     run: dict[str, Any] = Field(..., description="The run config of every seed (all `dail run` keys but name, "
                                                  "out_dir, seed).")
     comparisons: list[Comparison] = Field(default_factory=list, description="Paired comparisons, written down before "
@@ -80,12 +84,12 @@ class StudyConfig(StrictConfig):
         if own:
             raise ValueError(f"run.{sorted(own)[0]} is set by the study, not in [run]")
         cfg = self.run_config(self.seeds[0])  # every key checked once, with the run's own messages
-        if (self.tau or self.gamma) and self.sweep_split(cfg) is None:
+        if (self.tau or self.gamma or self.lr) and self.sweep_split(cfg) is None:
             raise ValueError(f"sweep_data {self.sweep_data!r} must name one of run.eval_data "
                              f"{[s.label for s in cfg.eval_splits()]}")
         if (self.tau or self.gamma) and "dail" not in cfg.methods:
             raise ValueError("the sweeps vary dail: run.methods must include 'dail'")
-        known = set(cfg.methods) | set(self.sweep_configs(self.seeds[0], cfg.train_data))
+        known = set(cfg.methods) | set(self.sweep_labels())
         splits = {s.label for s in cfg.eval_splits()}
         for c in self.comparisons:
             for name in (c.a, c.b):
@@ -109,21 +113,28 @@ class StudyConfig(StrictConfig):
         """The comparison run of one seed."""
         return RunConfig(**self.run, name=f"seed-{seed}", out_dir=str(self.root), seed=seed)
 
-    def sweep_configs(self, seed: int, train_data: str) -> dict[str, RunConfig]:
-        """label -> the run of one sweep point (the run's own setting is left out: the seed's run has it)."""
+    def sweep_configs(self, seed: int) -> dict[str, tuple[list[str], RunConfig]]:
+        """name -> (the methods it trains, the run of one sweep point); the run's own setting is left out."""
+        from .pipeline import TRAINED
+
         base = self.run_config(seed)
-        points = [("tau", "expand", v) for v in self.tau if v != base.expand.tau]
-        points += [("gamma", "train", v) for v in self.gamma if v != base.train.gamma]
+        points = [("tau", "expand", v, ["dail"]) for v in self.tau if v != base.expand.tau]
+        points += [("gamma", "train", v, ["dail"]) for v in self.gamma if v != base.train.gamma]
+        trained = [m for m in base.methods if m in TRAINED]
+        points += [("lr", "train", v, trained) for v in self.lr if v != base.train.lr]
         out = {}
-        for key, section, value in points:
+        for key, section, value, methods in points:
             values = copy.deepcopy(self.run)
             values[section] = {**values.get(section, {}), key: value}
-            split = self.sweep_split(base)
-            values.update(methods=["dail"], select=False, train_data=train_data,
-                          eval_data=[split.model_dump(exclude_none=True)])
-            label = f"dail {key}={value:g}"
-            out[label] = RunConfig(**values, name=f"seed-{seed}-{key}-{value:g}", out_dir=str(self.root), seed=seed)
+            values.update(methods=methods, eval_data=[self.sweep_split(base).model_dump(exclude_none=True)])
+            name = f"seed-{seed}-{key}-{value:g}"
+            out[name] = methods, RunConfig(**values, name=name, out_dir=str(self.root), seed=seed)
         return out
+
+    def sweep_labels(self) -> list[str]:
+        """Every sweep point's row label ('dail tau=0.5', 'rft lr=0.0003')."""
+        return [f"{m} {n.split('-', 2)[2].replace('-', '=', 1)}"
+                for n, (methods, _) in self.sweep_configs(self.seeds[0]).items() for m in methods]
 
 
 OnRun = Callable[[str, RunConfig], dict]
@@ -144,13 +155,17 @@ def run(cfg: StudyConfig, run_one: OnRun) -> dict[str, Any]:
         used[seed] = result.get("compute", {})
         root = Path(result["run_dir"])
         evals[seed] = {m: run_dir(main).root for m in main.methods}
-        train_data = str(run_dir(main).selected) if main.select else main.train_data
-        for label, sweep in cfg.sweep_configs(seed, train_data).items():
-            table[label] = run_one(f"seed {seed}: {label}", sweep)["table"]["dail"]
-            evals[seed][label] = run_dir(sweep).root
+        for name, (methods, sweep) in cfg.sweep_configs(seed).items():
+            share_sampled(main, sweep)
+            point = name.split("-", 2)[2].replace("-", "=", 1)
+            rows = run_one(f"seed {seed}: {point}", sweep)["table"]
+            for m in methods:
+                table[f"{m} {point}"] = rows[m]
+                evals[seed][f"{m} {point}"] = run_dir(sweep).root
         per_seed[seed] = _with_budgets(table, root)
     summary = {"name": cfg.name, "seeds": cfg.seeds, "sweep_data": cfg.sweep_data and cfg.sweep_split(main).label,
-               "tau": cfg.tau, "gamma": cfg.gamma, "base_tau": main.expand.tau, "base_gamma": main.train.gamma,
+               "tau": cfg.tau, "gamma": cfg.gamma, "lr": cfg.lr, "base_tau": main.expand.tau,
+               "base_gamma": main.train.gamma, "base_lr": main.train.lr,
                "per_seed": {str(s): t for s, t in per_seed.items()}, "mean": aggregate(per_seed),
                "compute": {m: {k: statistics.fmean(used[s][m][k] for s in used) for k in used[cfg.seeds[0]][m]}
                            for m in used[cfg.seeds[0]]},
@@ -168,8 +183,8 @@ def compare(c: Comparison, evals: dict[int, dict[str, Path]], resamples: int):
     from .stats import mean_over_seeds, paired_bootstrap, problem_scores, read_samples
 
     def scores(method: str) -> dict[str, float]:
-        # a sweep point's run trains `dail` under another setting: its eval directory is dail's
-        name = "dail" if method.startswith("dail ") else method
+        # a sweep point ('rft lr=0.0003') is its method's eval directory in the point's own run
+        name = method.split(" ")[0]
         return mean_over_seeds([problem_scores(read_samples(RunDir(roots[method]).eval_dir(name, c.split)), c.metric)
                                 for roots in evals.values()])
 
@@ -288,7 +303,7 @@ def plot(summary: dict[str, Any], out: Path) -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     mean = summary["mean"]
-    main = [m for m in mean if not m.startswith("dail ")]
+    main = [m for m in mean if " " not in m]  # sweep points ('dail tau=0.5') have their own plot
     splits = list(dict.fromkeys(s for m in main for s in mean[m]))
     colours = {m: colormaps["tab10"](i % 10) for i, m in enumerate(main)}
     for name, key, xlabel in (("pass_at_k", "pass_at_k", "k (samples)"),
@@ -313,21 +328,27 @@ def plot(summary: dict[str, Any], out: Path) -> None:
                 ax.legend(fontsize=8, loc="upper left")
         fig.suptitle(f"{summary['name']}: mean over seeds {summary['seeds']}, band = ± 1 std", fontsize=11)
         fig.savefig(out / f"{name}.png")
-    sweeps = [(p, summary[p], summary[f"base_{p}"]) for p in ("tau", "gamma") if summary[p]]
+    sweeps = [(p, summary[p], summary[f"base_{p}"]) for p in ("tau", "gamma", "lr") if summary.get(p)]
     split = summary["sweep_data"]
     if not sweeps or split is None:
         return
     fig = Figure(figsize=(0.5 + 4.6 * len(sweeps), 4.2), layout="constrained", dpi=110)
     axes = fig.subplots(1, len(sweeps), squeeze=False)[0]
     for ax, (param, values, base) in zip(axes, sweeps):
-        points = [(v, mean["dail" if v == base else f"dail {param}={v:g}"].get(split)) for v in values]
-        ks = list(points[0][1]["pass_at_k"]) if points[0][1] else []
-        for k in ([ks[0], ks[-1]] if len(ks) > 1 else ks):
-            xs = [v for v, e in points if e]
-            mu = [100 * e["pass_at_k"][k]["mean"] for _, e in points if e]
-            sd = [100 * e["pass_at_k"][k]["std"] for _, e in points if e]
-            ax.errorbar(xs, mu, yerr=sd, marker="o", capsize=3, label=f"pass@{k}")
-        ax.set(title=f"dail: {param} ({split})", xlabel=param, ylabel="%")
+        methods = sorted({m.split(" ")[0] for m in mean if m.endswith(f" {param}={values[0]:g}")
+                          or m.endswith(f" {param}={values[-1]:g}")})
+        for method in methods:
+            points = [(v, mean.get(method if v == base else f"{method} {param}={v:g}", {}).get(split)) for v in values]
+            ks = list(next((e for _, e in points if e), {}).get("pass_at_k", {}))
+            # one curve per method at the largest k, or pass@1 and pass@K when one method is swept
+            for k in ([ks[-1]] if len(methods) > 1 else [ks[0], ks[-1]] if len(ks) > 1 else ks):
+                xs = [v for v, e in points if e]
+                mu = [100 * e["pass_at_k"][k]["mean"] for _, e in points if e]
+                sd = [100 * e["pass_at_k"][k]["std"] for _, e in points if e]
+                ax.errorbar(xs, mu, yerr=sd, marker="o", capsize=3, label=f"{method} pass@{k}")
+        if param == "lr":
+            ax.set_xscale("log")
+        ax.set(title=f"{param} ({split})", xlabel=param, ylabel="%")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.savefig(out / "sweeps.png")
