@@ -186,8 +186,8 @@ def test_expand_and_eval_on_two_processes_write_the_bytes_of_one(tmp_path, tiny_
         assert one == two
     assert len((tmp_path / "one" / "traces.jsonl").read_text().splitlines()) == 6
     # no parts left behind; one log line and one config, from rank 0
-    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["eval", "log.jsonl", "traces.config.toml",
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["eval", "events.jsonl", "traces.config.toml",
                                                                      "traces.jsonl", "traces.provenance.json"]
-    assert len((tmp_path / "two" / "log.jsonl").read_text().splitlines()) == 1
+    assert len((tmp_path / "two" / "events.jsonl").read_text().splitlines()) == 1
     assert sorted(p.name for p in (tmp_path / "two" / "eval").iterdir()) == ["config.toml", "metrics.json",
                                                                               "samples.jsonl"]

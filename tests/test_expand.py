@@ -249,7 +249,7 @@ def test_run_writes_every_trace_with_verdict_config_and_log(stage):
 
     # the config saved beside the traces, with the digest of the data they came from
     assert load_config(ExpandConfig, summary["config"]) == cfg.model_copy(update={"data_digest": data_digest(cfg.data)})
-    log = [json.loads(line) for line in (Path(cfg.out).parent / "log.jsonl").read_text().splitlines()]
+    log = [json.loads(line) for line in (Path(cfg.out).parent / "events.jsonl").read_text().splitlines()]
     assert log[-1]["stage"] == "expand" and log[-1]["traces"] == 9
 
 

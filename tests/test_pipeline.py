@@ -56,11 +56,11 @@ max_new_tokens = 12
 
 
 def _events(root: Path) -> list[dict]:
-    return [json.loads(line) for line in (root / "log.jsonl").read_text().splitlines()]
+    return [json.loads(line) for line in (root / "events.jsonl").read_text().splitlines()]
 
 
 def _snapshot(root: Path) -> dict[str, float]:
-    return {str(p): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file() and p.name != "log.jsonl"}
+    return {str(p): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file() and p.name != "events.jsonl"}
 
 
 @pytest.mark.slow
@@ -88,7 +88,7 @@ def test_run_writes_everything_and_resumes(run_config, monkeypatch):
 
     # Every artefact of the layout.
     for name in ["config.toml", "waypoints.jsonl", "traces.jsonl", "traces-star.jsonl", "traces-psd.jsonl", "report.html",
-                 "metrics.json", "log.jsonl"]:
+                 "metrics.json", "events.jsonl"]:
         assert (root / name).is_file(), name
     assert list((root / "plots").glob("*.png"))
     for method in METHODS:

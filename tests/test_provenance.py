@@ -202,7 +202,7 @@ def test_expand_skips_and_counts_a_too_long_problem(tmp_path, tiny_model_dir, lo
     assert summary["traces"] == 2 and decoded
     rows = read_jsonl(out, Trace)
     assert {r.problem_id for r in rows} == {"short"}
-    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    log = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
     assert log[-1]["too_long_ids"] == ["long"]
     assert provenance.read(provenance_path(out))["model"]["spec"] == tiny_model_dir
     assert run(cfg)["too_long"] == 1  # a rerun counts it again, decodes nothing

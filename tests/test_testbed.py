@@ -478,7 +478,7 @@ def test_a_study_gives_every_seed_the_sweeps_and_their_mean(mini_testbed, tmp_pa
     root = tmp_path / "s"
 
     def started(run: str) -> set[str]:
-        events = [json.loads(line) for line in (root / run / "log.jsonl").read_text().splitlines()]
+        events = [json.loads(line) for line in (root / run / "events.jsonl").read_text().splitlines()]
         return {e["stage"] for e in events if e["event"] == "start"}
 
     assert started("seed-0-tau-1") == {"expand:traces.jsonl", "train:dail", "eval:dail/val", "report"}

@@ -30,19 +30,16 @@ import torch
 
 from .config import ConfigError
 from .data import atomic_write_text
+from .rundir import AdapterDir, CheckpointDir
 
-__all__ = ["CONFIG", "LOG", "checkpoints", "latest", "load", "prepare_out", "reset_to", "save", "save_adapter",
-           "truncate_log"]
+__all__ = ["checkpoints", "latest", "load", "prepare_out", "reset_to", "save", "save_adapter", "truncate_log"]
 
-LOG = "log.jsonl"
-CONFIG = "config.toml"  # the rule of dail.rundir.config_path for a directory output
-_ADAPTER_CONFIG = "adapter_config.json"  # peft's; written last, so its presence means the adapter is whole
 _STEP_DIR = re.compile(r"step-(\d+)")
 
 
 def checkpoints(out: Path) -> dict[int, Path]:
     """The checkpoints under `out`, by step."""
-    root = out / "checkpoints"
+    root = AdapterDir(out).checkpoints
     if not root.is_dir():
         return {}
     return {int(m.group(1)): p for p in root.iterdir() if p.is_dir() and (m := _STEP_DIR.fullmatch(p.name))}
@@ -57,7 +54,7 @@ def latest(out: Path) -> Path | None:
 def prepare_out(out: Path, resume: bool) -> Path | None:
     """Check `out` against `resume` (a run there is refused unless resumed); the checkpoint to resume from."""
     if not resume:
-        held = [n for n in (_ADAPTER_CONFIG, LOG) if (out / n).exists()]
+        held = [p.name for p in (AdapterDir(out).done, AdapterDir(out).log) if p.exists()]
         held += ["checkpoints/"] if checkpoints(out) else []
         if held:
             raise ConfigError(f"out: {out} already holds a training run ({', '.join(held)}); "
@@ -68,22 +65,23 @@ def prepare_out(out: Path, resume: bool) -> Path | None:
 def reset_to(out: Path, step: int) -> None:
     """Bring `out` back to `step` before a run goes on from it (main process): drop killed saves, cut the log."""
     out.mkdir(parents=True, exist_ok=True)
-    for stale in (out / "checkpoints").glob(".step-*"):  # temp dirs of a save that was killed
+    for stale in AdapterDir(out).checkpoints.glob(".step-*"):  # temp dirs of a save that was killed
         shutil.rmtree(stale, ignore_errors=True)
-    truncate_log(out / LOG, step)
+    truncate_log(AdapterDir(out).log, step)
 
 
 def save(out: Path, step: int, state: dict[str, Any], *, model, optimizer, scheduler) -> None:
     """`out/checkpoints/step-N/`: written in a temp dir, renamed into place (main process only)."""
-    root = out / "checkpoints"
+    root = AdapterDir(out).checkpoints
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".step-{step}."))
     try:
         model.save_pretrained(tmp)  # adapter_config.json + adapter_model.safetensors
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-        (tmp / "state.json").write_text(json.dumps(state, indent=1))
-        final = root / f"step-{step}"
+        inside = CheckpointDir(tmp)
+        torch.save(optimizer.state_dict(), inside.optimizer)
+        torch.save(scheduler.state_dict(), inside.scheduler)
+        inside.state.write_text(json.dumps(state, indent=1))
+        final = AdapterDir(out).checkpoint(step)
         if final.exists():  # written before by a run that was resumed from an earlier step
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -97,17 +95,18 @@ def load(path: Path, plan: dict[str, Any], *, model, optimizer, scheduler, devic
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    state = json.loads((path / "state.json").read_text())
+    inside = CheckpointDir(path)
+    state = json.loads(inside.state.read_text())
     differ = {k: (state["plan"].get(k), v) for k, v in plan.items() if state["plan"].get(k) != v}
     if differ:
         what = ", ".join(f"{k} {a!r} there, {b!r} now" for k, (a, b) in differ.items())
         raise ConfigError(f"cannot resume from {path}: it belongs to another training plan ({what})")
-    weights = load_file(path / "adapter_model.safetensors", device=str(device))
+    weights = load_file(inside.weights, device=str(device))
     result = set_peft_model_state_dict(model, weights)
     if result.unexpected_keys:
         raise ConfigError(f"cannot resume from {path}: unexpected adapter tensors {result.unexpected_keys[:3]}")
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
-    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
+    optimizer.load_state_dict(torch.load(inside.optimizer, weights_only=True))
+    scheduler.load_state_dict(torch.load(inside.scheduler, weights_only=True))
     return state
 
 
@@ -116,7 +115,8 @@ def save_adapter(model, out: Path) -> None:
     tmp = Path(tempfile.mkdtemp(dir=out, prefix=".adapter."))
     try:
         model.save_pretrained(tmp)
-        for f in sorted(tmp.iterdir(), key=lambda p: p.name == _ADAPTER_CONFIG):
+        done = AdapterDir(out).done.name
+        for f in sorted(tmp.iterdir(), key=lambda p: p.name == done):
             os.replace(f, out / f.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

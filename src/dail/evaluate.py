@@ -21,7 +21,7 @@ on that prefix, with a forced continuation from the prefix when it holds no answ
 pass and short continuations thus give every budget; the verdicts of the cut samples go into the
 row (`budgets`), so metrics need samples.jsonl alone. A budget >= max_new_tokens cuts nothing.
 
-Outputs in `cfg.out`:
+Outputs in `cfg.out` (an `EvalDir`):
 
 * `samples.jsonl` -- one `dail.data.Sample` per (problem, sample), appended and fsynced once a
   batch (its forced answers included) is graded, in problem-file order, then sample index. Rows are
@@ -61,6 +61,7 @@ from .config import EvalConfig, check_same_settings, save_config
 from .data import DataError, Problem, Sample, atomic_write_text, read_jsonl, truncate_torn_tail
 from .grading import answer_kind, extract_answer_span, is_correct, pieces_and_prefixes, token_pieces
 from .metrics import answer_token_index, budget_counts, pass_at_k_table
+from .rundir import EvalDir
 
 __all__ = ["SAMPLE_KEYS", "EVAL_STAGE", "default_budgets", "resolved_budgets", "grade_sample", "grade_text",
            "grade_forced", "compute_metrics", "versions", "run"]
@@ -197,7 +198,7 @@ def _problems(cfg: EvalConfig) -> tuple[list[Problem], int]:
 
 def _check_resume(cfg: EvalConfig, path: Path) -> None:
     """Refuse to add samples to a directory sampled under other settings (`SAMPLE_KEYS`), listing them."""
-    if dist.has_rows(path.parent / "samples.jsonl"):
+    if dist.has_rows(EvalDir(path.parent).samples):
         check_same_settings(path, cfg, SAMPLE_KEYS, output=path.parent, fresh=FRESH)
 
 
@@ -298,17 +299,17 @@ def run(cfg: EvalConfig, stage: str = EVAL_STAGE, progress: dist.Progress | None
     `stage` salts the random streams (`dail.sampling.row_key`): another stage sampling through this one
     (`dail.pipeline.select`) draws its own samples, not the ones evaluation draws.
     """
-    from .rundir import config_path, data_digest
+    from .rundir import data_digest
 
-    out = Path(cfg.out)
+    out = EvalDir(Path(cfg.out))
     problems, skipped = _problems(cfg)  # before anything is written: a bad input leaves no directory behind
     cfg = cfg.model_copy(update={"data_digest": data_digest(cfg.data)})  # saved with the config, checked on resume
-    out.mkdir(parents=True, exist_ok=True)
-    samples_path = out / "samples.jsonl"
+    out.root.mkdir(parents=True, exist_ok=True)
+    samples_path = out.samples
     if fresh:
-        dist.remove_output(samples_path, config_path(out), out / "metrics.json")
+        dist.remove_output(samples_path, out.config, out.metrics)
     dist.check_free(samples_path)  # a second writer stops here, before a model loads (ShardedJsonl holds the lock)
-    _check_resume(cfg, config_path(out))
+    _check_resume(cfg, out.config)
     dist.barrier()  # every rank has checked the old config before rank 0 replaces it
     wanted = [(p.id, i) for p in problems for i in range(cfg.n)]
     loaded, too_long = _load_fitting(cfg, problems, wanted, dist.done_keys(samples_path))
@@ -320,7 +321,7 @@ def run(cfg: EvalConfig, stage: str = EVAL_STAGE, progress: dist.Progress | None
         wanted = [k for k in wanted if k[0] not in set(too_long)]
     with dist.ShardedJsonl(samples_path, wanted, progress) as sink:
         if dist.is_main():  # once the output is this process's: a refused second writer leaves it as it was
-            save_config(cfg, config_path(out))
+            save_config(cfg, out.config)
         if sink.todo:
             _sample_all(cfg, problems, sink, stage, *loaded)
     # Metrics come from the file alone, so a resumed run counts what earlier runs wrote.
@@ -337,7 +338,7 @@ def run(cfg: EvalConfig, stage: str = EVAL_STAGE, progress: dist.Progress | None
                "n_skipped_unverifiable": skipped, "n_too_long": len(too_long), "too_long_ids": too_long, **metrics,
                "config": cfg.model_dump(mode="json"), "versions": versions()}
     if dist.is_main():
-        atomic_write_text(out / "metrics.json", _json(metrics))
+        atomic_write_text(out.metrics, _json(metrics))
     return metrics
 
 

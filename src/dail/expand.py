@@ -30,8 +30,8 @@ passes per problem in sample order ("first-correct", later ones become "not_firs
 non-reasoning data), or one seeded random sample per problem, ungraded ("one-random", the authors'
 reasoning-model prefixes; only that sample is decoded). Problems without an answer are kept without
 grading. The resolved config is saved as `<out>.config.toml` (`dail.rundir.config_path`) and a
-summary line is appended to `log.jsonl` beside the output. A rerun resumes only with the same
-settings of everything that makes a row (`ROW_KEYS`; otherwise a ConfigError lists each change,
+summary line is appended to `events.jsonl` beside the output (`dail.rundir.events_path`). A rerun
+resumes only with the same settings of everything that makes a row (`ROW_KEYS`; otherwise a ConfigError lists each change,
 before any model loads; `fresh` starts over), and only one process writes an output at a time
 (`dail.distributed.OutputLock`).
 
@@ -247,7 +247,7 @@ def run(cfg: ExpandConfig, progress: dist.Progress | None = None, *, fresh: bool
     from .datasets import resolve_problems
     from .models import context_length, load, too_long_ids
     from .prompts import render
-    from .rundir import RunLog, config_path, data_digest, provenance_path
+    from .rundir import RunLog, config_path, data_digest, events_path, provenance_path
 
     cfg = cfg.model_copy(update={"data_digest": data_digest(cfg.data)})  # saved with the config, checked on resume
     problems = resolve_problems(cfg.data)[: cfg.limit]
@@ -294,7 +294,7 @@ def run(cfg: ExpandConfig, progress: dist.Progress | None = None, *, fresh: bool
                 gen, by_id[pid], sample, cfg.seed, tokenizer, leak, graded), new)
     summary = _summary(cfg, out, new, too_long)
     if dist.is_main():
-        RunLog(out.parent / "log.jsonl")("expand", "summary", **summary)
+        RunLog(events_path(out))("expand", "summary", **summary)
     return summary
 
 

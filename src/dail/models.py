@@ -225,11 +225,11 @@ def _with_adapter(model, tokenizer, name_or_path: str, adapter: Path, trainable:
     from peft import PeftModel
 
     from . import provenance
-    from .rundir import provenance_path
+    from .rundir import AdapterDir, provenance_path
 
-    config_file = adapter / "adapter_config.json"
+    config_file = AdapterDir(adapter).done
     if not config_file.exists():
-        raise ModelNotFoundError(f"adapter {str(adapter)!r} has no adapter_config.json")
+        raise ModelNotFoundError(f"adapter {str(adapter)!r} has no {config_file.name}")
     try:
         adapter_config = json.loads(config_file.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

@@ -31,7 +31,7 @@ from .config import (ConfigError, EvalConfig, ExpandConfig, RunConfig, SelectCon
                      save_config, section_values, to_toml)
 from .data import DataError, Problem, atomic_write_text, read_done_keys, read_problems, write_jsonl
 from .distributed import Progress, output_lock
-from .rundir import RunDir, RunLog, config_path, data_digest, provenance_path
+from .rundir import AdapterDir, EvalDir, RunDir, RunLog, config_path, data_digest, provenance_path, selection_dir
 
 __all__ = ["run", "select", "run_dir", "share_sampled", "TRAINED", "EXPANSIONS", "OnEvent"]
 
@@ -41,10 +41,10 @@ OnEvent = Callable[[str, str, dict[str, Any]], None]
 # method -> (traces it trains on, objective); "base" trains nothing.
 TRAINED: dict[str, tuple[str | None, str]] = {
     "sft-expert": (None, "sft-expert"),
-    "star": ("traces-star.jsonl", "nll"),
-    "psd-nll": ("traces-psd.jsonl", "nll"),
-    "dail-nll": ("traces.jsonl", "nll"),
-    "dail": ("traces.jsonl", "contrastive"),
+    "star": (RunDir.STAR, "nll"),
+    "psd-nll": (RunDir.PSD, "nll"),
+    "dail-nll": (RunDir.MIXED, "nll"),
+    "dail": (RunDir.MIXED, "contrastive"),
     "oracle-sft": (None, "sft-expert"),  # on solutions-oracle-sft.jsonl: each problem's full_solution
     "rft": (None, "sft-expert"),  # on solutions-rft.jsonl: the base model's correct samples from select
 }
@@ -58,11 +58,11 @@ EVAL_ROLE = {"oracle-prompt": "privileged"}  # evaluated without training, under
 #                     token the privileged student's, correct ones kept (Zelikman et al. 2022; the
 #                     authors' answer_only option)
 EXPANSIONS: dict[str, dict[str, Any]] = {
-    "traces.jsonl": {},
-    "traces-psd.jsonl": {"rule": "threshold", "tau": 1.0},
-    "traces-star.jsonl": {"rule": "threshold", "tau": 1.0, "privileged_view": "answer"},
+    RunDir.MIXED: {},
+    RunDir.PSD: {"rule": "threshold", "tau": 1.0},
+    RunDir.STAR: {"rule": "threshold", "tau": 1.0, "privileged_view": "answer"},
     # to look at, not to train on: the negative reference's own rollouts of the first problem
-    "traces-negative.jsonl": {"rule": "threshold", "tau": 1.0, "privileged_view": "waypoints", "limit": 1,
+    RunDir.NEGATIVE: {"rule": "threshold", "tau": 1.0, "privileged_view": "waypoints", "limit": 1,
                               "keep": "all-correct"},
 }
 
@@ -90,7 +90,7 @@ def _expansions(cfg: RunConfig, root: RunDir) -> dict[str, ExpandConfig]:
     """traces file -> the expansion that writes it, for every traces file the run's methods need."""
     wanted = {TRAINED[m][0] for m in cfg.methods if m in TRAINED} - {None}
     if "dail" in cfg.methods:
-        wanted.add("traces-negative.jsonl")
+        wanted.add(RunDir.NEGATIVE)
     common = {"model": cfg.model, "seed": cfg.seed, "device": cfg.device, "dtype": cfg.dtype,
               "prompts": cfg.prompts.model_dump()}
     return {name: ExpandConfig(**{**section_values(cfg.expand), **EXPANSIONS[name], **common},
@@ -141,7 +141,7 @@ def select(cfg: SelectConfig, on_event: OnEvent | None = None) -> dict:
     from .evaluate import run as evaluate
 
     out = Path(cfg.out)
-    work = out.with_name(out.stem + "-samples")
+    work = selection_dir(out)
     problems = _problems(cfg.data)[: cfg.limit]
     solved: set[str] = set()
     checkable = [p for p in problems if p.verifiable]
@@ -149,7 +149,7 @@ def select(cfg: SelectConfig, on_event: OnEvent | None = None) -> dict:
         eval_cfg = EvalConfig(**cfg.model_dump(exclude={"data", "out", "limit"}), data=cfg.data, out=str(work),
                               k=[1], budgets=[cfg.sampling.max_new_tokens], limit=cfg.limit)
         evaluate(eval_cfg, stage="select")  # its own random streams, not evaluation's
-        solved = {row.problem_id for row in read_jsonl(work / "samples.jsonl", Sample) if row.correct}
+        solved = {row.problem_id for row in read_jsonl(EvalDir(work).samples, Sample) if row.correct}
     # A problem without a checkable answer (a proof) cannot be selected by failure: it passes through.
     kept = [p for p in problems if p.id not in solved]
     write_jsonl(out, kept)
@@ -176,7 +176,7 @@ class _Stages:
     """Runs a run's stages in order: each one skipped when done, logged, in-process or launched."""
 
     def __init__(self, cfg: RunConfig, root: RunDir, on_event: OnEvent | None):
-        self.cfg, self.root, self.log = cfg, root, RunLog(root.log)
+        self.cfg, self.root, self.log = cfg, root, RunLog(root.events)
         self.on_event = on_event or (lambda stage, event, fields: None)
 
     def event(self, stage: str, event: str, **fields: Any) -> None:
@@ -303,7 +303,7 @@ def _run(cfg: RunConfig, root: RunDir, on_event: OnEvent | None, progress: Progr
         tr = TrainConfig(**{**section_values(cfg.train), **common, "prompts": prompts, "resume": True},
                          objective=objective, problems=str(root.solutions(method) if own else root.waypoints),
                          traces=str(root.traces(traces)) if traces else None, out=str(out))
-        stage(f"train:{method}", (out / "adapter_config.json").exists(), tr, lambda c: train(c, progress=progress))
+        stage(f"train:{method}", AdapterDir(out).done.exists(), tr, lambda c: train(c, progress=progress))
 
     # 5. evaluation of every method on every split.
     from .evaluate import run as evaluate
@@ -314,7 +314,7 @@ def _run(cfg: RunConfig, root: RunDir, on_event: OnEvent | None, progress: Progr
             out = root.eval_dir(method, split.label)
             ev = EvalConfig(**{**section_values(cfg.eval), **split.overrides(), **common, "prompts": prompts},
                             adapter=adapter, data=split.data, out=str(out), role=EVAL_ROLE.get(method, "learner"))
-            stage(f"eval:{method}/{split.label}", (out / "metrics.json").exists(), ev,
+            stage(f"eval:{method}/{split.label}", EvalDir(out).metrics.exists(), ev,
                   lambda c: evaluate(c, progress=progress))
 
     # 6. report (cheap; rewritten whenever an input is newer than it).
@@ -364,7 +364,6 @@ def compute(root: RunDir, cfg: RunConfig) -> dict[str, dict[str, int]]:
     `trained` is the target tokens over all optimizer steps (a contrastive step runs two reference
     forwards besides the student's). `selection` (in every row alike) is select's sampled tokens.
     """
-    from . import checkpoint
     from .data import Sample, read_jsonl, read_traces
 
     samples = root.selection_rows
@@ -374,7 +373,7 @@ def compute(root: RunDir, cfg: RunConfig) -> dict[str, dict[str, int]]:
         traces, _ = TRAINED.get(method, (None, None))
         path = root.traces(traces) if traces else None
         sampled = sum(len(t.token_ids) for t in read_traces(path, kept_only=False)) if path and path.exists() else 0
-        log = root.adapter(method) / checkpoint.LOG
+        log = AdapterDir(root.adapter(method)).log
         lines = log.read_text(encoding="utf-8").splitlines() if method in TRAINED and log.exists() else []
         trained = json.loads(lines[-1]).get("tokens_seen", 0) if lines else 0
         out[method] = {"selection": selection, "sampled": sampled, "trained": trained}
@@ -386,7 +385,7 @@ def four_traces(root: RunDir) -> dict[str, Any] | None:
     negative-reference rollouts (those the run made); None when the run made no negative rollout."""
     from .data import read_traces
 
-    negative = root.traces("traces-negative.jsonl")
+    negative = root.traces(RunDir.NEGATIVE)
     if not negative.exists():
         return None
     first = read_traces(negative, kept_only=False)
@@ -395,7 +394,7 @@ def four_traces(root: RunDir) -> dict[str, Any] | None:
     pid = first[0].problem_id
     problem = next(p for p in read_problems(root.waypoints) if p.id == pid)
     out: dict[str, Any] = {"problem": problem.problem, "expert": problem.solution}
-    for key, name in (("privileged_only", "traces-psd.jsonl"), ("mixed", "traces.jsonl"), ("negative", negative.name)):
+    for key, name in (("privileged_only", RunDir.PSD), ("mixed", RunDir.MIXED), ("negative", RunDir.NEGATIVE)):
         path = root.traces(name)
         trace = next((t for t in read_traces(path, kept_only=False) if t.problem_id == pid and t.sample == 0),
                      None) if path.exists() else None
@@ -409,7 +408,7 @@ def results_table(root: RunDir, cfg: RunConfig) -> dict[str, dict[str, Any]]:
     rows: dict[str, dict[str, Any]] = {}
     for method in cfg.methods:
         for split in cfg.eval_splits():
-            path = root.eval_dir(method, split.label) / "metrics.json"
+            path = EvalDir(root.eval_dir(method, split.label)).metrics
             if not path.exists():
                 continue
             m = json.loads(path.read_text())

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .data import DataError, atomic_write_text
-from .rundir import split_name
+from .rundir import EvalDir, ReportDir, RunDir, split_name
 from .viewer import find_traces, write_traces
 
 __all__ = ["EvalEntry", "TableRow", "find_evals", "markdown_report", "html_report", "plot_pass_at_k",
@@ -63,9 +63,10 @@ def _read_metrics(path: Path) -> dict[str, Any]:
 
 
 def _entry(path: Path, method: str, split: str, run: str | None) -> EvalEntry:
-    metrics = _read_metrics(path / "metrics.json")
+    file = EvalDir(path).metrics
+    metrics = _read_metrics(file)
     label = metrics.get("label")
-    return EvalEntry(str(label) if label else method, split, path / "metrics.json", metrics, run)
+    return EvalEntry(str(label) if label else method, split, file, metrics, run)
 
 
 def _from_eval_dir(d: Path) -> EvalEntry:
@@ -82,12 +83,12 @@ def _from_eval_dir(d: Path) -> EvalEntry:
 
 def _from_run_dir(run: Path) -> list[EvalEntry]:
     entries = []
-    for d in sorted(p for p in (run / "eval").iterdir() if p.is_dir()):
-        if (d / "metrics.json").is_file():
+    for d in sorted(p for p in RunDir(run).eval_root.iterdir() if p.is_dir()):
+        if EvalDir(d).metrics.is_file():
             entries.append(_entry(d, run.resolve().name, d.name, run.resolve().name))
             continue
         for s in sorted(p for p in d.iterdir() if p.is_dir()):
-            if (s / "metrics.json").is_file():
+            if EvalDir(s).metrics.is_file():
                 entries.append(_entry(s, d.name, s.name, run.resolve().name))
     return entries
 
@@ -95,7 +96,7 @@ def _from_run_dir(run: Path) -> list[EvalEntry]:
 def _config_methods(run: Path) -> list[str]:
     """The `methods` of a run's config.toml, in the order the user listed them ([] when absent)."""
     try:
-        methods = tomllib.loads((run / "config.toml").read_text(encoding="utf-8")).get("methods")
+        methods = tomllib.loads(RunDir(run).config.read_text(encoding="utf-8")).get("methods")
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
         return []
     return [str(m) for m in methods] if isinstance(methods, list) else []
@@ -111,14 +112,14 @@ def find_evals(inputs: Iterable[str | Path]) -> list[EvalEntry]:
     order: list[str] = []
     for raw in inputs:
         p = Path(raw)
-        if p.is_file() and p.name == "metrics.json":
+        if p.is_file() and p.name == EvalDir.METRICS:
             p = p.parent
-        if (p / "eval").is_dir():  # first: a run directory may hold a summary metrics.json too
+        if RunDir(p).eval_root.is_dir():  # first: a run directory may hold a summary metrics.json too
             entries.extend(_from_run_dir(p))
             order += [m for m in _config_methods(p) if m not in order]
-        elif (p / "metrics.json").is_file():
+        elif EvalDir(p).metrics.is_file():
             entries.append(_from_eval_dir(p))
-        elif any(p.glob("traces*.jsonl")):
+        elif RunDir(p).traces_files():
             continue  # a run that has expanded but not evaluated yet: traces only
         elif not p.exists():
             raise DataError(p, None, None, "no such file or directory")
@@ -447,6 +448,7 @@ def run(inputs: list[str], out: str, *, traces: str | None = None, tokenizer: An
     `tokenizer` (object or model name) splits trace text into tokens, else each run's model does.
     """
     out_dir = Path(out)
+    files = ReportDir(out_dir)
     entries = find_evals(inputs)
     sources = find_traces(inputs, traces)
     if not entries and not sources:
@@ -454,20 +456,19 @@ def run(inputs: list[str], out: str, *, traces: str | None = None, tokenizer: An
                         "no metrics.json or traces.jsonl found")
     plots: dict[str, Path] = {}
     if entries:
-        plots = {"pass@k": out_dir / "plots" / "pass_at_k.png", "token budget": out_dir / "plots" / "token_budget.png"}
+        plots = {"pass@k": files.plot("pass_at_k"), "token budget": files.plot("token_budget")}
         plot_pass_at_k(entries, plots["pass@k"])
         plot_token_budget(entries, plots["token budget"])
     traces_path = None
     if sources:
-        traces_path = out_dir / "traces.html"
+        traces_path = files.traces_html
         write_traces(sources, traces_path, tokenizer, max_traces)
-    atomic_write_text(out_dir / "report.md", markdown_report(entries, out_dir))
-    atomic_write_text(out_dir / "report.html", html_report(entries, plots, "traces.html" if traces_path else None,
-                                                           out_dir))
+    atomic_write_text(files.markdown, markdown_report(entries, out_dir))
+    atomic_write_text(files.html, html_report(entries, plots, traces_path.name if traces_path else None, out_dir))
     return {
         "out": str(out_dir),
-        "report_md": str(out_dir / "report.md"),
-        "report_html": str(out_dir / "report.html"),
+        "report_md": str(files.markdown),
+        "report_html": str(files.html),
         "plots": [str(p) for p in plots.values()],
         "traces_html": str(traces_path) if traces_path else None,
         "entries": [{"method": e.method, "split": e.split, "metrics": str(e.path)} for e in entries],

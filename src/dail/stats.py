@@ -114,4 +114,6 @@ def read_samples(eval_dir: str | Path) -> list:
     """The graded samples of one eval directory."""
     from .data import Sample, read_jsonl
 
-    return list(read_jsonl(Path(eval_dir) / "samples.jsonl", Sample))
+    from .rundir import EvalDir
+
+    return list(read_jsonl(EvalDir(Path(eval_dir)).samples, Sample))

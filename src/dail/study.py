@@ -193,9 +193,11 @@ def compare(c: Comparison, evals: dict[int, dict[str, Path]], resamples: int):
 
 def _with_budgets(table: dict[str, Any], root: Path) -> dict[str, Any]:
     """The results table with each main method's pass@1 at each token budget (from its metrics.json)."""
+    from .rundir import EvalDir, RunDir
+
     for method, splits in table.items():
         for split, row in splits.items():
-            path = root / "eval" / method / split / "metrics.json"
+            path = EvalDir(RunDir(root).eval_dir(method, split)).metrics
             if path.exists():
                 m = json.loads(path.read_text())
                 row["budget_pass_at_1"] = {b: v.get("1") for b, v in m.get("pass_at_k_budget", {}).items()}

@@ -56,7 +56,7 @@ from .data import JsonlAppender
 from .distributed import Progress
 from .objectives import OBJECTIVES, Objective, contrastive_diagnostics
 from .rows import REFERENCE_ROLES, TrainRow, build_rows, check_token_ids, collate, micro_batches, plan_steps, step_rows
-from .rundir import provenance_path
+from .rundir import AdapterDir, provenance_path
 
 __all__ = ["Session", "StepStats", "TraceHidden", "fit", "lr_lambda", "run", "setup", "train_step"]
 
@@ -331,7 +331,7 @@ def fit(cfg: TrainConfig, progress: Progress | None = None) -> tuple[Any, dict[s
     out = Path(cfg.out)
     resume_from = checkpoint.prepare_out(out, cfg.resume)
     if resume_from is not None:  # a resume goes on under the settings it started with, or not at all
-        check_same_settings(out / checkpoint.CONFIG, cfg, ignore=RESUME_MAY_DIFFER, output=out,
+        check_same_settings(AdapterDir(out).config, cfg, ignore=RESUME_MAY_DIFFER, output=out,
                             fresh="train into another --out, or delete it to start over")
     rows = build_rows(cfg, load_tokenizer(cfg.model))  # data errors before the model loads
     session = setup(cfg, len(rows))
@@ -372,7 +372,7 @@ def _resume(session: Session, out: Path, resume_from: Path | None, plan: dict[st
                                 scheduler=session.scheduler, device=accelerator.device)
     if accelerator.is_main_process:
         checkpoint.reset_to(out, state["step"])
-        save_config(session.cfg, out / checkpoint.CONFIG)
+        save_config(session.cfg, AdapterDir(out).config)
     accelerator.wait_for_everyone()
     return state
 
@@ -384,7 +384,7 @@ def _steps(session: Session, rows: list[TrainRow], out: Path, plan: dict[str, An
     tokens, last = state["tokens"], {}
     report = progress if (progress is not None and main) else (lambda done, total, **fields: None)
     report(state["step"], total)
-    with (JsonlAppender(out / checkpoint.LOG) if main else contextlib.nullcontext()) as log:
+    with (JsonlAppender(AdapterDir(out).log) if main else contextlib.nullcontext()) as log:
         t0 = time.perf_counter()
         for step in range(state["step"], total):
             batch = [rows[i] for i in step_rows(len(rows), cfg.batch_size, cfg.seed, step, session.steps_per_epoch)]

@@ -48,8 +48,7 @@ def find_traces(inputs: Iterable[str | Path], traces: str | Path | None = None) 
     if traces is not None:
         return [_trace_source(Path(traces).parent, Path(traces))]
     # traces.jsonl first, then the baselines' traces-psd.jsonl, traces-star.jsonl when the run has them
-    return [_trace_source(Path(p), t) for p in inputs
-            for t in sorted(Path(p).glob("traces*.jsonl"), key=lambda t: (t.name != "traces.jsonl", t.name))]
+    return [_trace_source(Path(p), t) for p in inputs for t in RunDir(Path(p)).traces_files()]
 
 
 def _trace_source(run: Path, traces: Path) -> TraceSource:
