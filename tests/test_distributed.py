@@ -189,5 +189,5 @@ def test_expand_and_eval_on_two_processes_write_the_bytes_of_one(tmp_path, tiny_
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["eval", "events.jsonl", "traces.config.toml",
                                                                      "traces.jsonl", "traces.provenance.json"]
     assert len((tmp_path / "two" / "events.jsonl").read_text().splitlines()) == 1
-    assert sorted(p.name for p in (tmp_path / "two" / "eval").iterdir()) == ["config.toml", "metrics.json",
-                                                                              "samples.jsonl"]
+    assert sorted(p.name for p in (tmp_path / "two" / "eval").iterdir()) == [
+        "config.toml", "metrics.json", "provenance.json", "samples.jsonl"]

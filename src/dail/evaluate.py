@@ -57,7 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from . import distributed as dist
-from .config import EvalConfig, check_same_settings, save_config
+from .config import EvalConfig
 from .data import DataError, Problem, Sample, atomic_write_text, read_jsonl, truncate_torn_tail
 from .grading import answer_kind, extract_answer_span, is_correct, pieces_and_prefixes, token_pieces
 from .metrics import answer_token_index, budget_counts, pass_at_k_table
@@ -196,37 +196,12 @@ def _problems(cfg: EvalConfig) -> tuple[list[Problem], int]:
     return verifiable, len(problems) - len(verifiable)
 
 
-def _check_resume(cfg: EvalConfig, path: Path) -> None:
-    """Refuse to add samples to a directory sampled under other settings (`SAMPLE_KEYS`), listing them."""
-    if dist.has_rows(EvalDir(path.parent).samples):
-        check_same_settings(path, cfg, SAMPLE_KEYS, output=path.parent, fresh=FRESH)
-
-
 @dataclass
 class _Pending:
     """A graded completion of one (problem, sample) whose row waits for its forced answers."""
 
     row: dict[str, Any]  # Sample fields
     budgets: dict[int, dict[str, Any]] = field(default_factory=dict)  # B -> Sample.AtBudget fields
-
-
-def _load_fitting(cfg: EvalConfig, problems: list[Problem], wanted: list[tuple[str, int]],
-                  done: set[tuple]) -> tuple[tuple[Any, Any, dict[str, list[int]]] | None, list[str]]:
-    """(model, tokenizer, learner prompts) for the problems with samples left to draw, and the ids of those whose
-    prompt + max_new_tokens (+ a forced answer) exceeds the model's context; (None, []) when nothing is left."""
-    from .models import context_length, load, too_long_ids
-    from .prompts import render
-
-    pending = dict.fromkeys(pid for pid, i in wanted if (pid, i) not in done)  # each problem once
-    if not pending:
-        return None, []
-    model, tokenizer = load(cfg.model, adapter=cfg.adapter, dtype=cfg.dtype, device=dist.device_for(cfg.device))
-    by_id = {p.id: p for p in problems}
-    prompts = {pid: render(tokenizer, cfg.role, by_id[pid], cfg.prompts) for pid in pending}
-    forced = len(tokenizer(cfg.answer_cue, add_special_tokens=False)["input_ids"]) + cfg.force_answer_tokens \
-        if cfg.force_answer else 0
-    too_long = too_long_ids(prompts, cfg.sampling.max_new_tokens + forced, context_length(model, tokenizer))
-    return (model, tokenizer, prompts), too_long
 
 
 def _sample_all(cfg: EvalConfig, problems: list[Problem], sink: dist.ShardedJsonl, stage: str, model, tokenizer,
@@ -299,31 +274,39 @@ def run(cfg: EvalConfig, stage: str = EVAL_STAGE, progress: dist.Progress | None
     `stage` salts the random streams (`dail.sampling.row_key`): another stage sampling through this one
     (`dail.pipeline.select`) draws its own samples, not the ones evaluation draws.
     """
-    from .rundir import data_digest
+    from .models import load
+    from .prompts import render
+    from .rundir import data_digest, provenance_path
+    from .stage import Sampled, run_sampled
 
     out = EvalDir(Path(cfg.out))
     problems, skipped = _problems(cfg)  # before anything is written: a bad input leaves no directory behind
     cfg = cfg.model_copy(update={"data_digest": data_digest(cfg.data)})  # saved with the config, checked on resume
     out.root.mkdir(parents=True, exist_ok=True)
-    samples_path = out.samples
-    if fresh:
-        dist.remove_output(samples_path, out.config, out.metrics)
-    dist.check_free(samples_path)  # a second writer stops here, before a model loads (ShardedJsonl holds the lock)
-    _check_resume(cfg, out.config)
-    dist.barrier()  # every rank has checked the old config before rank 0 replaces it
-    wanted = [(p.id, i) for p in problems for i in range(cfg.n)]
-    loaded, too_long = _load_fitting(cfg, problems, wanted, dist.done_keys(samples_path))
-    if too_long:  # never sampled: out of the problem list, so every problem left has its n samples
-        problems = [p for p in problems if p.id not in set(too_long)]
-        if not problems:
+    by_id = {p.id: p for p in problems}
+
+    def forced(tokenizer) -> int:  # the tokens a forced answer may add after max_new_tokens
+        cue = len(tokenizer(cfg.answer_cue, add_special_tokens=False)["input_ids"])
+        return cue + cfg.force_answer_tokens if cfg.force_answer else 0
+
+    def fits(too_long: list[str]) -> None:  # never sampled: out of the problem list, so every problem left has n
+        if len(too_long) == len(problems):
             raise DataError(cfg.data, None, "problem", f"all {len(too_long)} problems are too long for the model's "
                                                        "context with max_new_tokens (and a forced answer)")
-        wanted = [k for k in wanted if k[0] not in set(too_long)]
-    with dist.ShardedJsonl(samples_path, wanted, progress) as sink:
-        if dist.is_main():  # once the output is this process's: a refused second writer leaves it as it was
-            save_config(cfg, out.config)
-        if sink.todo:
-            _sample_all(cfg, problems, sink, stage, *loaded)
+
+    sampled = run_sampled(Sampled(
+        cfg=cfg, out=out.samples, config=out.config, provenance=provenance_path(out.root), row_keys=SAMPLE_KEYS,
+        fresh_hint=FRESH, wanted=[(p.id, i) for p in problems for i in range(cfg.n)], what="samples",
+        load=lambda: load(cfg.model, adapter=cfg.adapter, dtype=cfg.dtype, device=dist.device_for(cfg.device)),
+        prompts=lambda tokenizer, pending: {pid: render(tokenizer, cfg.role, by_id[pid], cfg.prompts)
+                                            for pid in pending},
+        new_tokens=lambda tokenizer: cfg.sampling.max_new_tokens + forced(tokenizer),
+        sample=lambda sink, loaded: _sample_all(cfg, problems, sink, stage, loaded.model, loaded.tokenizer,
+                                                loaded.prompts),
+        removes=(out.metrics,), shown=out.root, check=fits), progress, fresh=fresh)
+    too_long, wanted = sampled.too_long, sampled.wanted
+    problems = [p for p in problems if p.id not in set(too_long)]
+    samples_path = out.samples
     # Metrics come from the file alone, so a resumed run counts what earlier runs wrote.
     keys = set(wanted)
     rows: dict[tuple[str, int], Sample] = {}

@@ -58,7 +58,7 @@ import torch
 from torch import Tensor
 
 from . import distributed as dist
-from .config import ExpandConfig, check_same_settings, save_config
+from .config import ExpandConfig
 from .data import DataError, Problem, Trace, read_traces
 from .engine import Engine, Generation, default_eos_ids
 from .sampling import (
@@ -243,11 +243,11 @@ def run(cfg: ExpandConfig, progress: dist.Progress | None = None, *, fresh: bool
     `fresh` deletes what an earlier run wrote to `cfg.out` first; without it a rerun resumes, and
     refuses (ConfigError) when those rows were made with other `ROW_KEYS` settings.
     """
-    from . import provenance
     from .datasets import resolve_problems
-    from .models import context_length, load, too_long_ids
+    from .models import load
     from .prompts import render
     from .rundir import RunLog, config_path, data_digest, events_path, provenance_path
+    from .stage import Sampled, run_sampled
 
     cfg = cfg.model_copy(update={"data_digest": data_digest(cfg.data)})  # saved with the config, checked on resume
     problems = resolve_problems(cfg.data)[: cfg.limit]
@@ -257,41 +257,34 @@ def run(cfg: ExpandConfig, progress: dist.Progress | None = None, *, fresh: bool
                         f"{len(missing)} problem(s) have no solution (first: {missing[0]!r}); expand needs one each")
     leak = [re.compile(p) for p in cfg.leak_patterns]
     out = Path(cfg.out)
-    if fresh:
-        dist.remove_output(out, config_path(out), provenance_path(out))
-    dist.check_free(out)  # a second writer stops here, before a model loads (ShardedJsonl holds the lock)
-    if dist.has_rows(out):  # a resume: the rows there must have been made with these settings
-        check_same_settings(config_path(out), cfg, ROW_KEYS, output=out, fresh=FRESH)
     # A problem's samples all live on one rank, so the rank's own rows say which problems have a kept trace.
-    keep = FirstCorrect(pid for pid, kept in dist.done_keys(out, ("problem_id", "kept")) if kept) \
-        if cfg.keep == "first-correct" else None
+    # (`fresh` deletes those rows before any is written.)
+    earlier = () if fresh else dist.done_keys(out, ("problem_id", "kept"))
+    keep = FirstCorrect(pid for pid, kept in earlier if kept) if cfg.keep == "first-correct" else None
     graded = cfg.keep != "one-random"
     by_id = {p.id: p for p in problems}
     new = {"traces": 0, "tokens": 0, "privileged": 0, "proposals": 0, "seconds": 0.0}
-    wanted, too_long, made_by = wanted_keys(cfg, problems), [], None
-    done = dist.done_keys(out)
-    if not set(wanted) <= done:  # work left (nothing loads when the file is complete)
-        model, tokenizer = load(cfg.model, dtype=cfg.dtype, device=dist.device_for(cfg.device))
-        made_by = provenance.record(cfg.model, model, tokenizer, cfg.prompts)
-        if done:  # rows of an earlier run: only the same model and tokenizer may add to them
-            provenance.check_same_model(out, provenance.read(provenance_path(out)), made_by, "traces")
-        # STaR's rationalization: the privileged student sees only the final answer.
-        privileged = {"answer": "rationalize", "waypoints": "negative"}.get(cfg.privileged_view, "privileged")
-        prompts = {pid: (render(tokenizer, "learner", by_id[pid], cfg.prompts),
-                         render(tokenizer, privileged, by_id[pid], cfg.prompts,
-                                waypoints=waypoints_for(by_id[pid]) if privileged == "negative" else None))
-                   for pid in dict.fromkeys(pid for pid, s in wanted if (pid, s) not in done)}  # each problem once
-        too_long = too_long_ids(prompts, cfg.sampling.max_new_tokens, context_length(model, tokenizer))
-        wanted = [k for k in wanted if k[0] not in set(too_long)]  # never decoded, never a row
-    with dist.ShardedJsonl(out, wanted, progress, in_order=keep) as sink:
-        if dist.is_main():  # once the output is this process's: a refused second writer leaves it as it was
-            save_config(cfg, config_path(out))
-            if made_by is not None:
-                provenance.write(provenance_path(out), made_by)
-        if sink.todo:
-            engine = Engine(model, eos_token_ids=default_eos_ids(model, tokenizer.eos_token_id))
-            _decode(cfg, sink, engine, prompts, lambda gen, pid, sample: make_trace(
-                gen, by_id[pid], sample, cfg.seed, tokenizer, leak, graded), new)
+    # STaR's rationalization: the privileged student sees only the final answer.
+    privileged = {"answer": "rationalize", "waypoints": "negative"}.get(cfg.privileged_view, "privileged")
+
+    def prompts(tokenizer, pending: list[str]) -> dict[str, tuple[list[int], list[int]]]:
+        return {pid: (render(tokenizer, "learner", by_id[pid], cfg.prompts),
+                      render(tokenizer, privileged, by_id[pid], cfg.prompts,
+                             waypoints=waypoints_for(by_id[pid]) if privileged == "negative" else None))
+                for pid in pending}
+
+    def sample(sink: dist.ShardedJsonl, loaded) -> None:
+        engine = Engine(loaded.model, eos_token_ids=default_eos_ids(loaded.model, loaded.tokenizer.eos_token_id))
+        _decode(cfg, sink, engine, loaded.prompts, lambda gen, pid, s: make_trace(
+            gen, by_id[pid], s, cfg.seed, loaded.tokenizer, leak, graded), new)
+
+    stage = run_sampled(Sampled(
+        cfg=cfg, out=out, config=config_path(out), provenance=provenance_path(out), row_keys=ROW_KEYS,
+        fresh_hint=FRESH, wanted=wanted_keys(cfg, problems), what="traces",
+        load=lambda: load(cfg.model, dtype=cfg.dtype, device=dist.device_for(cfg.device)),
+        prompts=prompts, new_tokens=lambda tokenizer: cfg.sampling.max_new_tokens, sample=sample, in_order=keep),
+        progress, fresh=fresh)
+    too_long = stage.too_long
     summary = _summary(cfg, out, new, too_long)
     if dist.is_main():
         RunLog(events_path(out))("expand", "summary", **summary)
