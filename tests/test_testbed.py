@@ -452,12 +452,13 @@ def test_a_study_gives_every_seed_the_sweeps_and_their_mean(mini_testbed, tmp_pa
 
     base = tomllib.loads(RUN.format(tb=mini_testbed))
     base["methods"] = ["base", "dail", "oracle-sft"]
-    base["eval_data"] = base["eval_data"][:2]
+    base["eval_data"] = [base["eval_data"][0], {"data": base["eval_data"][1], "methods": ["base", "dail"]}]
     comparisons = [{"a": "dail", "b": "base", "metric": "pass@1", "split": "val"},
                    {"a": "dail tau=1", "b": "dail", "metric": "pass@2", "split": "val"},
                    {"a": "oracle-sft lr=0.003", "b": "dail lr=0.003", "metric": "pass@1", "split": "val"}]
     cfg = StudyConfig(name="s", out_dir=str(tmp_path), seeds=[0, 1], sweep_data=f"{mini_testbed}/data/val.jsonl",
-                      tau=[0.8, 1.0], gamma=[0.0], lr=[3e-3], run=base, comparisons=comparisons, resamples=200)
+                      tau=[0.8, 1.0], gamma=[0.0], lr=[3e-3], sweep_seeds=[0, 1], run=base, comparisons=comparisons,
+                      resamples=200)
     calls = []
 
     def run_one(label, run_cfg):
@@ -525,6 +526,15 @@ def test_a_study_gives_every_seed_the_sweeps_and_their_mean(mini_testbed, tmp_pa
     calls.clear()
     run(cfg, run_one)  # a finished study reruns nothing but reading back
     assert len(calls) == 8
+    assert not (root / "seed-0" / "eval" / "oracle-sft" / "test").exists()  # the split names its methods
+    assert (root / "seed-0" / "eval" / "oracle-sft" / "val" / "metrics.json").exists()
+    # the sweeps accompany only the seeds named; a comparison with a sweep point pairs over those seeds
+    one = StudyConfig(**{**cfg.model_dump(), "sweep_seeds": [1], "comparisons": comparisons[1:2]})
+    calls.clear()
+    again = run(one, run_one)
+    assert [c[1] for c in calls] == ["seed-0", "seed-1", "seed-1-tau-1", "seed-1-gamma-0", "seed-1-lr-0.003"]
+    a, b = seed_mean(["seed-1-tau-1"], "dail", 2), seed_mean(["seed-1"], "dail", 2)
+    assert again["comparisons"][0]["mean"] == pytest.approx(statistics.fmean(a[p] - b[p] for p in a))
 
 
 def test_a_study_config_refuses_keys_it_sets_and_a_sweep_split_it_does_not_evaluate():
@@ -546,6 +556,14 @@ def test_a_study_config_refuses_keys_it_sets_and_a_sweep_split_it_does_not_evalu
                                                                  "split": "testbed-test"}])
     with pytest.raises(ValueError, match="unknown key|Extra inputs|extra"):
         StudyConfig(name="s", seeds=[0], run={**run, "expand": {"tua": 1}})
+    narrow = {**run, "methods": ["base", "dail"], "eval_data": [{"data": "testbed-test", "methods": ["base"]}]}
+    with pytest.raises(ValueError, match=r"'dail' is not evaluated on 'testbed-test' \(its methods: \['base'\]\)"):
+        StudyConfig(name="s", seeds=[0], run=narrow,
+                    comparisons=[{"a": "dail", "b": "base", "metric": "pass@1", "split": "testbed-test"}])
+    with pytest.raises(ValueError, match=r"methods \['rft'\] are not among the run's methods"):
+        StudyConfig(name="s", seeds=[0], run={**narrow, "eval_data": [{"data": "testbed-test", "methods": ["rft"]}]})
+    with pytest.raises(ValueError, match=r"sweep_seeds \[2\] must be among seeds \[0, 1\]"):
+        StudyConfig(name="s", seeds=[0, 1], sweep_seeds=[2], run=run)
 
 
 def test_the_build_command_writes_a_test_bed_and_names_a_bad_key(tmp_path):

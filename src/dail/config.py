@@ -553,6 +553,8 @@ class EvalSplit(_Config):
     n: int | None = Field(None, ge=1, description="Samples per problem (default: the [eval] section's).")
     k: list[int] | None = Field(None, description="The k of pass@k (default: the [eval] section's, else powers of two).")
     limit: int | None = Field(None, ge=1, description="Use only the first N problems (default: the [eval] section's).")
+    methods: list[str] | None = Field(None, description="Only these of the run's methods are evaluated here "
+                                                        "(default: every one).")
 
     @property
     def label(self) -> str:
@@ -565,6 +567,10 @@ class EvalSplit(_Config):
         """The EvalConfig keys this split sets."""
         return {k: v for k, v in {"n": self.n, "k": self.k, "limit": self.limit}.items() if v is not None}
 
+    def evaluates(self, method: str) -> bool:
+        """Whether `method` is evaluated on this split."""
+        return self.methods is None or method in self.methods
+
 
 class RunConfig(_Config):
     """`dail run`: a whole experiment into `runs/NAME/` (select, waypoints, expand, train, eval, report)."""
@@ -574,7 +580,8 @@ class RunConfig(_Config):
     model: str = Field(DEFAULT_MODEL, description="Base model of every role and method.")
     train_data: str = Field(..., description="Problems with expert solutions (JSONL or bundled split name).")
     eval_data: list[str | EvalSplit] = Field(..., min_length=1, description="Evaluation splits: JSONL paths or bundled "
-                                             "split names, or tables {data, name, n, k, limit} with settings of their own.")
+                                             "split names, or tables {data, name, n, k, limit, methods} with settings of their "
+                                             "own.")
     methods: list[Literal["base", "sft-expert", "star", "psd-nll", "dail-nll", "dail", "oracle-sft", "rft",
                           "oracle-prompt"]] = Field(
         default_factory=lambda: ["base", "sft-expert", "dail"],
@@ -627,6 +634,11 @@ class RunConfig(_Config):
         if len(set(labels)) != len(labels):
             raise ValueError(f"eval_data: two splits share the name {next(x for x in labels if labels.count(x) > 1)!r}; "
                              "give one a `name`")
+        for split in self.eval_splits():
+            stray = [m for m in split.methods or [] if m not in self.methods]
+            if stray:
+                raise ValueError(f"eval_data {split.label!r}: methods {stray} are not among the run's methods "
+                                 f"{self.methods}")
         return self
 
     @model_validator(mode="after")

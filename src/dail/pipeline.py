@@ -310,7 +310,7 @@ def _run(cfg: RunConfig, root: RunDir, on_event: OnEvent | None, progress: Progr
 
     for method in cfg.methods:
         adapter = str(root.adapter(method)) if method in TRAINED else None
-        for split in cfg.eval_splits():
+        for split in (s for s in cfg.eval_splits() if s.evaluates(method)):
             out = root.eval_dir(method, split.label)
             ev = EvalConfig(**{**section_values(cfg.eval), **split.overrides(), **common, "prompts": prompts},
                             adapter=adapter, data=split.data, out=str(out), role=EVAL_ROLE.get(method, "learner"))

@@ -72,6 +72,7 @@ class StudyConfig(StrictConfig):
     tau: list[float] = Field(default_factory=list, description="expand.tau values of `dail` to sweep.")
     gamma: list[float] = Field(default_factory=list, description="train.gamma values of `dail` to sweep.")
     lr: list[float] = Field(default_factory=list, description="train.lr values to sweep, every trained method at each.")
+    sweep_seeds: list[int] | None = Field(None, description="The seeds whose runs the sweeps accompany (default: all).")
     run: dict[str, Any] = Field(..., description="The run config of every seed (all `dail run` keys but name, "
                                                  "out_dir, seed).")
     comparisons: list[Comparison] = Field(default_factory=list, description="Paired comparisons, written down before "
@@ -89,6 +90,8 @@ class StudyConfig(StrictConfig):
                              f"{[s.label for s in cfg.eval_splits()]}")
         if (self.tau or self.gamma) and "dail" not in cfg.methods:
             raise ValueError("the sweeps vary dail: run.methods must include 'dail'")
+        if self.sweep_seeds is not None and not set(self.sweep_seeds) <= set(self.seeds):
+            raise ValueError(f"sweep_seeds {self.sweep_seeds} must be among seeds {self.seeds}")
         known = set(cfg.methods) | set(self.sweep_labels())
         splits = {s.label for s in cfg.eval_splits()}
         for c in self.comparisons:
@@ -98,6 +101,11 @@ class StudyConfig(StrictConfig):
                                      f"({sorted(known)})")
             if c.split not in splits:
                 raise ValueError(f"comparison {c.label!r}: split {c.split!r} is not one of {sorted(splits)}")
+            split = next(s for s in cfg.eval_splits() if s.label == c.split)
+            for name in (c.a, c.b):
+                if name in cfg.methods and not split.evaluates(name):
+                    raise ValueError(f"comparison {c.label!r}: {name!r} is not evaluated on {c.split!r} "
+                                     f"(its methods: {split.methods})")
         return self
 
     def sweep_split(self, cfg: RunConfig):
@@ -126,7 +134,9 @@ class StudyConfig(StrictConfig):
         for key, section, value, methods in points:
             values = copy.deepcopy(self.run)
             values[section] = {**values.get(section, {}), key: value}
-            values.update(methods=methods, eval_data=[self.sweep_split(base).model_dump(exclude_none=True)])
+            # the point's own methods are evaluated on the sweep split, whichever the seed's run evaluates there
+            values.update(methods=methods, eval_data=[self.sweep_split(base).model_dump(exclude_none=True,
+                                                                                       exclude={"methods"})])
             name = f"seed-{seed}-{key}-{value:g}"
             out[name] = methods, RunConfig(**values, name=name, out_dir=str(self.root), seed=seed)
         return out
@@ -155,7 +165,8 @@ def run(cfg: StudyConfig, run_one: OnRun) -> dict[str, Any]:
         used[seed] = result.get("compute", {})
         root = Path(result["run_dir"])
         evals[seed] = {m: run_dir(main).root for m in main.methods}
-        for name, (methods, sweep) in cfg.sweep_configs(seed).items():
+        points = cfg.sweep_configs(seed) if cfg.sweep_seeds is None or seed in cfg.sweep_seeds else {}
+        for name, (methods, sweep) in points.items():
             share_sampled(main, sweep)
             point = name.split("-", 2)[2].replace("-", "=", 1)
             rows = run_one(f"seed {seed}: {point}", sweep)["table"]
@@ -185,9 +196,11 @@ def compare(c: Comparison, evals: dict[int, dict[str, Path]], resamples: int):
     def scores(method: str) -> dict[str, float]:
         # a sweep point ('rft lr=0.0003') is its method's eval directory in the point's own run
         name = method.split(" ")[0]
-        return mean_over_seeds([problem_scores(read_samples(RunDir(roots[method]).eval_dir(name, c.split)), c.metric)
-                                for roots in evals.values()])
+        return mean_over_seeds([problem_scores(read_samples(RunDir(evals[s][method]).eval_dir(name, c.split)), c.metric)
+                                for s in seeds])
 
+    # paired over the seeds that have both (a sweep may accompany only some seeds)
+    seeds = [s for s, roots in evals.items() if c.a in roots and c.b in roots]
     return paired_bootstrap(scores(c.a), scores(c.b), resamples=resamples)
 
 
