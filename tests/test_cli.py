@@ -45,10 +45,10 @@ def test_help_and_config_loading_do_not_import_torch():
 
 def test_a_failed_command_leaves_no_folder_it_made(tmp_path, monkeypatch):
     from dail.data import write_jsonl
-    from dail.datasets import load_split
+    from dail.datasets import resolve_problems
 
     monkeypatch.chdir(tmp_path)
-    write_jsonl("p.jsonl", load_split("arith-train")[:2])
+    write_jsonl("p.jsonl", resolve_problems("arith-train")[:2])
     (tmp_path / "mine").mkdir()  # the user's empty folder stays
     for args in (["expand", "--out", "mine/a/b/traces.jsonl"], ["eval", "--out", "mine/ev"],
                  ["train", "--traces", "p.jsonl", "--problems", "p.jsonl", "--out", "mine/ad"]):

@@ -10,7 +10,7 @@ from fractions import Fraction
 import pytest
 
 from dail.data import read_problems, write_jsonl
-from dail.datasets import SPLITS, generate, load_split, resolve_problems, split_path, write_split
+from dail.datasets import SPLITS, generate, resolve_problems, split_path, write_split
 from dail.datasets.arith import FAMILIES, SOURCE, problem_at
 
 _OPS = {"+": operator.add, "-": operator.sub, "×": operator.mul, "÷": Fraction}
@@ -44,12 +44,12 @@ def _evaluate(expr: str) -> Fraction:
 
 @pytest.fixture(scope="module")
 def train():
-    return load_split("arith-train")
+    return resolve_problems("arith-train")
 
 
 @pytest.fixture(scope="module")
 def test_split():
-    return load_split("arith-test")
+    return resolve_problems("arith-test")
 
 
 @pytest.fixture(scope="module")
@@ -82,13 +82,13 @@ def test_shipped_file_equals_regeneration(name, tmp_path):
 def test_shipped_file_reads_back(name):
     problems = read_problems(split_path(name))
     assert len(problems) == SPLITS[name][0]
-    assert problems == load_split(name) == resolve_problems(name)
+    assert problems == resolve_problems(name) == resolve_problems(name)
     assert all(p.id.startswith(f"{name}-") and p.source == SOURCE for p in problems)
 
 
-def test_load_split_unknown_name_lists_the_splits():
+def test_an_unknown_split_name_lists_the_splits():
     with pytest.raises(ValueError, match="arith-train"):
-        load_split("arith-dev")
+        resolve_problems("arith-dev")
 
 
 def test_resolve_problems_from_a_path(tmp_path):

@@ -155,10 +155,10 @@ def _dail(args: list[str], env: dict[str, str], processes: int = 0) -> None:
 
 @pytest.fixture(scope="module")
 def problems(tmp_path_factory) -> str:
-    from dail.datasets import load_split
+    from dail.datasets import resolve_problems
 
     path = tmp_path_factory.mktemp("problems") / "problems.jsonl"
-    write_jsonl(path, load_split("arith-train")[:3])
+    write_jsonl(path, resolve_problems("arith-train")[:3])
     return str(path)
 
 

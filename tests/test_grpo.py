@@ -52,7 +52,7 @@ def test_random_batches_equal_the_token_by_token_formula(b, t, eps, beta, seed):
     ref = logp + (torch.rand(b, t, generator=g, dtype=torch.float64) - 0.5)
     adv = torch.randn(b, generator=g, dtype=torch.float64)
     mask = torch.rand(b, t, generator=g) < 0.7
-    loss, _ = grpo_loss(logp, old, adv, mask, epsilon=eps, beta=beta, ref_logprobs=ref)
+    loss, _ = grpo_loss(logp, old, adv, mask, epsilon=eps, kl_coef=beta, ref_logprobs=ref)
     want = reference(logp.tolist(), old.tolist(), adv.tolist(), mask.tolist(), eps, beta, ref.tolist())
     assert loss.item() == pytest.approx(want, abs=1e-10)
 
@@ -73,9 +73,9 @@ def test_one_step_per_batch_has_ratio_one_and_the_policy_gradient():
 
 def test_kl_term_needs_a_reference_and_is_zero_at_the_reference():
     logp = torch.tensor([[-1.0, -2.0]], dtype=torch.float64)
-    with pytest.raises(ValueError, match="beta > 0 needs ref_logprobs"):
-        grpo_loss(logp, logp, torch.zeros(1, dtype=torch.float64), torch.ones(1, 2), beta=0.1)
-    loss, stats = grpo_loss(logp, logp, torch.zeros(1, dtype=torch.float64), torch.ones(1, 2), beta=0.1,
+    with pytest.raises(ValueError, match="kl_coef > 0 needs ref_logprobs"):
+        grpo_loss(logp, logp, torch.zeros(1, dtype=torch.float64), torch.ones(1, 2), kl_coef=0.1)
+    loss, stats = grpo_loss(logp, logp, torch.zeros(1, dtype=torch.float64), torch.ones(1, 2), kl_coef=0.1,
                             ref_logprobs=logp)
     assert loss.item() == 0.0 and stats["kl"].item() == 0.0
 

@@ -12,15 +12,15 @@ from dail import pipeline
 from dail.cli import app
 from dail.config import RunConfig, load_config
 from dail.data import read_traces, write_jsonl
-from dail.datasets import load_split
+from dail.datasets import resolve_problems
 
 METHODS = ["base", "sft-expert", "star", "psd-nll", "dail-nll", "dail"]
 
 
 @pytest.fixture
 def run_config(tmp_path, tiny_model_dir) -> Path:
-    write_jsonl(tmp_path / "train.jsonl", load_split("arith-train")[:3])
-    write_jsonl(tmp_path / "test.jsonl", load_split("arith-test")[:2])
+    write_jsonl(tmp_path / "train.jsonl", resolve_problems("arith-train")[:3])
+    write_jsonl(tmp_path / "test.jsonl", resolve_problems("arith-test")[:2])
     text = f"""
 name = "e2e"
 out_dir = "{tmp_path / 'runs'}"
@@ -146,7 +146,7 @@ def test_selection_samples_the_problems_evaluation_samples_from_a_stream_of_its_
     from dail.config import EvalConfig
     from dail.data import Sample, read_jsonl
 
-    write_jsonl(tmp_path / "problems.jsonl", load_split("arith-train")[:2])
+    write_jsonl(tmp_path / "problems.jsonl", resolve_problems("arith-train")[:2])
     problems = str(tmp_path / "problems.jsonl")
     cfg = RunConfig(name="streams", out_dir=str(tmp_path / "runs"), model=tiny_model_dir, train_data=problems,
                     eval_data=[problems], methods=["base"], select=True, select_n=2, device="cpu", seed=3,

@@ -333,10 +333,10 @@ def test_expand_resume_over_other_data_at_the_same_path_stops(stage, monkeypatch
 
 
 def test_run_over_a_changed_data_file_stops(tmp_path, monkeypatch):
-    from dail.datasets import load_split
+    from dail.datasets import resolve_problems
 
     data = tmp_path / "train.jsonl"
-    write_jsonl(data, load_split("arith-train")[:3])
+    write_jsonl(data, resolve_problems("arith-train")[:3])
     cfg = RunConfig(name="d", out_dir=str(tmp_path / "runs"), train_data=str(data), eval_data=["arith-test"],
                     device="cpu")
     _stages_stop(monkeypatch)
@@ -344,6 +344,6 @@ def test_run_over_a_changed_data_file_stops(tmp_path, monkeypatch):
         pipeline.run(cfg)  # records the data's digest in config.toml, then stops at the first stage
     with pytest.raises(Stop):
         pipeline.run(cfg)  # the same data: goes on
-    write_jsonl(data, load_split("arith-train")[3:6])
+    write_jsonl(data, resolve_problems("arith-train")[3:6])
     with pytest.raises(ConfigError, match=f"data changed since the run used it \\({data}: "):
         pipeline.run(cfg)

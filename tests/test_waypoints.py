@@ -9,14 +9,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dail.data import Problem, read_problems
-from dail.datasets import SPLITS, load_split
+from dail.datasets import SPLITS, resolve_problems
 from dail.waypoints import (final_box, intermediate_results, partial_solution, solution_hint, waypoints_for,
                             write_waypoints)
 
 
 @pytest.fixture(scope="module")
 def rows():
-    return [p for name in SPLITS for p in load_split(name)]
+    return [p for name in SPLITS for p in resolve_problems(name)]
 
 
 def test_bundled_waypoints_keep_the_box_and_every_stated_result(rows):

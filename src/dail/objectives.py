@@ -301,7 +301,7 @@ def grpo_loss(
     mask: torch.Tensor,
     *,
     epsilon: float = 0.2,
-    beta: float = 0.0,
+    kl_coef: float = 0.0,
     ref_logprobs: torch.Tensor | None = None,
     num_tokens: float | torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -311,9 +311,10 @@ def grpo_loss(
     ``old_logprobs`` from the policy that sampled them) and one advantage per rollout ``[B]``. Per
     counted token, with ``ρ = exp(l − l_old)``::
 
-        L_t = −min(ρ A, clip(ρ, 1 − ε, 1 + ε) A) + β KL_t,   KL_t = exp(l_ref − l) − (l_ref − l) − 1
+        L_t = −min(ρ A, clip(ρ, 1 − ε, 1 + ε) A) + c KL_t,   KL_t = exp(l_ref − l) − (l_ref − l) − 1
 
-    (the k3 estimator of KL(π || π_ref), needing ``ref_logprobs`` when β > 0). The loss is the sum
+    (the k3 estimator of KL(π || π_ref); c is ``kl_coef``, named apart from the contrastive objective's
+    plausibility ``beta``; c > 0 needs ``ref_logprobs``). The loss is the sum
     over every counted token of the batch divided by their number (or ``num_tokens``): long rollouts
     weigh by their length, as in DAPO, not by the rollout. Diagnostics (no gradient): ``clip_fraction``
     (counted tokens whose ratio left [1 − ε, 1 + ε] on the side the clip binds), ``kl`` (mean KL_t, 0
@@ -324,8 +325,8 @@ def grpo_loss(
                          f"{tuple(mask.shape)} must have one shape")
     if advantages.shape != logprobs.shape[:1]:
         raise ValueError(f"advantages must be [B] = {tuple(logprobs.shape[:1])}, got {tuple(advantages.shape)}")
-    if beta > 0 and ref_logprobs is None:
-        raise ValueError("beta > 0 needs ref_logprobs")
+    if kl_coef > 0 and ref_logprobs is None:
+        raise ValueError("kl_coef > 0 needs ref_logprobs")
     mask = mask.bool()
     dtype = torch.promote_types(logprobs.dtype, torch.float32)
     l, old = logprobs.to(dtype)[mask], old_logprobs.detach().to(dtype)[mask]
@@ -337,8 +338,8 @@ def grpo_loss(
     if ref_logprobs is not None:
         d = ref_logprobs.detach().to(dtype)[mask] - l
         kl = torch.exp(d) - d - 1
-        if beta > 0:
-            per_token = per_token + beta * kl
+        if kl_coef > 0:
+            per_token = per_token + kl_coef * kl
     loss = _normalise(per_token.sum(), mask.sum(), num_tokens)
     with torch.no_grad():
         n = max(int(mask.sum()), 1)

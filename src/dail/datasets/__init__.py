@@ -18,7 +18,7 @@ from pathlib import Path
 from dail.data import DataError, Problem, read_problems, write_jsonl
 from dail.datasets.arith import generate, problem_at
 
-__all__ = ["SPLITS", "bundled_files", "generate", "load_split", "resolve_problems", "split_path", "split_problems",
+__all__ = ["SPLITS", "bundled_files", "generate", "resolve_problems", "split_path", "split_problems",
            "write_split"]
 
 # name -> (problems, seed); order matters (see `split_problems`). Fixed for good: the shipped files.
@@ -63,11 +63,6 @@ def write_split(name: str, path: str | os.PathLike | None = None) -> Path:
     out = Path(path) if path is not None else split_path(name)
     write_jsonl(out, split_problems(name))
     return out
-
-
-def load_split(name: str) -> list[Problem]:
-    """The problems of a bundled split, read from its shipped file."""
-    return read_problems(split_path(name))
 
 
 def bundled_files() -> dict[str, Path]:
