@@ -91,9 +91,7 @@ def _expansions(cfg: RunConfig, root: RunDir) -> dict[str, ExpandConfig]:
     wanted = {TRAINED[m][0] for m in cfg.methods if m in TRAINED} - {None}
     if "dail" in cfg.methods:
         wanted.add(RunDir.NEGATIVE)
-    common = {"model": cfg.model, "seed": cfg.seed, "device": cfg.device, "dtype": cfg.dtype,
-              "prompts": cfg.prompts.model_dump()}
-    return {name: ExpandConfig(**{**section_values(cfg.expand), **EXPANSIONS[name], **common},
+    return {name: ExpandConfig(**{**section_values(cfg.expand), **EXPANSIONS[name], **_common(cfg)},
                                data=str(root.waypoints), out=str(root.traces(name))) for name in sorted(wanted)}
 
 
@@ -255,23 +253,44 @@ def _run(cfg: RunConfig, root: RunDir, on_event: OnEvent | None, progress: Progr
     cfg = _check_data(cfg, root, fresh)
     _write_if_changed(root.config, to_toml(cfg))
     stage = _Stages(cfg, root, on_event)
-    common = {"model": cfg.model, "seed": cfg.seed, "device": cfg.device, "dtype": cfg.dtype}
-    prompts = cfg.prompts.model_dump()
     started = time.time()
+    train_data = _select(cfg, root, stage, on_event)
+    problems = _training_problems(cfg, root, stage, train_data)
+    _expand_all(cfg, root, stage, problems, progress)
+    _train_all(cfg, root, stage, progress)
+    _eval_all(cfg, root, stage, progress)
+    _report(root, stage)
+    table = results_table(root, cfg)
+    used = compute(root, cfg)
+    seconds = round(time.time() - started, 1)
+    stage.event("run", "done", seconds=seconds)
+    _write_if_changed(root.metrics, json.dumps({"methods": table, "compute": used}, indent=2) + "\n")
+    return {"run_dir": str(root.root), "report": str(root.report), "table": table, "compute": used, "seconds": seconds,
+            "four_traces": four_traces(root)}
 
-    # 1. select (optional): training problems the base model cannot solve.
-    train_data = cfg.train_data
-    if cfg.select:
-        eval_keys = section_values(cfg.eval)
-        sel = SelectConfig(**common, data=cfg.train_data, out=str(root.selected), n=cfg.select_n, prompts=prompts,
-                           limit=cfg.select_limit, **{k: eval_keys[k] for k in ("sampling", "batch_size") if k in eval_keys})
-        stage("select", root.selected.exists(), sel, lambda c: select(c, on_event))
-        if root.selected.stat().st_size == 0:
-            raise DataError(root.selected, None, None, f"select kept no problem: the base model solved every "
-                            f"candidate at least once in {cfg.select_n} samples; nothing to expand or train on")
-        train_data = str(root.selected)
 
-    # 2. waypoints for the negative reference.
+def _common(cfg: RunConfig) -> dict[str, Any]:
+    """The settings every stage of a run shares."""
+    return {"model": cfg.model, "seed": cfg.seed, "device": cfg.device, "dtype": cfg.dtype,
+            "prompts": cfg.prompts.model_dump()}
+
+
+def _select(cfg: RunConfig, root: RunDir, stage: _Stages, on_event: OnEvent | None) -> str:
+    """Stage 1 (optional): keep the training problems the base model cannot solve; the training data's spec."""
+    if not cfg.select:
+        return cfg.train_data
+    eval_keys = section_values(cfg.eval)
+    sel = SelectConfig(**_common(cfg), data=cfg.train_data, out=str(root.selected), n=cfg.select_n,
+                       limit=cfg.select_limit, **{k: eval_keys[k] for k in ("sampling", "batch_size") if k in eval_keys})
+    stage("select", root.selected.exists(), sel, lambda c: select(c, on_event))
+    if root.selected.stat().st_size == 0:
+        raise DataError(root.selected, None, None, f"select kept no problem: the base model solved every "
+                        f"candidate at least once in {cfg.select_n} samples; nothing to expand or train on")
+    return str(root.selected)
+
+
+def _training_problems(cfg: RunConfig, root: RunDir, stage: _Stages, train_data: str) -> list[Problem]:
+    """Stage 2: the training problems with the negative reference's waypoints, and the controls' solution files."""
     def make_waypoints() -> None:
         from .waypoints import write_waypoints
 
@@ -280,57 +299,55 @@ def _run(cfg: RunConfig, root: RunDir, on_event: OnEvent | None, progress: Progr
 
     stage("waypoints", root.waypoints.exists(), None, make_waypoints)
     problems = read_problems(root.waypoints)
-    for method in SOLUTION_TRAINED:
-        if method in cfg.methods:
-            stage(f"solutions:{method}", root.solutions(method).exists(), None,
-                  lambda m=method: write_jsonl(root.solutions(m), _control_rows(m, problems, root, cfg)))
+    for method in (m for m in SOLUTION_TRAINED if m in cfg.methods):
+        stage(f"solutions:{method}", root.solutions(method).exists(), None,
+              lambda m=method: write_jsonl(root.solutions(m), _control_rows(m, problems, root, cfg)))
+    return problems
 
-    # 3. expansion: mixed rollouts (dail, dail-nll) and privileged-only rollouts (psd-nll, star).
+
+def _expand_all(cfg: RunConfig, root: RunDir, stage: _Stages, problems: list[Problem],
+                progress: Progress | None) -> None:
+    """Stage 3: mixed rollouts (dail, dail-nll), privileged-only ones (psd-nll, star), the negative reference's."""
     from .expand import run as expand
 
     for traces, ex in _expansions(cfg, root).items():
         stage(f"expand:{traces}", _expand_done(ex, problems), ex, lambda c: expand(c, progress=progress))
 
-    # 4. training, one adapter per trained method.
+
+def _train_all(cfg: RunConfig, root: RunDir, stage: _Stages, progress: Progress | None) -> None:
+    """Stage 4: one adapter per trained method, each for the same optimizer steps."""
     from .train import run as train
 
-    for method in cfg.methods:
-        if method not in TRAINED:
-            continue
+    for method in (m for m in cfg.methods if m in TRAINED):
         traces, objective = TRAINED[method]
         out = root.adapter(method)
-        own = method in SOLUTION_TRAINED
-        tr = TrainConfig(**{**section_values(cfg.train), **common, "prompts": prompts, "resume": True},
-                         objective=objective, problems=str(root.solutions(method) if own else root.waypoints),
-                         traces=str(root.traces(traces)) if traces else None, out=str(out))
+        problems = root.solutions(method) if method in SOLUTION_TRAINED else root.waypoints
+        tr = TrainConfig(**{**section_values(cfg.train), **_common(cfg), "resume": True}, objective=objective,
+                         problems=str(problems), traces=str(root.traces(traces)) if traces else None, out=str(out))
         stage(f"train:{method}", AdapterDir(out).done.exists(), tr, lambda c: train(c, progress=progress))
 
-    # 5. evaluation of every method on every split.
+
+def _eval_all(cfg: RunConfig, root: RunDir, stage: _Stages, progress: Progress | None) -> None:
+    """Stage 5: every method on every split that evaluates it."""
     from .evaluate import run as evaluate
 
     for method in cfg.methods:
         adapter = str(root.adapter(method)) if method in TRAINED else None
         for split in (s for s in cfg.eval_splits() if s.evaluates(method)):
             out = root.eval_dir(method, split.label)
-            ev = EvalConfig(**{**section_values(cfg.eval), **split.overrides(), **common, "prompts": prompts},
-                            adapter=adapter, data=split.data, out=str(out), role=EVAL_ROLE.get(method, "learner"))
+            ev = EvalConfig(**{**section_values(cfg.eval), **split.overrides(), **_common(cfg)}, adapter=adapter,
+                            data=split.data, out=str(out), role=EVAL_ROLE.get(method, "learner"))
             stage(f"eval:{method}/{split.label}", EvalDir(out).metrics.exists(), ev,
                   lambda c: evaluate(c, progress=progress))
 
-    # 6. report (cheap; rewritten whenever an input is newer than it).
+
+def _report(root: RunDir, stage: _Stages) -> None:
+    """Stage 6: the report (cheap; rewritten whenever an input is newer than it)."""
     from .report import run as report
 
     metrics = root.metrics_files()
     stale = not root.report.exists() or any(m.stat().st_mtime > root.report.stat().st_mtime for m in metrics)
     stage("report", not stale, None, lambda: report([str(root.root)], str(root.root)))
-
-    table = results_table(root, cfg)
-    used = compute(root, cfg)
-    seconds = round(time.time() - started, 1)
-    stage.event("run", "done", seconds=seconds)
-    _write_if_changed(root.metrics, json.dumps({"methods": table, "compute": used}, indent=2) + "\n")
-    return {"run_dir": str(root.root), "report": str(root.report), "table": table, "compute": used, "seconds": seconds,
-            "four_traces": four_traces(root)}
 
 
 def _control_rows(method: str, problems: list[Problem], root: RunDir, cfg: RunConfig) -> list[Problem]:
