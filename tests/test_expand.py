@@ -17,7 +17,8 @@ from dail.config import ExpandConfig, load_config
 from dail.data import Problem, read_traces, write_jsonl
 from dail.engine import Engine
 from dail.expand import reference_rollout, rollout, run, verdict
-from dail.sampling import PRIVILEGED_DRAW, Role, row_key, tag_rejected, tag_role, transform
+from dail.roles import Role
+from dail.sampling import PRIVILEGED_DRAW, row_key, tag_rejected, tag_role, transform
 
 from conftest import TINY_VOCAB as VOCAB
 from conftest import assert_same_jsonl, tiny_llama, tiny_qwen2, word_llama, word_tokenizer

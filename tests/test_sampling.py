@@ -15,11 +15,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import dail.sampling as sampling_mod
+from dail.roles import Role
 from dail.sampling import (
     MAX_PROPOSALS,
     PRIVILEGED_DRAW,
     NucleusChoose,
-    Role,
     Sampler,
     ThresholdChoose,
     apply_temperature,

@@ -61,6 +61,7 @@ from .config import EvalConfig
 from .data import DataError, Problem, Sample, atomic_write_text, read_jsonl, truncate_torn_tail
 from .grading import answer_kind, extract_answer_span, is_correct, pieces_and_prefixes, token_pieces
 from .metrics import answer_token_index, budget_counts, pass_at_k_table
+from .roles import Role
 from .rundir import EvalDir
 
 __all__ = ["SAMPLE_KEYS", "EVAL_STAGE", "default_budgets", "resolved_budgets", "grade_sample", "grade_text",
@@ -188,7 +189,7 @@ def _problems(cfg: EvalConfig) -> tuple[list[Problem], int]:
         if not ok:
             raise DataError(cfg.data, None, "answer",
                             f"problem {p.id!r}: answer {p.answer!r} does not grade as {kind}")
-    if cfg.role == "privileged":
+    if cfg.role == Role.PRIVILEGED:
         missing = next((p for p in verifiable if not p.solution), None)
         if missing is not None:
             raise DataError(cfg.data, None, "solution", f"problem {missing.id!r} has no solution: role privileged "

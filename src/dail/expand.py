@@ -64,7 +64,6 @@ from .engine import Engine, Generation, default_eos_ids
 from .sampling import (
     PRIVILEGED_DRAW,
     RULES,
-    Role,
     inverse_cdf,
     mixed_rule,
     row_key,
@@ -75,6 +74,7 @@ from .sampling import (
     transform,
     uniforms,
 )
+from .roles import Role
 from .waypoints import waypoints_for
 
 __all__ = ["rollout", "reference_rollout", "verdict", "make_trace", "random_sample", "wanted_keys", "FirstCorrect",
@@ -265,12 +265,12 @@ def run(cfg: ExpandConfig, progress: dist.Progress | None = None, *, fresh: bool
     by_id = {p.id: p for p in problems}
     new = {"traces": 0, "tokens": 0, "privileged": 0, "proposals": 0, "seconds": 0.0}
     # STaR's rationalization: the privileged student sees only the final answer.
-    privileged = {"answer": "rationalize", "waypoints": "negative"}.get(cfg.privileged_view, "privileged")
+    privileged = {"answer": Role.RATIONALIZE, "waypoints": Role.NEGATIVE}.get(cfg.privileged_view, Role.PRIVILEGED)
 
     def prompts(tokenizer, pending: list[str]) -> dict[str, tuple[list[int], list[int]]]:
-        return {pid: (render(tokenizer, "learner", by_id[pid], cfg.prompts),
+        return {pid: (render(tokenizer, Role.LEARNER, by_id[pid], cfg.prompts),
                       render(tokenizer, privileged, by_id[pid], cfg.prompts,
-                             waypoints=waypoints_for(by_id[pid]) if privileged == "negative" else None))
+                             waypoints=waypoints_for(by_id[pid]) if privileged is Role.NEGATIVE else None))
                 for pid in pending}
 
     def sample(sink: dist.ShardedJsonl, loaded) -> None:

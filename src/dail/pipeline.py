@@ -31,6 +31,7 @@ from .config import (ConfigError, EvalConfig, ExpandConfig, RunConfig, SelectCon
                      save_config, section_values, to_toml)
 from .data import DataError, Problem, atomic_write_text, read_done_keys, read_problems, write_jsonl
 from .distributed import Progress, output_lock
+from .roles import Role
 from .rundir import AdapterDir, EvalDir, RunDir, RunLog, config_path, data_digest, provenance_path, selection_dir
 
 __all__ = ["run", "select", "run_dir", "share_sampled", "TRAINED", "EXPANSIONS", "OnEvent"]
@@ -49,7 +50,7 @@ TRAINED: dict[str, tuple[str | None, str]] = {
     "rft": (None, "sft-expert"),  # on solutions-rft.jsonl: the base model's correct samples from select
 }
 SOLUTION_TRAINED = ("oracle-sft", "rft")  # trained on a problems file of their own (RunDir.solutions)
-EVAL_ROLE = {"oracle-prompt": "privileged"}  # evaluated without training, under another prompt
+EVAL_ROLE = {"oracle-prompt": Role.PRIVILEGED}  # evaluated without training, under another prompt
 
 # traces file -> how its expansion differs from the run's [expand] settings.
 #   traces.jsonl      the mixed rollout (DAIL)
@@ -336,7 +337,7 @@ def _eval_all(cfg: RunConfig, root: RunDir, stage: _Stages, progress: Progress |
         for split in (s for s in cfg.eval_splits() if s.evaluates(method)):
             out = root.eval_dir(method, split.label)
             ev = EvalConfig(**{**section_values(cfg.eval), **split.overrides(), **_common(cfg)}, adapter=adapter,
-                            data=split.data, out=str(out), role=EVAL_ROLE.get(method, "learner"))
+                            data=split.data, out=str(out), role=EVAL_ROLE.get(method, Role.LEARNER))
             stage(f"eval:{method}/{split.label}", EvalDir(out).metrics.exists(), ev,
                   lambda c: evaluate(c, progress=progress))
 

@@ -30,7 +30,7 @@ from collections.abc import Callable
 
 from .config import PromptConfig
 from .data import Problem
-from .sampling import Role
+from .roles import Role
 from .waypoints import final_box
 
 __all__ = ["LETTERS", "problem_text", "prompt_text", "fit_solution", "render", "render_text"]

@@ -26,11 +26,12 @@ import torch
 from .config import ConfigError, TrainConfig
 from .data import DataError, Problem, iter_jsonl, read_traces
 from .objectives import OBJECTIVES
+from .roles import Role
 
 __all__ = ["REFERENCE_ROLES", "TrainRow", "build_rows", "check_token_ids", "collate", "micro_batches", "plan_steps",
            "step_rows"]
 
-REFERENCE_ROLES = ("privileged", "negative")  # the frozen references' prompts, in the order the losses take them
+REFERENCE_ROLES = (Role.PRIVILEGED, Role.NEGATIVE)  # the frozen references' prompts, in the order the losses take them
 _PromptsOf = Callable[[Problem], dict[str, list[int]]]  # a problem -> its prompt ids per role
 
 
@@ -51,7 +52,7 @@ def build_rows(cfg: TrainConfig, tokenizer) -> list[TrainRow]:
     """The training rows of a config: kept traces x problems, or the problems' solutions."""
     objective = OBJECTIVES[cfg.objective]
     problems = _load_problems(cfg.problems)
-    roles = ("learner", *REFERENCE_ROLES) if objective.needs_references else ("learner",)
+    roles = (Role.LEARNER, *REFERENCE_ROLES) if objective.needs_references else (Role.LEARNER,)
     prompts = _prompt_cache(cfg, tokenizer, roles)
     if objective.target == "solution":
         return _solution_rows(cfg, tokenizer, problems, prompts)
@@ -69,7 +70,7 @@ def _prompt_cache(cfg: TrainConfig, tokenizer, roles: tuple[str, ...]) -> _Promp
         if p.id not in cache:
             try:
                 cache[p.id] = {r: render(tokenizer, r, p, cfg.prompts,
-                                         waypoints=waypoints_for(p) if r == "negative" else None) for r in roles}
+                                         waypoints=waypoints_for(p) if r is Role.NEGATIVE else None) for r in roles}
             except ValueError as e:  # a problem without the solution a role needs
                 raise DataError(cfg.problems, None, "solution", str(e)) from None
         return cache[p.id]

@@ -3,8 +3,6 @@
 What it does. Everything that turns a decode step's logits into tokens, as pure tensor functions
 and small frozen dataclasses the engine calls (`Choose` callbacks):
 
-* `Role` -- the roles of the method by their config/CLI names (`"learner"`, ...), with the row a role
-  takes in a rollout group, its source letter in `Trace.source` and its draw at a step.
 * Counter-based randomness. The uniform of draw `d` at step `t` of a sequence is the
   `t * DRAWS_PER_STEP + d + 1`-th output of splitmix64 seeded with the sequence's key
   (`row_key(seed, problem id, sample index, stage=...)`; the stage salt keeps selection, expansion
@@ -39,14 +37,14 @@ import hashlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .roles import Role
+
 __all__ = [
-    "Role",
     "DRAWS_PER_STEP",
     "MAX_PROPOSALS",
     "PRIVILEGED_DRAW",
@@ -80,42 +78,6 @@ _MASK64 = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15  # splitmix64's increment (2^64 / golden ratio)
 _M1 = 0xBF58476D1CE4E5B9
 _M2 = 0x94D049BB133111EB
-
-
-# ---------------------------------------------------------------------------------------------
-# roles
-
-
-class Role(StrEnum):
-    """A role of the method (docs/method.md, "The three roles"); its value is its name in configs.
-
-    A member equals its string (`Role.LEARNER == "learner"`), so configs, prompt templates and
-    dictionaries keyed by the strings keep working. A rollout group holds two rows, learner and
-    privileged: `row` is the role's row there (and the source bit of an engine tag), `letter` its
-    letter in `Trace.source`, `draw` the draw of its sample at a step.
-    """
-
-    LEARNER = "learner"
-    PRIVILEGED = "privileged"  # the privileged student: sees the full expert solution
-    NEGATIVE = "negative"  # the negative reference: sees the waypoints only; scores traces, never samples
-    RATIONALIZE = "rationalize"  # not a role of the method: STaR's privileged view (the final answer only)
-
-    @property
-    def row(self) -> int:
-        """The row of the role in a rollout group: learner 0, privileged 1 (rationalize takes the privileged row)."""
-        if self is Role.NEGATIVE:
-            raise ValueError("the negative reference has no row in a rollout")
-        return 0 if self is Role.LEARNER else 1
-
-    @property
-    def letter(self) -> str:
-        """The letter of the role's tokens in `Trace.source`: "L" or "P"."""
-        return "LP"[self.row]
-
-    @property
-    def draw(self) -> int:
-        """The draw of the role's sample at a step: the learner's first proposal (0), or PRIVILEGED_DRAW."""
-        return 0 if self.row == 0 else PRIVILEGED_DRAW
 
 
 # ---------------------------------------------------------------------------------------------

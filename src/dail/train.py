@@ -55,6 +55,7 @@ from .config import ConfigError, TrainConfig, check_same_settings, save_config
 from .data import JsonlAppender
 from .distributed import Progress
 from .objectives import OBJECTIVES, Objective, contrastive_diagnostics
+from .roles import Role
 from .rows import REFERENCE_ROLES, TrainRow, build_rows, check_token_ids, collate, micro_batches, plan_steps, step_rows
 from .rundir import AdapterDir, provenance_path
 
@@ -245,7 +246,7 @@ def _micro_batch(session: Session, rows: list[TrainRow], num_tokens: int,
     accelerator, device = session.accelerator, session.accelerator.device
     targets = torch.tensor([t for r in rows for t in r.target]).to(device, non_blocking=True)  # [N]
     refs = _reference_hidden(session, rows) if session.objective.needs_references else []
-    hidden = session.wrapped(*collate(rows, "learner", session.pad_id, device))  # [N, H], graph through the decoder
+    hidden = session.wrapped(*collate(rows, Role.LEARNER, session.pad_id, device))  # [N, H], graph through the decoder
     leaf = hidden.detach().requires_grad_()  # [N, H]
     loss, diag = _chunked_loss(session, leaf, refs, targets, num_tokens, diagnose)
     # The decoder's backward: d(hidden . g)/d(hidden) = g. accelerate's backward divides by

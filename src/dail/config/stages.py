@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from ..roles import Role
 from .base import DEFAULT_MODEL, _Config, check_device
 
 __all__ = ["SamplingConfig", "ExpandSampling", "EvalSampling", "PromptConfig", "LoraSettings", "WaypointsConfig",
@@ -98,8 +99,8 @@ class PromptConfig(_Config):
 
     @model_validator(mode="after")
     def _placeholders(self) -> PromptConfig:
-        need = {"learner": ["{problem}"], "privileged": ["{problem}", "{solution}"],
-                "negative": ["{problem}", "{waypoints}"], "rationalize": ["{problem}", "{answer}"]}
+        need = {Role.LEARNER: ["{problem}"], Role.PRIVILEGED: ["{problem}", "{solution}"],
+                Role.NEGATIVE: ["{problem}", "{waypoints}"], Role.RATIONALIZE: ["{problem}", "{answer}"]}
         for key, marks in need.items():
             for mark in marks:
                 if mark not in getattr(self, key):

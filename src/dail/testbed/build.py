@@ -36,7 +36,7 @@ from pydantic import Field, model_validator
 
 from dail.config import PromptConfig, StrictConfig
 from dail.data import Problem, atomic_write_text, write_jsonl
-from dail.sampling import Role
+from dail.roles import Role
 from dail.testbed.task import FUNCTIONS, Chain, Style, checkpoints, draw_chain, draw_tables, expert_steps, problem_row, write
 
 __all__ = ["BuildConfig", "SPLIT_NAMES", "build", "build_tokenizer", "draw_document", "document_text", "make_splits",

@@ -25,7 +25,7 @@ from typing import Any
 
 from dail.config import EvalConfig, ExpandConfig, PromptConfig
 from dail.data import Problem, Trace, read_problems, read_traces
-from dail.sampling import Role
+from dail.roles import Role
 from dail.testbed.build import document_text
 from dail.testbed.task import CONNECTIVES, FUNCTIONS
 
