@@ -1,0 +1,33 @@
+"""The layout the docs describe is the package's: every module listed once, no module missing or gone."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import dail
+
+ROOT = Path(dail.__file__).parent
+REPO = ROOT.parent.parent
+
+
+def _modules() -> set[str]:
+    """The package's own modules and subpackages at the top level, as the docs name them."""
+    names = {p.name for p in ROOT.glob("*.py") if p.name not in ("__init__.py", "__main__.py")}
+    return names | {p.name + "/" for p in ROOT.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+
+
+def test_the_readme_architecture_lists_every_module_and_no_other():
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    block = text.split("## Architecture", 1)[1].split("```", 2)[1]
+    listed = re.findall(r"^  (\S+\.py|\S+/)\s", block, flags=re.M)
+    assert sorted(listed) == sorted(set(listed)), "a module is listed twice"
+    assert set(listed) == _modules()
+
+
+def test_the_layout_doc_lists_every_module_and_no_other():
+    text = (REPO / "docs" / "layout.md").read_text(encoding="utf-8")
+    table = text.split("## `src/dail/`", 1)[1].split("\n## ", 1)[0]
+    listed = {m for m in re.findall(r"^\| `([^`]+)` \|", table, flags=re.M) if m not in ("__init__.py", "__main__.py")}
+    subpackages = {m + "/" for m in re.findall(r"^## `src/dail/(\w+)/`", text, flags=re.M)}
+    assert listed | subpackages == _modules()
