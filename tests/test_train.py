@@ -343,7 +343,7 @@ def test_student_and_references_are_scored_at_the_positions_that_predict_each_tr
     tok = models.load_tokenizer(tiny_dir)
     rows = build_rows(cfg, tok)
     session = train.setup(cfg, len(rows))
-    monkeypatch.setattr(train, "LOGIT_CHUNK_ELEMENTS", 7 * session.vocab_size)
+    monkeypatch.setattr(train.step, "LOGIT_CHUNK_ELEMENTS", 7 * session.vocab_size)
     seen: list[tuple[torch.Tensor, ...]] = []
     real = OBJECTIVES["contrastive"].fn
 

@@ -31,7 +31,7 @@ privileged model rules out (``l_P = −inf``) stays ruled out whatever ``l_N`` s
 
 ``OBJECTIVES`` names each objective a config can choose and says how training calls its loss.
 
-Deliberately not here: models, reference forwards, batching, logging, I/O (see ``train.py``).
+Deliberately not here: models, reference forwards, batching, logging, I/O (see ``dail.train``).
 """
 
 from __future__ import annotations
