@@ -20,6 +20,16 @@ def test_toml_then_flags(tmp_path):
     assert (cfg.sampling.top_k, cfg.sampling.max_new_tokens) == (20, 2048)  # a partial table keeps expand's defaults
 
 
+def test_an_error_names_the_flag_that_set_the_bad_value_not_the_file(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('data = "arith-train"\nout = "t.jsonl"\nn = 0\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(ExpandConfig, path, {"device": "tpu", "n": None})
+    lines = str(err.value).splitlines()
+    assert sorted(lines) == sorted([f"{path}: key 'n': Input should be greater than or equal to 1",
+                                    "flags: key 'device': must be auto, cpu, cuda or cuda:N; got 'tpu'"])
+
+
 @pytest.mark.parametrize(
     "text, words",
     [

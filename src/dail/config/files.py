@@ -33,8 +33,13 @@ def _error_lines(err: ValidationError, prefix: str = "") -> list[str]:
     return lines
 
 
-def _format_error(err: ValidationError, source: str) -> str:
-    return "\n".join(f"{source}: {line}" for line in _error_lines(err))
+def _format_error(err: ValidationError, source: str, flags: set[str] = frozenset()) -> str:
+    """One line per error, each naming where its key came from: the file, or the flags that overrode it."""
+    out = []
+    for e, line in zip(err.errors(), _error_lines(err)):
+        key = ".".join(str(p) for p in e["loc"])
+        out.append(f"{'flags' if key in flags else source}: {line}")
+    return "\n".join(out)
 
 
 def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
@@ -76,7 +81,8 @@ def load_config(
     try:
         return cls.model_validate(tree)
     except ValidationError as e:
-        raise ConfigError(_format_error(e, source)) from None
+        flags = {k for k, v in (overrides or {}).items() if v is not None}
+        raise ConfigError(_format_error(e, source, flags)) from None
 
 
 def to_toml(config: BaseModel) -> str:
