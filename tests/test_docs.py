@@ -31,3 +31,15 @@ def test_the_layout_doc_lists_every_module_and_no_other():
     listed = {m for m in re.findall(r"^\| `([^`]+)` \|", table, flags=re.M) if m not in ("__init__.py", "__main__.py")}
     subpackages = {m + "/" for m in re.findall(r"^## `src/dail/(\w+)/`", text, flags=re.M)}
     assert listed | subpackages == _modules()
+
+
+def test_every_readme_table_slot_is_one_the_study_fills():
+    """`dail study --readme` fills each slot from study.json; a slot naming no split of the study would fail there."""
+    from dail.config import load_config
+    from dail.study import StudyConfig
+
+    cfg = load_config(StudyConfig, REPO / "configs" / "testbed-study.toml")
+    splits = {s.label for s in cfg.run_config(cfg.seeds[0]).eval_splits()}
+    slots = re.findall(r"<!-- study:([\w-]+) -->", (REPO / "README.md").read_text(encoding="utf-8"))
+    assert slots and set(slots) <= splits | {"comparisons", "compute"}
+    assert {"comparisons", "compute", "testbed-test"} <= set(slots)
