@@ -313,10 +313,16 @@ def fill_readme(text: str, summary: dict[str, Any]) -> str:
 
 def plot(summary: dict[str, Any], out: Path) -> None:
     """pass@k with the spread across seeds (main methods), pass@1 against token budget, and the sweeps."""
+    out.mkdir(parents=True, exist_ok=True)
+    _curves(summary, out)
+    _sweeps(summary, out)
+
+
+def _curves(summary: dict[str, Any], out: Path) -> None:
+    """pass_at_k.png and token_budget.png: one panel per split, a line and a ± 1 std band per main method."""
     from matplotlib import colormaps
     from matplotlib.figure import Figure
 
-    out.mkdir(parents=True, exist_ok=True)
     mean = summary["mean"]
     main = [m for m in mean if " " not in m]  # sweep points ('dail tau=0.5') have their own plot
     splits = list(dict.fromkeys(s for m in main for s in mean[m]))
@@ -324,18 +330,16 @@ def plot(summary: dict[str, Any], out: Path) -> None:
     for name, key, xlabel in (("pass_at_k", "pass_at_k", "k (samples)"),
                               ("token_budget", "budget_pass_at_1", "token budget B (pass@1)")):
         fig = Figure(figsize=(0.5 + 4.6 * len(splits), 4.2), layout="constrained", dpi=110)
-        axes = fig.subplots(1, len(splits), squeeze=False)[0]
-        for ax, split in zip(axes, splits):
+        for ax, split in zip(fig.subplots(1, len(splits), squeeze=False)[0], splits):
             for m in main:
                 curve = mean[m].get(split, {}).get(key, {})
-                if not curve:
-                    continue
-                xs = [int(x) for x in curve]
-                mu = [100 * curve[x]["mean"] for x in curve]
-                sd = [100 * curve[x]["std"] for x in curve]
-                ax.plot(xs, mu, marker="o", ms=4, color=colours[m], label=m)
-                ax.fill_between(xs, [a - b for a, b in zip(mu, sd)], [a + b for a, b in zip(mu, sd)],
-                                color=colours[m], alpha=0.15, lw=0)
+                if curve:
+                    xs = [int(x) for x in curve]
+                    mu = [100 * curve[x]["mean"] for x in curve]
+                    sd = [100 * curve[x]["std"] for x in curve]
+                    ax.plot(xs, mu, marker="o", ms=4, color=colours[m], label=m)
+                    ax.fill_between(xs, [a - b for a, b in zip(mu, sd)], [a + b for a, b in zip(mu, sd)],
+                                    color=colours[m], alpha=0.15, lw=0)
             ax.set_xscale("log", base=2)
             ax.grid(alpha=0.3)
             ax.set(title=split, xlabel=xlabel, ylabel="%")
@@ -343,15 +347,19 @@ def plot(summary: dict[str, Any], out: Path) -> None:
                 ax.legend(fontsize=8, loc="upper left")
         fig.suptitle(f"{summary['name']}: mean over seeds {summary['seeds']}, band = ± 1 std", fontsize=11)
         fig.savefig(out / f"{name}.png")
+
+
+def _sweeps(summary: dict[str, Any], out: Path) -> None:
+    """sweeps.png: one panel per swept setting, each swept method's pass@k against the setting (sweep split)."""
+    from matplotlib.figure import Figure
+
+    mean, split = summary["mean"], summary["sweep_data"]
     sweeps = [(p, summary[p], summary[f"base_{p}"]) for p in ("tau", "gamma", "lr") if summary.get(p)]
-    split = summary["sweep_data"]
     if not sweeps or split is None:
         return
     fig = Figure(figsize=(0.5 + 4.6 * len(sweeps), 4.2), layout="constrained", dpi=110)
-    axes = fig.subplots(1, len(sweeps), squeeze=False)[0]
-    for ax, (param, values, base) in zip(axes, sweeps):
-        methods = sorted({m.split(" ")[0] for m in mean if m.endswith(f" {param}={values[0]:g}")
-                          or m.endswith(f" {param}={values[-1]:g}")})
+    for ax, (param, values, base) in zip(fig.subplots(1, len(sweeps), squeeze=False)[0], sweeps):
+        methods = sorted({m.split(" ")[0] for m in mean for v in values if m.endswith(f" {param}={v:g}")})
         for method in methods:
             points = [(v, mean.get(method if v == base else f"{method} {param}={v:g}", {}).get(split)) for v in values]
             ks = list(next((e for _, e in points if e), {}).get("pass_at_k", {}))
