@@ -107,16 +107,16 @@ def share_sampled(source: RunConfig, target: RunConfig) -> list[str]:
     src, dst = run_dir(source), run_dir(target)
     same_select = all(getattr(source, k) == getattr(target, k) for k in
                       ("model", "seed", "train_data", "select", "select_n", "select_limit", "waypoints_mode",
-                       "prompts", "dtype")) \
+                       "prompts", "dtype", "rft_per_problem")) \
         and source.eval.sampling == target.eval.sampling and source.expand.limit == target.expand.limit
     if not same_select or not src.waypoints.exists():
         return []
     names = [src.selected, src.selection_samples, src.waypoints,
              *(src.solutions(m) for m in SOLUTION_TRAINED if m in target.methods)]
     theirs, ours = _expansions(source, src), _expansions(target, dst)
-    paths = ("data", "out")
+    paths = {"data", "out"}
     names += [src.traces(n) for n, ex in ours.items()
-              if n in theirs and theirs[n].model_dump(exclude=set(paths)) == ex.model_dump(exclude=set(paths))]
+              if n in theirs and theirs[n].model_dump(exclude=paths) == ex.model_dump(exclude=paths)]
     copied = []
     dst.root.mkdir(parents=True, exist_ok=True)
     for path in names:

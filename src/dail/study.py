@@ -143,8 +143,13 @@ class StudyConfig(StrictConfig):
 
     def sweep_labels(self) -> list[str]:
         """Every sweep point's row label ('dail tau=0.5', 'rft lr=0.0003')."""
-        return [f"{m} {n.split('-', 2)[2].replace('-', '=', 1)}"
+        return [f"{m} {_point(n)}"
                 for n, (methods, _) in self.sweep_configs(self.seeds[0]).items() for m in methods]
+
+
+def _point(name: str) -> str:
+    """A sweep run's setting as rows name it: 'seed-0-tau-0.5' -> 'tau=0.5'."""
+    return name.split("-", 2)[2].replace("-", "=", 1)
 
 
 OnRun = Callable[[str, RunConfig], dict]
@@ -168,7 +173,7 @@ def run(cfg: StudyConfig, run_one: OnRun) -> dict[str, Any]:
         points = cfg.sweep_configs(seed) if cfg.sweep_seeds is None or seed in cfg.sweep_seeds else {}
         for name, (methods, sweep) in points.items():
             share_sampled(main, sweep)
-            point = name.split("-", 2)[2].replace("-", "=", 1)
+            point = _point(name)
             rows = run_one(f"seed {seed}: {point}", sweep)["table"]
             for m in methods:
                 table[f"{m} {point}"] = rows[m]
