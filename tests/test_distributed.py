@@ -46,10 +46,10 @@ def test_use_cpu_follows_cuda_and_the_launchers_flag(monkeypatch):
 
 
 def test_shard_is_interleaved(monkeypatch):
-    monkeypatch.setattr(dist, "world_size", lambda: 3)
+    monkeypatch.setattr(dist.ranks, "world_size", lambda: 3)
     shards = []
     for r in range(3):
-        monkeypatch.setattr(dist, "rank", lambda r=r: r)
+        monkeypatch.setattr(dist.ranks, "rank", lambda r=r: r)
         shards.append(dist.shard(list(range(8))))
     assert shards == [[0, 3, 6], [1, 4, 7], [2, 5]]
 

@@ -370,11 +370,14 @@ def test_traces_are_written_in_canonical_order_whatever_the_batching_or_process_
     # the merge): the stage's own shard / part-file / merge_parts path, with the barrier (rank 1 has
     # finished) and the gather (of the summary counts only) stubbed.
     two = cfg.model_copy(update={"out": str(Path(cfg.out).parent.parent / "two" / "traces.jsonl")})
-    monkeypatch.setattr(dist, "world_size", lambda: 2)
-    monkeypatch.setattr(dist, "barrier", lambda: None)
-    monkeypatch.setattr(dist, "gather", lambda obj: [obj])
+    owners = (dist, dist.ranks)  # stage and expand look these up on the package, the package's own modules on `ranks`
+    for owner in owners:
+        monkeypatch.setattr(owner, "world_size", lambda: 2)
+        monkeypatch.setattr(owner, "barrier", lambda: None)
+        monkeypatch.setattr(owner, "gather", lambda obj: [obj])
     for r in (1, 0):
-        monkeypatch.setattr(dist, "rank", lambda r=r: r)
+        for owner in owners:
+            monkeypatch.setattr(owner, "rank", lambda r=r: r)
         run(two)
         if r == 1:  # rank 1 decoded q1 only, into its part
             part = [json.loads(line) for line in dist.part_path(two.out, 1, 2).read_text().splitlines()]

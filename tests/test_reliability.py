@@ -87,14 +87,14 @@ def test_a_lock_held_by_another_process_names_its_pid_and_dies_with_it(tmp_path,
 
 def test_each_rank_locks_its_part_and_rank_zero_the_output(tmp_path, monkeypatch):
     out = tmp_path / "rows.jsonl"
-    monkeypatch.setattr(dist, "world_size", lambda: 2)
-    monkeypatch.setattr(dist, "barrier", lambda: None)
-    monkeypatch.setattr(dist, "gather", lambda obj: [obj])
-    monkeypatch.setattr(dist, "rank", lambda: 1)
+    monkeypatch.setattr(dist.ranks, "world_size", lambda: 2)
+    monkeypatch.setattr(dist.ranks, "barrier", lambda: None)
+    monkeypatch.setattr(dist.ranks, "gather", lambda obj: [obj])
+    monkeypatch.setattr(dist.ranks, "rank", lambda: 1)
     sink = ShardedJsonl(out, [("a", 0), ("b", 0)])
     assert [lock.path for lock in sink._locks] == [dist.part_path(out, 1, 2)]
     sink.release()
-    monkeypatch.setattr(dist, "rank", lambda: 0)
+    monkeypatch.setattr(dist.ranks, "rank", lambda: 0)
     sink = ShardedJsonl(out, [("a", 0), ("b", 0)])
     assert [lock.path for lock in sink._locks] == [out, dist.part_path(out, 0, 2)]
     sink.release()
