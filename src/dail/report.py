@@ -13,166 +13,34 @@ self-contained `report.html` (one comparison table per split, plots inlined), `p
 `plots/token_budget.png`, and, when expansion traces exist, `traces.html` (`dail.viewer`).
 
 This module does not sample, grade or recompute pass@k: the numbers are the ones in metrics.json.
+It owns the tables and the pages; reading the inputs is `dail.report_inputs`, drawing the plots
+`dail.report_plots`.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import json
-import math
 import os
-import textwrap
-import tomllib
-from collections import Counter
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from .data import DataError, atomic_write_text
-from .rundir import EvalDir, ReportDir, RunDir, split_name
+from .report_inputs import EvalEntry, budget_curve, budget_top_k, find_evals, int_keyed, num, ordered
+from .report_plots import plot_pass_at_k, plot_token_budget
+from .rundir import ReportDir
 from .viewer import find_traces, write_traces
 
 __all__ = ["EvalEntry", "TableRow", "find_evals", "markdown_report", "html_report", "plot_pass_at_k",
            "plot_token_budget", "run"]
 
 
-@dataclass
-class EvalEntry:
-    """One evaluation: a method on a split, with its metrics.json."""
-
-    method: str
-    split: str
-    path: Path
-    metrics: dict[str, Any]
-    run: str | None = None
-
-
-# --------------------------------------------------------------------------- finding inputs
-
-
-def _read_metrics(path: Path) -> dict[str, Any]:
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise DataError(path, e.lineno, None, f"invalid JSON ({e.msg})") from None
-    if not isinstance(obj, dict):
-        raise DataError(path, None, None, "expected a JSON object")
-    return obj
-
-
-def _entry(path: Path, method: str, split: str, run: str | None) -> EvalEntry:
-    file = EvalDir(path).metrics
-    metrics = _read_metrics(file)
-    label = metrics.get("label")
-    return EvalEntry(str(label) if label else method, split, file, metrics, run)
-
-
-def _from_eval_dir(d: Path) -> EvalEntry:
-    d = d.resolve()
-    if d.parent.name == "eval":  # RUN/eval/SPLIT
-        return _entry(d, d.parent.parent.name, d.name, d.parent.parent.name)
-    if d.parent.parent.name == "eval":  # RUN/eval/METHOD/SPLIT
-        return _entry(d, d.parent.name, d.name, d.parent.parent.parent.name)
-    entry = _entry(d, d.name, "", None)
-    data = str((entry.metrics.get("config") or {}).get("data") or "")
-    entry.split = split_name(data) if data else "eval"
-    return entry
-
-
-def _from_run_dir(run: Path) -> list[EvalEntry]:
-    entries = []
-    for d in sorted(p for p in RunDir(run).eval_root.iterdir() if p.is_dir()):
-        if EvalDir(d).metrics.is_file():
-            entries.append(_entry(d, run.resolve().name, d.name, run.resolve().name))
-            continue
-        for s in sorted(p for p in d.iterdir() if p.is_dir()):
-            if EvalDir(s).metrics.is_file():
-                entries.append(_entry(s, d.name, s.name, run.resolve().name))
-    return entries
-
-
-def _config_methods(run: Path) -> list[str]:
-    """The `methods` of a run's config.toml, in the order the user listed them ([] when absent)."""
-    try:
-        methods = tomllib.loads(RunDir(run).config.read_text(encoding="utf-8")).get("methods")
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-        return []
-    return [str(m) for m in methods] if isinstance(methods, list) else []
-
-
-def find_evals(inputs: Iterable[str | Path]) -> list[EvalEntry]:
-    """Every evaluation under the inputs, methods named uniquely (clashes get the run's name).
-
-    Methods of a run directory come in its config's `methods` order (base, sft-expert, dail, ...),
-    not alphabetically; others follow in the order found.
-    """
-    entries: list[EvalEntry] = []
-    order: list[str] = []
-    for raw in inputs:
-        p = Path(raw)
-        if p.is_file() and p.name == EvalDir.METRICS:
-            p = p.parent
-        if RunDir(p).eval_root.is_dir():  # first: a run directory may hold a summary metrics.json too
-            entries.extend(_from_run_dir(p))
-            order += [m for m in _config_methods(p) if m not in order]
-        elif EvalDir(p).metrics.is_file():
-            entries.append(_from_eval_dir(p))
-        elif RunDir(p).traces_files():
-            continue  # a run that has expanded but not evaluated yet: traces only
-        elif not p.exists():
-            raise DataError(p, None, None, "no such file or directory")
-        else:
-            raise DataError(p, None, None, "neither an eval directory (metrics.json) nor a run directory (eval/)")
-    unique: dict[Path, EvalEntry] = {}
-    for e in entries:
-        unique.setdefault(e.path.resolve(), e)
-    entries = list(unique.values())
-    rank = {m: i for i, m in enumerate(order)}
-    entries.sort(key=lambda e: rank.get(e.method, len(rank)))  # stable: unlisted methods keep their places
-    clashes = Counter((e.method, e.split) for e in entries)
-    for e in entries:
-        if clashes[(e.method, e.split)] > 1:
-            e.method = f"{e.run}/{e.method}" if e.run and e.run != e.method else str(e.path.parent)
-    return entries
-
-
 # --------------------------------------------------------------------------- tables
 
 
-def _ordered(values: Iterable[str]) -> list[str]:
-    return list(dict.fromkeys(values))
-
-
-def _int_keyed(table: Any) -> dict[int, Any]:
-    """A JSON object keyed by integers-as-strings, as a dict keyed by int (bad keys dropped)."""
-    if not isinstance(table, dict):
-        return {}
-    return dict(sorted((int(k), v) for k, v in table.items() if str(k).isdigit()))
-
-
-def _num(v: Any) -> float | None:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
-
-
 def _accuracy(m: dict[str, Any]) -> float | None:
-    return _num(m.get("accuracy")) if "accuracy" in m else _num(_int_keyed(m.get("pass_at_k")).get(1))
-
-
-def _budget_curve(m: dict[str, Any], k: int = 1) -> dict[int, float]:
-    """pass@k at each token budget: `pass_at_k_budget[b][k]` (pass@1 also from `accuracy_at_budget`)."""
-    curve = {b: _num(_int_keyed(v).get(k)) for b, v in _int_keyed(m.get("pass_at_k_budget")).items()}
-    if k == 1 and not any(v is not None for v in curve.values()):
-        curve = {b: _num(v) for b, v in _int_keyed(m.get("accuracy_at_budget")).items()}
-    return {b: v for b, v in curve.items() if v is not None}
-
-
-def _budget_top_k(m: dict[str, Any]) -> int | None:
-    """The largest k > 1 whose pass@k is known at every token budget (None when there is none)."""
-    tables = [_int_keyed(v) for v in _int_keyed(m.get("pass_at_k_budget")).values()]
-    common = set.intersection(*(set(t) for t in tables)) if tables else set()
-    return max((k for k in common if k > 1), default=None)
+    return num(m.get("accuracy")) if "accuracy" in m else num(int_keyed(m.get("pass_at_k")).get(1))
 
 
 # How a budget is applied, for captions: the metric of `dail eval` (docs/method.md, "Evaluation").
@@ -182,16 +50,16 @@ BUDGET_RULE = ("each sample graded as if sampled with at most B tokens: a sample
 
 def _columns(entries: Sequence[EvalEntry]) -> list[tuple[str, str, Any]]:
     """(header, kind, getter) of the comparison table; kind says what 'best' means."""
-    ks = sorted({k for e in entries for k in _int_keyed(e.metrics.get("pass_at_k"))})
+    ks = sorted({k for e in entries for k in int_keyed(e.metrics.get("pass_at_k"))})
     cols: list[tuple[str, str, Any]] = [
-        (f"pass@{k}", "max", lambda m, k=k: _num(_int_keyed(m.get("pass_at_k")).get(k))) for k in ks
+        (f"pass@{k}", "max", lambda m, k=k: num(int_keyed(m.get("pass_at_k")).get(k))) for k in ks
     ]
     cols += [
         ("accuracy", "max", _accuracy),
-        ("mean tokens", "min", lambda m: _num(m.get("mean_tokens"))),
-        ("tokens (correct)", "min", lambda m: _num(m.get("mean_tokens_correct"))),
-        ("problems", "", lambda m: _num(m.get("n_problems"))),
-        ("samples", "", lambda m: _num(m.get("n_samples"))),
+        ("mean tokens", "min", lambda m: num(m.get("mean_tokens"))),
+        ("tokens (correct)", "min", lambda m: num(m.get("mean_tokens_correct"))),
+        ("problems", "", lambda m: num(m.get("n_problems"))),
+        ("samples", "", lambda m: num(m.get("n_samples"))),
     ]
     return cols
 
@@ -212,7 +80,7 @@ TableRow = tuple[str, list[tuple[str, bool]]]  # (method, [(cell text, is best)]
 def _split_tables(entries: Sequence[EvalEntry]) -> list[tuple[str, list[str], list[TableRow]]]:
     """Per split: its name, the column headers, and the rows."""
     tables = []
-    for split in _ordered(e.split for e in entries):
+    for split in ordered(e.split for e in entries):
         group = [e for e in entries if e.split == split]
         cols = _columns(group)
         values = [[get(e.metrics) for _, _, get in cols] for e in group]
@@ -230,14 +98,14 @@ def _split_tables(entries: Sequence[EvalEntry]) -> list[tuple[str, list[str], li
 def _budget_table(entries: Sequence[EvalEntry], split: str) -> tuple[list[int], list[tuple[str, list[str]]]]:
     """Budgets and rows of the budget table: per method its pass@1 and its largest pass@k at each budget."""
     group = [e for e in entries if e.split == split]
-    budgets = sorted({b for e in group for b in _budget_curve(e.metrics)})
+    budgets = sorted({b for e in group for b in budget_curve(e.metrics)})
     rows = []
     for e in group:
-        curve = _budget_curve(e.metrics)
+        curve = budget_curve(e.metrics)
         rows.append((f"{e.method} · pass@1", [_fmt("accuracy", curve.get(b)) for b in budgets]))
-        top = _budget_top_k(e.metrics)
+        top = budget_top_k(e.metrics)
         if top is not None:
-            curve = _budget_curve(e.metrics, top)
+            curve = budget_curve(e.metrics, top)
             rows.append((f"{e.method} · pass@{top}", [_fmt("accuracy", curve.get(b)) for b in budgets]))
     return budgets, rows
 
@@ -276,107 +144,6 @@ def markdown_report(entries: Sequence[EvalEntry], base: Path | None = None) -> s
     return "\n".join(lines) + "\n"
 
 
-# --------------------------------------------------------------------------- plots
-
-
-def _colours(entries: Sequence[EvalEntry]) -> dict[str, Any]:
-    from matplotlib import colormaps
-
-    cmap = colormaps["tab10"]
-    return {m: cmap(i % 10) for i, m in enumerate(_ordered(e.method for e in entries))}
-
-
-def _figure(n_panels: int, title: str):
-    from matplotlib.figure import Figure  # no pyplot: no global state, no display needed
-
-    width = 0.5 + 4.3 * n_panels
-    fig = Figure(figsize=(width, 4.0 + 0.2 * (n_panels == 1)), layout="constrained", dpi=110)
-    # ~0.09 in per character at 11 pt: wrap rather than let a one-panel figure clip the title.
-    fig.suptitle(textwrap.fill(title, width=int(width / 0.09)), fontsize=11)
-    return fig, fig.subplots(1, n_panels, squeeze=False)[0]
-
-
-_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
-
-
-def _log2_axis(ax, ticks: Sequence[int]) -> None:
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(list(ticks), [str(t) for t in ticks])
-    ax.minorticks_off()
-    ax.grid(alpha=0.3)
-
-
-def _pass_curve(m: dict[str, Any]) -> dict[int, float]:
-    pk = {k: _num(v) for k, v in _int_keyed(m.get("pass_at_k")).items()}
-    return {k: v for k, v in pk.items() if v is not None}
-
-
-def _plot(entries: Sequence[EvalEntry], path: str | Path, title: str, curve, xlabel: str, ylabel: str,
-          mark_mean: bool = False, dashed=None) -> None:
-    """One panel per split, one line per method, log2 x axis ticked at the measured points.
-
-    `dashed(metrics) -> (label, points) | None` adds a second, dashed line per method.
-    """
-    splits = _ordered(e.split for e in entries) or ["(none)"]
-    colours = _colours(entries)
-    fig, axes = _figure(len(splits), title)
-    methods = list(colours)
-    for ax, split in zip(axes, splits):
-        xs: set[int] = set()
-        ys: list[float] = []
-        for e in (e for e in entries if e.split == split):
-            points = curve(e.metrics)
-            if not points:
-                continue
-            xs |= set(points)
-            ys += points.values()
-            # Methods that tie draw on top of each other: each later one thinner, with a smaller hollow marker
-            # of its own shape, so the ones beneath still show.
-            i = methods.index(e.method)
-            size = max(3.0, 9.0 - 1.5 * i)
-            style = {"marker": _MARKERS[i % len(_MARKERS)], "ms": size, "mfc": "none", "mew": 1.3,
-                     "color": colours[e.method], "lw": max(1.0, 3.0 - 0.5 * i)}
-            ax.plot(list(points), [100 * v for v in points.values()], label=e.method, **style)
-            second = dashed(e.metrics) if dashed else None
-            if second and second[1]:
-                label, more = second
-                xs |= set(more)
-                ys += more.values()
-                ax.plot(list(more), [100 * v for v in more.values()], ls="--",
-                        label=f"{e.method} {label}", **{**style, "ms": size * 0.8, "lw": style["lw"] * 0.7})
-            if mark_mean and _num(e.metrics.get("mean_tokens")):
-                ax.axvline(e.metrics["mean_tokens"], color=colours[e.method], ls=":", lw=1, alpha=0.7)
-        _log2_axis(ax, sorted(xs))
-        if ys and not any(ys):
-            ax.text(0.5, 0.55, "every value is 0%: the curves lie on the x axis", transform=ax.transAxes,
-                    ha="center", fontsize=8, color="#6b7280")
-        ax.set(title=split, xlabel=xlabel, ylabel=ylabel)
-        ax.set_ylim(bottom=-2, top=min(102, max(ax.get_ylim()[1], 5)))  # below 0: a curve at 0% stays off the frame
-        if ax.lines:
-            extra = {"title": "dotted: mean tokens", "title_fontsize": 7} if mark_mean else {}
-            ax.legend(fontsize=8, loc="upper left", **extra)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-
-
-def plot_pass_at_k(entries: Sequence[EvalEntry], path: str | Path) -> None:
-    """pass@k against k (log2 axis), one line per method, one panel per split."""
-    _plot(entries, path, "pass@k: a problem counts if any of k samples is right", _pass_curve,
-          "k (samples)", "pass@k (%)")
-
-
-def plot_token_budget(entries: Sequence[EvalEntry], path: str | Path) -> None:
-    """pass@1 (solid) and the largest pass@k (dashed) against the token budget B (log2 axis), from
-    `pass_at_k_budget`; dotted lines mark each method's mean tokens."""
-
-    def top_k(m: dict[str, Any]) -> tuple[str, dict[int, float]] | None:
-        k = _budget_top_k(m)
-        return None if k is None else (f"pass@{k}", _budget_curve(m, k))
-
-    _plot(entries, path, "pass@k at a token budget B: each sample as if sampled with at most B tokens",
-          _budget_curve, "token budget B", "pass@1 (solid), pass@k (dashed), %", mark_mean=True, dashed=top_k)
-
-
 # --------------------------------------------------------------------------- report.html
 
 _CSS = """
@@ -413,7 +180,7 @@ def html_report(entries: Sequence[EvalEntry], plots: dict[str, Path], traces_lin
     e = html.escape
     parts = ["<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>dail report</title>",
              f"<style>{_CSS}</style></head><body><h1>dail report</h1>"]
-    methods, splits = _ordered(x.method for x in entries), _ordered(x.split for x in entries)
+    methods, splits = ordered(x.method for x in entries), ordered(x.split for x in entries)
     parts.append(f"<p class=\"meta\">{len(methods)} method(s) × {len(splits)} split(s). pass@k and accuracy in %; "
                  "tokens are generated tokens per sample; best of each column in bold.</p>")
     if traces_link:

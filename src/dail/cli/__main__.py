@@ -1,0 +1,5 @@
+"""`python -m dail.cli` runs the same command as `dail`."""
+
+from . import main
+
+main()

@@ -1,0 +1,104 @@
+"""The commands that chain stages: `dail run`, `study` and `demo`, and what they draw when done."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from ..config import ConfigError
+from .common import app, console, fail, find_demo_config, stage_config, user_errors
+
+
+def _tokenizer(model: str):
+    """The model's tokenizer, or None when it cannot be had here (the display then shows plain text)."""
+    try:
+        from transformers import AutoTokenizer
+
+        from ..models import resolve
+
+        return AutoTokenizer.from_pretrained(resolve(model).path)
+    except Exception:  # a display nicety: never fail a finished run over it
+        return None
+
+
+def _run(config: Path, overrides: dict[str, Any], fresh: bool = False) -> dict:
+    from .. import ui
+    from ..config import RunConfig
+    from ..pipeline import run as run_pipeline
+
+    cfg = stage_config(RunConfig, config, overrides)
+    events = ui.RunEvents()
+    try:
+        with user_errors():
+            result = run_pipeline(cfg, on_event=events, progress=events.progress, fresh=fresh)
+    finally:
+        events.close()
+    ui.console.print(ui.run_table(cfg.name, result["table"]))
+    if result.get("four_traces"):
+        ui.console.print(ui.four_traces(result["four_traces"], _tokenizer(cfg.model)))
+    console.print(f"report: {result['report']}  ({result['seconds']:.0f} s)")
+    return result
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Run config TOML (see configs/).")],
+    name: Annotated[Optional[str], typer.Option(help="Override the run name.")] = None,
+    out_dir: Annotated[Optional[str], typer.Option(help="Override the parent directory of runs.")] = None,
+    device: Annotated[Optional[str], typer.Option()] = None,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Delete the run directory first instead of resuming it.")] = False,
+) -> None:
+    """A full experiment into runs/NAME/: select, waypoints, expand, train, eval, report."""
+    _run(config, {"name": name, "out_dir": out_dir, "device": device}, fresh=fresh)
+
+
+@app.command()
+def study(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Study config TOML (see configs/testbed-study.toml).")],
+    out_dir: Annotated[Optional[str], typer.Option(help="Override the parent directory of studies.")] = None,
+    readme: Annotated[Optional[Path], typer.Option(help="Fill the <!-- study:KEY --> tables of this markdown file "
+                                                   "from the finished study.")] = None,
+) -> None:
+    """One run per seed plus DAIL's tau/gamma sweeps; tables and plots of the mean and spread across seeds."""
+    from .. import ui
+    from ..pipeline import run as run_pipeline
+    from ..study import StudyConfig, run as run_study
+
+    cfg = stage_config(StudyConfig, config, {"out_dir": out_dir})
+
+    def run_one(label: str, run_cfg) -> dict:
+        ui.console.rule(f"[bold]{label}")
+        events = ui.RunEvents()
+        try:
+            return run_pipeline(run_cfg, on_event=events, progress=events.progress)
+        finally:
+            events.close()
+
+    with user_errors(cfg.root):
+        summary = run_study(cfg, run_one)
+        if readme is not None:
+            from ..data import atomic_write_text
+            from ..study import fill_readme
+
+            try:
+                atomic_write_text(readme, fill_readme(readme.read_text(encoding="utf-8"), summary))
+            except ValueError as e:
+                raise ConfigError(f"{readme}: {e}") from None
+    console.print(f"study: {cfg.root / 'study.md'}  plots: {cfg.root / 'plots'}")
+
+
+def _demo_config() -> Path:
+    path = find_demo_config()
+    if path is not None:
+        return path
+    fail("configs/demo.toml not found: run `dail demo` from the dail checkout, or `dail run --config FILE`")
+
+
+@app.command()
+def demo(
+    out_dir: Annotated[Optional[str], typer.Option(help="Override the parent directory of runs.")] = None,
+) -> None:
+    """The six-method comparison on the shipped test-bed model and its splits (configs/demo.toml)."""
+    _run(_demo_config(), {"out_dir": out_dir})
