@@ -264,10 +264,10 @@ def test_a_miniature_build_is_deterministic_and_records_every_file(tmp_path):
 
 @pytest.mark.parametrize("kill_at, resumed_from", [(3, 3), (8, 8)])  # in phase 1, in phase 2
 def test_a_killed_build_resumes_to_the_same_files(tmp_path, monkeypatch, kill_at, resumed_from):
-    from dail.testbed import build as build_module
+    from dail.testbed import pretrain
     from dail.testbed.build import BuildConfig, build
 
-    monkeypatch.setattr(build_module, "CHECKPOINT_EVERY", 2)
+    monkeypatch.setattr(pretrain, "CHECKPOINT_EVERY", 2)
     cfg = BuildConfig(**{**MINI, "steps": 5, "phase2_steps": 4})
     whole = build(cfg, tmp_path / "whole")
 

@@ -27,6 +27,7 @@ from .config import ConfigError, TrainConfig
 from .data import DataError, Problem, iter_jsonl, read_traces
 from .objectives import OBJECTIVES
 from .roles import Role
+from .seeding import torch_generator
 
 __all__ = ["REFERENCE_ROLES", "TrainRow", "build_rows", "check_token_ids", "collate", "micro_batches", "plan_steps",
            "step_rows"]
@@ -161,7 +162,7 @@ def plan_steps(n_rows: int, cfg: TrainConfig, num_processes: int = 1) -> tuple[i
 def step_rows(n_rows: int, batch_size: int, seed: int, step: int, per_epoch: int) -> list[int]:
     """Row indices of optimizer step `step` (0-based): a seeded shuffle per epoch, cut in batches."""
     epoch, position = divmod(step, per_epoch)
-    order = torch.randperm(n_rows, generator=torch.Generator().manual_seed(seed + epoch))
+    order = torch.randperm(n_rows, generator=torch_generator(seed + epoch))
     return order[position * batch_size:(position + 1) * batch_size].tolist()
 
 

@@ -26,7 +26,7 @@ from typing import Any
 from dail.config import EvalConfig, ExpandConfig, PromptConfig
 from dail.data import Problem, Trace, read_problems, read_traces
 from dail.roles import Role
-from dail.testbed.build import document_text
+from dail.testbed.corpus import document_text
 from dail.testbed.task import CONNECTIVES, FUNCTIONS
 
 __all__ = ["ProbeSizes", "probe", "token_kinds", "teacher_forced", "trace_stats", "four_traces_figure"]
@@ -220,15 +220,20 @@ def probe(build: str | Path, expand: ExpandConfig | None = None, sizes: ProbeSiz
     out["expansion"] = {"tau": settings["tau"], "rule": settings["rule"], "n": settings["n"],
                         **trace_stats(model, tokenizer, {p.id: p for p in problems}, mixed, privileged, prompts)}
     out["base_pass_at_k"] = {str(key): round(v, 4) for key, v in metrics["pass_at_k"].items()}
-    tf = out["teacher_forced"]
+    out["summary"] = _summary(out["teacher_forced"], out["expansion"])
+    return out
+
+
+def _summary(tf: dict[str, dict[str, float]], expansion: dict[str, float]) -> dict[str, float | None]:
+    """The three headline gaps: routine accuracy (learner vs references), shortcut ratio, base NLL."""
     learner = tf[Role.LEARNER.value]
-    out["summary"] = {
+    summary: dict[str, float | None] = {
         "routine_gap": round(max(abs(learner["routine_accuracy"] - tf[r.value]["routine_accuracy"])
                                  for r in REFERENCE_ROLES), 4),
         "shortcut_ratio": round(tf[Role.NEGATIVE.value]["shortcut_rate"] / max(tf[Role.PRIVILEGED.value]["shortcut_rate"],
                                                                                1e-9), 2),
-        "nll_gap": round(out["expansion"]["base_nll_privileged_only"] - out["expansion"]["base_nll_mixed"], 4),
+        "nll_gap": round(expansion["base_nll_privileged_only"] - expansion["base_nll_mixed"], 4),
     }
-    if not math.isfinite(out["summary"]["shortcut_ratio"]):
-        out["summary"]["shortcut_ratio"] = None
-    return out
+    if not math.isfinite(summary["shortcut_ratio"]):
+        summary["shortcut_ratio"] = None
+    return summary

@@ -13,6 +13,7 @@ from .. import distributed as dist
 from ..config import ConfigError, TrainConfig
 from ..objectives import OBJECTIVES, Objective
 from ..rows import plan_steps
+from ..seeding import seed_torch
 
 __all__ = ["Session", "TraceHidden", "lr_lambda", "setup"]
 
@@ -119,7 +120,7 @@ def _learner(cfg: TrainConfig, device) -> tuple[Any, Any, dict[str, Any]]:
     model, tokenizer = load(cfg.model, dtype=cfg.dtype, device=device)
     made_by = provenance.record(cfg.model, model, tokenizer, cfg.prompts)
     model.config.use_cache = False
-    torch.manual_seed(cfg.seed)  # the adapter's initialisation
+    seed_torch(cfg.seed)  # the adapter's initialisation
     lora = cfg.lora
     peft_model = attach_lora(model, r=lora.r, alpha=lora.alpha, dropout=lora.dropout,
                              target_modules=lora.target_modules)

@@ -3,7 +3,6 @@ the decoder, clipping, AdamW and the schedule; and the step's log line."""
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,6 +12,7 @@ import torch
 from ..objectives import contrastive_diagnostics
 from ..roles import Role
 from ..rows import REFERENCE_ROLES, TrainRow, collate, micro_batches
+from ..seeding import seed_torch, step_seed
 from .session import Session
 
 __all__ = ["DIAGNOSTICS", "LOGIT_CHUNK_ELEMENTS", "StepStats", "train_step", "log_record"]
@@ -39,15 +39,10 @@ class StepStats:
     diag: dict[str, float] = field(default_factory=dict)  # token-weighted sums, this process
 
 
-def _step_seed(seed: int, step: int, rank: int) -> int:
-    digest = hashlib.blake2b(f"{seed}:{step}:{rank}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
-
-
 def train_step(session: Session, step: int, rows: list[TrainRow], *, diagnose: bool = False) -> StepStats:
     """One optimizer step over `rows` (the step's rows of ALL processes; each takes its share)."""
     accelerator, cfg = session.accelerator, session.cfg
-    torch.manual_seed(_step_seed(cfg.seed, step, accelerator.process_index))  # dropout: same draws after a resume
+    seed_torch(step_seed(cfg.seed, step, accelerator.process_index))  # dropout: same draws after a resume
     num_tokens = sum(len(r.target) for r in rows)  # global count, known to every process: no collective
     local = rows[accelerator.process_index::accelerator.num_processes]
     assert local, "the step plan gives every process at least one row"
