@@ -154,27 +154,38 @@ def contrastive_loss(
     Computed as ``Σ_v p_θ(v) ((1 − γ) l_θ(v) − (l_P(v) − γ l_N(v)))`` with one no-grad reference term.
     Zero-probability conventions are in the module docstring.
     """
-    if not 0.0 <= gamma < 1.0:
-        raise ValueError(
-            f"gamma must be in [0, 1), got {gamma}: at gamma >= 1 the entropy term vanishes or changes "
-            "sign and the loss collapses onto the token the negative reference finds least likely"
-        )
+    _check_gamma(gamma)
     _check_shapes(student_logits, mask, ("privileged_logits", privileged_logits), ("negative_logits", negative_logits))
     mask = mask.bool()
 
     log_p = _log_softmax(student_logits[mask])  # [N, V]
     p = log_p.exp()  # [N, V]
-    with torch.no_grad():
-        ref = _log_softmax(privileged_logits.detach()[mask])  # [N, V]  l_P
-        if gamma > 0.0:  # at γ = 0 skip l_N entirely: 0 · (−inf) would be NaN
-            ruled_out = ref == float("-inf")  # [N, V]
-            ref.sub_(_log_softmax(negative_logits.detach()[mask]).mul_(gamma))  # l_P − γ l_N
-            ref.masked_fill_(ruled_out, float("-inf"))  # −inf − (−inf) = NaN otherwise
-            del ruled_out
+    ref = _contrastive_reference(privileged_logits, negative_logits, mask, gamma)  # [N, V]  l_P − γ l_N
     w = log_p.mul(1.0 - gamma).sub_(ref)  # [N, V]  (1 − γ) l_θ − (l_P − γ l_N)
     del ref  # free it before the product allocates
     total = _expect(p, w).sum()
     return _normalise(total, mask.sum(), num_tokens)
+
+
+def _check_gamma(gamma: float) -> None:
+    if not 0.0 <= gamma < 1.0:
+        raise ValueError(
+            f"gamma must be in [0, 1), got {gamma}: at gamma >= 1 the entropy term vanishes or changes "
+            "sign and the loss collapses onto the token the negative reference finds least likely"
+        )
+
+
+@torch.no_grad()
+def _contrastive_reference(
+    privileged_logits: torch.Tensor, negative_logits: torch.Tensor, mask: torch.Tensor, gamma: float
+) -> torch.Tensor:
+    """``l_P − γ l_N`` at the counted positions ``[N, V]``, tokens the privileged model rules out kept at −inf."""
+    ref = _log_softmax(privileged_logits.detach()[mask])  # [N, V]  l_P
+    if gamma > 0.0:  # at γ = 0 skip l_N entirely: 0 · (−inf) would be NaN
+        ruled_out = ref == float("-inf")  # [N, V]
+        ref.sub_(_log_softmax(negative_logits.detach()[mask]).mul_(gamma))  # l_P − γ l_N
+        ref.masked_fill_(ruled_out, float("-inf"))  # −inf − (−inf) = NaN otherwise
+    return ref
 
 
 def contrastive_target_loss(
@@ -211,27 +222,32 @@ def contrastive_target_loss(
     _check_shapes(student_logits, mask, ("privileged_logits", privileged_logits), ("negative_logits", negative_logits))
     mask = mask.bool()
 
-    with torch.no_grad():
-        l_p = _log_softmax(privileged_logits.detach()[mask])  # [N, V]
-        plausible = l_p >= l_p.amax(dim=-1, keepdim=True) + math.log(beta)  # [N, V]
-        if alpha > 0.0:  # at α = 0 l_N drops out; 0 · (−inf) would be NaN
-            l_n = _log_softmax(negative_logits.detach()[mask])  # [N, V]
-            excluded = plausible & (l_n == float("-inf"))  # [N, V]
-            has_excluded = excluded.any(dim=-1, keepdim=True)  # [N, 1]
-            plausible = torch.where(has_excluded, excluded, plausible)
-            # (1 + α) l_P − α l_N; when the kept set is the ruled-out tokens, their common l_N = −inf
-            # is dropped (zeroed), which is the limit; elsewhere inf/NaN is masked out just below.
-            score = l_n.masked_fill_(excluded, 0.0).mul_(-alpha).add_(l_p, alpha=1.0 + alpha)
-            del l_n, excluded, has_excluded
-        else:
-            score = l_p
-        q = score.masked_fill_(~plausible, float("-inf")).softmax(dim=-1)  # [N, V]
-        del l_p, score, plausible
-
+    q = _contrastive_target(privileged_logits, negative_logits, mask, alpha, beta)  # [N, V]
     log_p = _log_softmax(student_logits[mask])  # [N, V]
     # Out of place: log_p is saved for log_softmax's backward. q = 0 beside l_θ = −inf counts 0.
     total = -(q * log_p.masked_fill(q == 0, 0.0)).sum()
     return _normalise(total, mask.sum(), num_tokens)
+
+
+@torch.no_grad()
+def _contrastive_target(
+    privileged_logits: torch.Tensor, negative_logits: torch.Tensor, mask: torch.Tensor, alpha: float, beta: float
+) -> torch.Tensor:
+    """The target ``q*`` of ``contrastive_target_loss`` at the counted positions ``[N, V]``."""
+    l_p = _log_softmax(privileged_logits.detach()[mask])  # [N, V]
+    plausible = l_p >= l_p.amax(dim=-1, keepdim=True) + math.log(beta)  # [N, V]
+    if alpha > 0.0:  # at α = 0 l_N drops out; 0 · (−inf) would be NaN
+        l_n = _log_softmax(negative_logits.detach()[mask])  # [N, V]
+        excluded = plausible & (l_n == float("-inf"))  # [N, V]
+        has_excluded = excluded.any(dim=-1, keepdim=True)  # [N, 1]
+        plausible = torch.where(has_excluded, excluded, plausible)
+        # (1 + α) l_P − α l_N; when the kept set is the ruled-out tokens, their common l_N = −inf
+        # is dropped (zeroed), which is the limit; elsewhere inf/NaN is masked out just below.
+        score = l_n.masked_fill_(excluded, 0.0).mul_(-alpha).add_(l_p, alpha=1.0 + alpha)
+        del l_n, excluded, has_excluded
+    else:
+        score = l_p
+    return score.masked_fill_(~plausible, float("-inf")).softmax(dim=-1)  # [N, V]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -320,13 +336,7 @@ def grpo_loss(
     (counted tokens whose ratio left [1 − ε, 1 + ε] on the side the clip binds), ``kl`` (mean KL_t, 0
     without a reference) and ``ratio`` (mean ρ).
     """
-    if logprobs.shape != old_logprobs.shape or logprobs.shape != mask.shape:
-        raise ValueError(f"logprobs {tuple(logprobs.shape)}, old_logprobs {tuple(old_logprobs.shape)} and mask "
-                         f"{tuple(mask.shape)} must have one shape")
-    if advantages.shape != logprobs.shape[:1]:
-        raise ValueError(f"advantages must be [B] = {tuple(logprobs.shape[:1])}, got {tuple(advantages.shape)}")
-    if kl_coef > 0 and ref_logprobs is None:
-        raise ValueError("kl_coef > 0 needs ref_logprobs")
+    _check_grpo_inputs(logprobs, old_logprobs, advantages, mask, kl_coef, ref_logprobs)
     mask = mask.bool()
     dtype = torch.promote_types(logprobs.dtype, torch.float32)
     l, old = logprobs.to(dtype)[mask], old_logprobs.detach().to(dtype)[mask]
@@ -334,19 +344,47 @@ def grpo_loss(
     ratio = torch.exp(l - old)
     unclipped, clipped = ratio * adv, ratio.clamp(1 - epsilon, 1 + epsilon) * adv
     per_token = -torch.minimum(unclipped, clipped)
-    kl = torch.zeros_like(l)
-    if ref_logprobs is not None:
-        d = ref_logprobs.detach().to(dtype)[mask] - l
-        kl = torch.exp(d) - d - 1
-        if kl_coef > 0:
-            per_token = per_token + kl_coef * kl
+    kl = _k3_kl(l, ref_logprobs, mask)
+    if kl_coef > 0:  # a reference is there: _check_grpo_inputs made sure
+        per_token = per_token + kl_coef * kl
     loss = _normalise(per_token.sum(), mask.sum(), num_tokens)
-    with torch.no_grad():
-        n = max(int(mask.sum()), 1)
-        binds = ((ratio > 1 + epsilon) & (adv > 0)) | ((ratio < 1 - epsilon) & (adv < 0))
-        stats = {"clip_fraction": binds.sum().to(dtype) / n, "kl": kl.detach().sum() / n,
-                 "ratio": ratio.detach().sum() / n}
-    return loss, stats
+    return loss, _grpo_stats(ratio, adv, kl, mask, epsilon)
+
+
+def _check_grpo_inputs(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    kl_coef: float,
+    ref_logprobs: torch.Tensor | None,
+) -> None:
+    if logprobs.shape != old_logprobs.shape or logprobs.shape != mask.shape:
+        raise ValueError(f"logprobs {tuple(logprobs.shape)}, old_logprobs {tuple(old_logprobs.shape)} and mask "
+                         f"{tuple(mask.shape)} must have one shape")
+    if advantages.shape != logprobs.shape[:1]:
+        raise ValueError(f"advantages must be [B] = {tuple(logprobs.shape[:1])}, got {tuple(advantages.shape)}")
+    if kl_coef > 0 and ref_logprobs is None:
+        raise ValueError("kl_coef > 0 needs ref_logprobs")
+
+
+def _k3_kl(l: torch.Tensor, ref_logprobs: torch.Tensor | None, mask: torch.Tensor) -> torch.Tensor:
+    """``KL_t = exp(l_ref − l) − (l_ref − l) − 1`` per counted token ``[N]``; zeros without a reference."""
+    if ref_logprobs is None:
+        return torch.zeros_like(l)
+    d = ref_logprobs.detach().to(l.dtype)[mask] - l
+    return torch.exp(d) - d - 1
+
+
+@torch.no_grad()
+def _grpo_stats(
+    ratio: torch.Tensor, adv: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, epsilon: float
+) -> dict[str, torch.Tensor]:
+    """``grpo_loss``'s diagnostics: clip fraction, mean KL_t and mean ratio over the counted tokens."""
+    n = max(int(mask.sum()), 1)
+    binds = ((ratio > 1 + epsilon) & (adv > 0)) | ((ratio < 1 - epsilon) & (adv < 0))
+    return {"clip_fraction": binds.sum().to(ratio.dtype) / n, "kl": kl.detach().sum() / n,
+            "ratio": ratio.detach().sum() / n}
 
 
 # --------------------------------------------------------------------------------------------------
