@@ -282,8 +282,8 @@ def test_gpqa_style_multiple_choice_end_to_end(tmp_path, monkeypatch, tiny_model
     # A random model never writes a box; name a letter from each text so some samples are right.
     # The letter is graded by the real rule (grading.is_correct with kind "choice").
     kinds = []
-    real_kind = evaluate.answer_kind
-    monkeypatch.setattr(evaluate, "answer_kind", lambda a, c: kinds.append(real_kind(a, c)) or real_kind(a, c))
+    real_kind = evaluate.problem_kind
+    monkeypatch.setattr(evaluate, "problem_kind", lambda p: kinds.append(real_kind(p)) or real_kind(p))
     monkeypatch.setattr(evaluate, "extract_answer_span", lambda text: (f"({'ABCD'[len(text) % 4]})", len(text)))
     m = evaluate.run(config(tiny_model_dir, data, tmp_path / "out", n=6, k=[1, 2, 6], batch_size=18))
 

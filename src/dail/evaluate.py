@@ -59,7 +59,7 @@ from typing import Any
 from . import distributed as dist
 from .config import EvalConfig
 from .data import DataError, Problem, Sample, atomic_write_text, read_jsonl, truncate_torn_tail
-from .grading import answer_kind, extract_answer_span, is_correct, pieces_and_prefixes, token_pieces
+from .grading import extract_answer_span, is_correct, pieces_and_prefixes, problem_kind, token_pieces
 from .metrics import answer_token_index, budget_counts, pass_at_k_table
 from .roles import Role
 from .rundir import EvalDir
@@ -181,7 +181,7 @@ def _problems(cfg: EvalConfig) -> tuple[list[Problem], int]:
     for p in verifiable:
         # A reference that does not grade as correct against itself is a data bug (e.g. a choice
         # answer that is not a letter); better to stop here than to report pass@k = 0.
-        kind = answer_kind(p.answer, p.choices)
+        kind = problem_kind(p)
         try:
             ok = is_correct(p.answer, p.answer, kind)
         except ValueError as e:
@@ -209,60 +209,96 @@ def _sample_all(cfg: EvalConfig, problems: list[Problem], sink: dist.ShardedJson
                 prompts: dict[str, list[int]]) -> None:
     """Sample and grade every (problem, sample) of `sink.todo`, handing each row to the sink."""
     from .engine import Engine, default_eos_ids
-    from .sampling import Sampler, row_key
+    from .sampling import Sampler
 
-    engine = Engine(model, default_eos_ids(model, tokenizer.eos_token_id))
-    sampling = cfg.sampling
-    choose = Sampler(sampling.temperature, sampling.top_p, sampling.top_k, presence_penalty=cfg.presence_penalty)
-    cue_ids = tokenizer(cfg.answer_cue, add_special_tokens=False)["input_ids"]
-    budgets = resolved_budgets(cfg)
     by_id = {p.id: p for p in problems}
     todo = [(by_id[pid], i) for pid, i in sink.todo]
     mine = {p.id: p for p, _ in todo}  # each problem once, however many samples
-    kinds = {pid: answer_kind(p.answer, p.choices) for pid, p in mine.items()}
+    batch = _Batch(
+        cfg=cfg, stage=stage, engine=Engine(model, default_eos_ids(model, tokenizer.eos_token_id)),
+        choose=Sampler(cfg.sampling.temperature, cfg.sampling.top_p, cfg.sampling.top_k,
+                       presence_penalty=cfg.presence_penalty),
+        tokenizer=tokenizer, prompts=prompts, cue_ids=tokenizer(cfg.answer_cue, add_special_tokens=False)["input_ids"],
+        budgets=resolved_budgets(cfg), kinds={pid: problem_kind(p) for pid, p in mine.items()})
     for start in range(0, len(todo), cfg.batch_size):
         chunk = todo[start : start + cfg.batch_size]
-        # 1. The completions, graded in full and at every budget that cuts them.
-        keys = [row_key(cfg.seed, p.id, i, stage) for p, i in chunk]
+        pending, forcing = batch.complete(chunk)
+        batch.force(chunk, pending, forcing)
+        # The rows, in todo order (see module docstring).
+        for j, item in enumerate(pending):
+            verdicts = {str(b): Sample.AtBudget(**v) for b, v in item.budgets.items()}
+            sink.put(start + j, Sample(**item.row, budgets=verdicts))
+
+
+# A completion or budget prefix that holds no answer, to continue: (chunk index, budget or None, context).
+_Forcing = tuple[int, int | None, list[int]]
+
+
+@dataclass
+class _Batch:
+    """What sampling and grading a batch of (problem, sample) pairs needs, fixed for the whole run."""
+
+    cfg: EvalConfig
+    stage: str  # row_key salt
+    engine: Any
+    choose: Any  # the sampler of completions and forced answers alike
+    tokenizer: Any
+    prompts: dict[str, list[int]]
+    cue_ids: list[int]
+    budgets: list[int]
+    kinds: dict[str, str]  # problem id -> answer kind
+
+    def complete(self, chunk: list[tuple[Problem, int]]) -> tuple[list[_Pending], list[_Forcing]]:
+        """The chunk's completions, graded in full and at every budget that cuts them, and what to force."""
+        from .sampling import row_key
+
+        keys = [row_key(self.cfg.seed, p.id, i, self.stage) for p, i in chunk]
         pending: list[_Pending] = [None] * len(chunk)  # type: ignore[list-item]
-        forcing: list[tuple[int, int | None, list[int]]] = []  # (chunk index, budget or None, context)
-        for gen in engine.generate([[prompts[p.id]] for p, _ in chunk], keys, choose,
-                                   max_new_tokens=sampling.max_new_tokens):
+        forcing: list[_Forcing] = []
+        for gen in self.engine.generate([[self.prompts[p.id]] for p, _ in chunk], keys, self.choose,
+                                        max_new_tokens=self.cfg.sampling.max_new_tokens):
             p, i = chunk[gen.index]
-            ids, kind = gen.token_ids, kinds[p.id]
-            cuts = [b for b in budgets if b < len(ids)]
-            pieces, prefixes = pieces_and_prefixes(tokenizer, ids, cuts)
-            text, answer, correct, answer_token = grade_sample(pieces, p.answer, kind)
-            item = pending[gen.index] = _Pending(dict(
-                problem_id=p.id, sample=i, seed=cfg.seed, text=text, n_tokens=len(ids), finish=gen.finish,
-                answer=answer, correct=correct, answer_token=answer_token))
-            body = ids[:-1] if gen.finish == "eos" else ids  # the context continues the text, not the EOS
-            if answer is None and cfg.force_answer:
-                forcing.append((gen.index, None, prompts[p.id] + body + cue_ids))
-            for b in cuts:
-                cut_answer, cut_correct = grade_text(prefixes[b], p.answer, kind)
-                item.budgets[b] = dict(answer=cut_answer, correct=cut_correct)
-                if cut_answer is None and cfg.force_answer:
-                    forcing.append((gen.index, b, prompts[p.id] + ids[:b] + cue_ids))
-        # 2. One forced continuation per completion or prefix without an answer, batched.
+            pending[gen.index] = self._grade(gen, p, i, forcing)
+        return pending, forcing
+
+    def _grade(self, gen, p: Problem, i: int, forcing: list[_Forcing]) -> _Pending:
+        """One completion graded in full and at each budget it runs past; those without an answer join `forcing`."""
+        ids, kind, prompt = gen.token_ids, self.kinds[p.id], self.prompts[p.id]
+        cuts = [b for b in self.budgets if b < len(ids)]
+        pieces, prefixes = pieces_and_prefixes(self.tokenizer, ids, cuts)
+        text, answer, correct, answer_token = grade_sample(pieces, p.answer, kind)
+        item = _Pending(dict(
+            problem_id=p.id, sample=i, seed=self.cfg.seed, text=text, n_tokens=len(ids), finish=gen.finish,
+            answer=answer, correct=correct, answer_token=answer_token))
+        body = ids[:-1] if gen.finish == "eos" else ids  # the context continues the text, not the EOS
+        if answer is None and self.cfg.force_answer:
+            forcing.append((gen.index, None, prompt + body + self.cue_ids))
+        for b in cuts:
+            cut_answer, cut_correct = grade_text(prefixes[b], p.answer, kind)
+            item.budgets[b] = dict(answer=cut_answer, correct=cut_correct)
+            if cut_answer is None and self.cfg.force_answer:
+                forcing.append((gen.index, b, prompt + ids[:b] + self.cue_ids))
+        return item
+
+    def force(self, chunk: list[tuple[Problem, int]], pending: list[_Pending], forcing: list[_Forcing]) -> None:
+        """One forced continuation per completion or prefix without an answer, batched; its verdict into `pending`."""
+        from .sampling import row_key
+
+        cfg = self.cfg
         for lo in range(0, len(forcing), cfg.batch_size):
             part = forcing[lo : lo + cfg.batch_size]
-            force_keys = [row_key(cfg.seed, chunk[j][0].id, chunk[j][1], f"{stage}-force") for j, _, _ in part]
-            for gen in engine.generate([[context] for _, _, context in part], force_keys, choose,
-                                       max_new_tokens=cfg.force_answer_tokens):
+            force_keys = [row_key(cfg.seed, chunk[j][0].id, chunk[j][1], f"{self.stage}-force") for j, _, _ in part]
+            for gen in self.engine.generate([[context] for _, _, context in part], force_keys, self.choose,
+                                            max_new_tokens=cfg.force_answer_tokens):
                 j, b, _ = part[gen.index]
                 p = chunk[j][0]
-                forced_text = "".join(token_pieces(tokenizer, gen.token_ids))
-                answer, correct = grade_forced(cfg.answer_cue, forced_text, p.answer, kinds[p.id])
+                forced_text = "".join(token_pieces(self.tokenizer, gen.token_ids))
+                answer, correct = grade_forced(cfg.answer_cue, forced_text, p.answer, self.kinds[p.id])
                 if b is None:
                     pending[j].row.update(answer=answer, correct=correct, forced=True, forced_text=forced_text,
                                           forced_tokens=len(gen.token_ids))
                 else:
                     pending[j].budgets[b] = dict(answer=answer, correct=correct, forced=True)
-        # 3. The rows, in todo order (see module docstring).
-        for j, item in enumerate(pending):
-            verdicts = {str(b): Sample.AtBudget(**v) for b, v in item.budgets.items()}
-            sink.put(start + j, Sample(**item.row, budgets=verdicts))
 
 
 def run(cfg: EvalConfig, stage: str = EVAL_STAGE, progress: dist.Progress | None = None, *,
@@ -285,29 +321,45 @@ def run(cfg: EvalConfig, stage: str = EVAL_STAGE, progress: dist.Progress | None
     cfg = cfg.model_copy(update={"data_digest": data_digest(cfg.data)})  # saved with the config, checked on resume
     out.root.mkdir(parents=True, exist_ok=True)
     by_id = {p.id: p for p in problems}
-
-    def forced(tokenizer) -> int:  # the tokens a forced answer may add after max_new_tokens
-        cue = len(tokenizer(cfg.answer_cue, add_special_tokens=False)["input_ids"])
-        return cue + cfg.force_answer_tokens if cfg.force_answer else 0
-
-    def fits(too_long: list[str]) -> None:  # never sampled: out of the problem list, so every problem left has n
-        if len(too_long) == len(problems):
-            raise DataError(cfg.data, None, "problem", f"all {len(too_long)} problems are too long for the model's "
-                                                       "context with max_new_tokens (and a forced answer)")
-
     sampled = run_sampled(Sampled(
         cfg=cfg, out=out.samples, config=out.config, provenance=provenance_path(out.root), row_keys=SAMPLE_KEYS,
         fresh_hint=FRESH, wanted=[(p.id, i) for p in problems for i in range(cfg.n)], what="samples",
         load=lambda: load(cfg.model, adapter=cfg.adapter, dtype=cfg.dtype, device=dist.device_for(cfg.device)),
         prompts=lambda tokenizer, pending: {pid: render(tokenizer, cfg.role, by_id[pid], cfg.prompts)
                                             for pid in pending},
-        new_tokens=lambda tokenizer: cfg.sampling.max_new_tokens + forced(tokenizer),
+        new_tokens=lambda tokenizer: cfg.sampling.max_new_tokens + _forced_tokens(cfg, tokenizer),
         sample=lambda sink, loaded: _sample_all(cfg, problems, sink, stage, loaded.model, loaded.tokenizer,
                                                 loaded.prompts),
-        removes=(out.metrics,), shown=out.root, check=fits), progress, fresh=fresh)
-    too_long, wanted = sampled.too_long, sampled.wanted
+        removes=(out.metrics,), shown=out.root, check=lambda too_long: _not_all_too_long(cfg, problems, too_long)),
+        progress, fresh=fresh)
+    too_long = sampled.too_long
     problems = [p for p in problems if p.id not in set(too_long)]
-    samples_path = out.samples
+    rows = _written_rows(out.samples, sampled.wanted)
+    metrics = compute_metrics(rows, [p.id for p in problems], cfg.n, cfg.k, resolved_budgets(cfg))
+    metrics = {"model": cfg.model, "adapter": cfg.adapter, "data": cfg.data,
+               "n_skipped_unverifiable": skipped, "n_too_long": len(too_long), "too_long_ids": too_long, **metrics,
+               "config": cfg.model_dump(mode="json"), "versions": versions()}
+    if dist.is_main():
+        atomic_write_text(out.metrics, _json(metrics))
+    return metrics
+
+
+def _forced_tokens(cfg: EvalConfig, tokenizer) -> int:
+    """The tokens a forced answer may add after max_new_tokens."""
+    cue = len(tokenizer(cfg.answer_cue, add_special_tokens=False)["input_ids"])
+    return cue + cfg.force_answer_tokens if cfg.force_answer else 0
+
+
+def _not_all_too_long(cfg: EvalConfig, problems: list[Problem], too_long: list[str]) -> None:
+    """Refuse a run none of whose problems fits the context: it would have nothing to score."""
+    # Too-long problems are never sampled: out of the problem list, so every problem left has n.
+    if len(too_long) == len(problems):
+        raise DataError(cfg.data, None, "problem", f"all {len(too_long)} problems are too long for the model's "
+                                                   "context with max_new_tokens (and a forced answer)")
+
+
+def _written_rows(samples_path: Path, wanted: list[tuple[str, int]]) -> list[Sample]:
+    """The first row of each wanted (problem, sample) in the samples file, whichever run wrote it."""
     # Metrics come from the file alone, so a resumed run counts what earlier runs wrote.
     keys = set(wanted)
     rows: dict[tuple[str, int], Sample] = {}
@@ -317,13 +369,7 @@ def run(cfg: EvalConfig, stage: str = EVAL_STAGE, progress: dist.Progress | None
     for row in read_jsonl(samples_path, Sample):
         if (row.problem_id, row.sample) in keys:
             rows.setdefault((row.problem_id, row.sample), row)
-    metrics = compute_metrics(list(rows.values()), [p.id for p in problems], cfg.n, cfg.k, resolved_budgets(cfg))
-    metrics = {"model": cfg.model, "adapter": cfg.adapter, "data": cfg.data,
-               "n_skipped_unverifiable": skipped, "n_too_long": len(too_long), "too_long_ids": too_long, **metrics,
-               "config": cfg.model_dump(mode="json"), "versions": versions()}
-    if dist.is_main():
-        atomic_write_text(out.metrics, _json(metrics))
-    return metrics
+    return list(rows.values())
 
 
 def _json(obj: Any) -> str:

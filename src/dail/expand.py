@@ -160,7 +160,7 @@ def verdict(text: str, finish: str, problem: Problem, leak: Sequence[re.Pattern]
 
     Ungraded (keep = "one-random", the authors' reasoning-model prefixes) only the leak check applies.
     """
-    from .grading import answer_kind, extract_answer, is_correct
+    from .grading import extract_answer, is_correct, problem_kind
 
     answer = extract_answer(text)
     if not graded:
@@ -172,7 +172,7 @@ def verdict(text: str, finish: str, problem: Problem, leak: Sequence[re.Pattern]
     if problem.verifiable:
         if answer is None:
             return answer, "no_answer"
-        if not is_correct(answer, problem.answer, answer_kind(problem.answer, problem.choices)):
+        if not is_correct(answer, problem.answer, problem_kind(problem)):
             return answer, "wrong_answer"
     return answer, None
 
@@ -243,24 +243,16 @@ def run(cfg: ExpandConfig, progress: dist.Progress | None = None, *, fresh: bool
     `fresh` deletes what an earlier run wrote to `cfg.out` first; without it a rerun resumes, and
     refuses (ConfigError) when those rows were made with other `ROW_KEYS` settings.
     """
-    from .datasets import resolve_problems
     from .models import load
     from .prompts import render
     from .rundir import RunLog, config_path, data_digest, events_path, provenance_path
     from .stage import Sampled, run_sampled
 
     cfg = cfg.model_copy(update={"data_digest": data_digest(cfg.data)})  # saved with the config, checked on resume
-    problems = resolve_problems(cfg.data)[: cfg.limit]
-    missing = [p.id for p in problems if not p.solution]
-    if missing:
-        raise DataError(cfg.data, None, "solution",
-                        f"{len(missing)} problem(s) have no solution (first: {missing[0]!r}); expand needs one each")
+    problems = _problems(cfg)
     leak = [re.compile(p) for p in cfg.leak_patterns]
     out = Path(cfg.out)
-    # A problem's samples all live on one rank, so the rank's own rows say which problems have a kept trace.
-    # (`fresh` deletes those rows before any is written.)
-    earlier = () if fresh else dist.done_keys(out, ("problem_id", "kept"))
-    keep = FirstCorrect(pid for pid, kept in earlier if kept) if cfg.keep == "first-correct" else None
+    keep = _first_correct(cfg, out, fresh)
     graded = cfg.keep != "one-random"
     by_id = {p.id: p for p in problems}
     new = {"traces": 0, "tokens": 0, "privileged": 0, "proposals": 0, "seconds": 0.0}
@@ -289,6 +281,26 @@ def run(cfg: ExpandConfig, progress: dist.Progress | None = None, *, fresh: bool
     if dist.is_main():
         RunLog(events_path(out))("expand", "summary", **summary)
     return summary
+
+
+def _problems(cfg: ExpandConfig) -> list[Problem]:
+    """The config's problems (after `limit`), each with the solution the privileged student reads."""
+    from .datasets import resolve_problems
+
+    problems = resolve_problems(cfg.data)[: cfg.limit]
+    missing = [p.id for p in problems if not p.solution]
+    if missing:
+        raise DataError(cfg.data, None, "solution",
+                        f"{len(missing)} problem(s) have no solution (first: {missing[0]!r}); expand needs one each")
+    return problems
+
+
+def _first_correct(cfg: ExpandConfig, out: Path, fresh: bool) -> FirstCorrect | None:
+    """keep = "first-correct"'s filter, told which problems this rank's rows already keep; None for other keeps."""
+    # A problem's samples all live on one rank, so the rank's own rows say which problems have a kept trace.
+    # (`fresh` deletes those rows before any is written.)
+    earlier = () if fresh else dist.done_keys(out, ("problem_id", "kept"))
+    return FirstCorrect(pid for pid, kept in earlier if kept) if cfg.keep == "first-correct" else None
 
 
 def _decode(cfg: ExpandConfig, sink: dist.ShardedJsonl, engine: Engine, prompts: dict[str, tuple[list[int], list[int]]],

@@ -92,6 +92,16 @@ def extract_answer_span(text: str) -> tuple[str | None, int | None]:
     return _phrase_answer(text)
 
 
+def last_boxed(text: str) -> str | None:
+    """The content of the last closed `\\boxed{}` in `text` (nested braces kept whole), or None: boxes only."""
+    boxes = list(_BOX_OPEN.finditer(text))
+    if not boxes:
+        return None
+    close = matching_brace(text, boxes[-1].end())
+    answer = text[boxes[-1].end():close].strip() if close is not None else ""
+    return answer or None
+
+
 def matching_brace(text: str, start: int) -> int | None:
     """Index of the `}` closing a group opened just before `start`, or None if unbalanced."""
     depth = 1
@@ -155,6 +165,18 @@ def answer_kind(answer: str | None, choices: Sequence[str] | None) -> Kind | Non
     if choices:
         return "choice"
     return "integer" if _parse_integer(answer) is not None else "math"
+
+
+def problem_kind(problem) -> Kind | None:
+    """A problem's grading rule: the type its row declares (`meta.answer_type`), else `answer_kind`'s guess."""
+    if problem.answer is None:
+        return None
+    declared = (problem.meta or {}).get("answer_type")
+    if declared is not None:
+        if declared not in KINDS:
+            raise ValueError(f"problem {problem.id}: answer_type {declared!r} is not one of {', '.join(KINDS)}")
+        return declared
+    return answer_kind(problem.answer, problem.choices)
 
 
 def is_correct(

@@ -52,11 +52,18 @@ def events_path(out: str | Path) -> Path:
 
 
 def data_digest(spec: str) -> str:
-    """A digest of a data spec's content (blake2b of the file), or the bundled split's name."""
+    """A digest of a data spec's content (blake2b of the file), a hub set's commit and content, or the bundled split's name."""
     import hashlib
 
     path = Path(spec)
     if not path.is_file():
+        from .datasets.hub import import_set, is_hub_spec
+
+        if is_hub_spec(spec):
+            # The commit names the revision for a reader; the content digest catches a mapping change.
+            got = import_set(spec)
+            text = "".join(p.model_dump_json() + "\n" for p in got.problems).encode()
+            return f"hub:{got.repo}@{got.revision}:{hashlib.blake2b(text, digest_size=12).hexdigest()}"
         return f"bundled:{spec}"
     h = hashlib.blake2b(digest_size=12)
     with path.open("rb") as f:

@@ -6,8 +6,9 @@ regenerate them and compare byte for byte; after changing a template, rewrite th
 
     python -c "from dail.datasets import SPLITS, write_split; [write_split(s) for s in SPLITS]"
 
-This package does not download data sets; other data comes in as a JSONL file of
-`dail.data.Problem` rows.
+Other data comes in as a JSONL file of `dail.data.Problem` rows, or from the Hugging Face Hub by
+name through `dail.datasets.hub` (imported on use: the bundled splits need neither network nor
+the `datasets` library).
 """
 
 from __future__ import annotations
@@ -73,11 +74,16 @@ def bundled_files() -> dict[str, Path]:
 
 
 def resolve_problems(spec: str | os.PathLike) -> list[Problem]:
-    """Problems from a bundled split name or a path to a JSONL file."""
+    """Problems from a bundled split name, a hub set (`aime-2025`, `hub:owner/name`) or a path to a JSONL file."""
     bundled = bundled_files()
     if str(spec) in bundled:
         return read_problems(bundled[str(spec)])
     path = Path(spec)
-    if not path.is_file():
-        raise DataError(spec, None, None, f"neither a bundled split ({', '.join(bundled)}) nor a file")
-    return read_problems(path)
+    if path.is_file():
+        return read_problems(path)
+    from dail.datasets.hub import KNOWN, import_set, is_hub_spec
+
+    if is_hub_spec(spec):
+        return import_set(str(spec)).problems
+    raise DataError(spec, None, None, f"neither a bundled split ({', '.join(bundled)}), a hub set "
+                    f"({', '.join(KNOWN)}, hub:owner/name) nor a file")
