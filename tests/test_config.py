@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import tomllib
-from pathlib import Path
 
 import pytest
 
-from dail.config import (ConfigError, EvalConfig, ExpandConfig, PromptConfig, RunConfig, TrainConfig, load_config,
-                         section_values,
+from dail.config import (PRESETS, ConfigError, EvalConfig, ExpandConfig, PromptConfig, RunConfig, TrainConfig,
+                         load_config, section_values,
                          save_config)
 
 
@@ -82,7 +81,7 @@ def test_every_field_is_documented():
         assert not missing, missing
 
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = PRESETS  # the package's presets; the checkout's configs/ links here
 
 
 def test_every_preset_validates_and_opens_with_its_command():

@@ -13,7 +13,8 @@ package is their one public face.
 from __future__ import annotations
 
 from .base import DEFAULT_MODEL, ConfigError, StrictConfig, check_device, require_device
-from .files import check_same_settings, load_config, save_config, settings_changes, to_toml
+from .files import (PRESETS, check_same_settings, load_config, preset_names, resolve_config, save_config,
+                    settings_changes, to_toml)
 from .run import EvalSection, EvalSplit, ExpandSection, RunConfig, TrainSection, section_values
 from .stages import (EvalConfig, EvalSampling, ExpandConfig, ExpandSampling, LoraSettings, PromptConfig, SamplingConfig,
                      SelectConfig, TrainConfig, WaypointsConfig)
@@ -22,4 +23,4 @@ __all__ = ["ConfigError", "StrictConfig", "DEFAULT_MODEL", "check_device", "requ
            "ExpandSampling", "EvalSampling", "PromptConfig", "LoraSettings", "ExpandConfig", "TrainConfig",
            "EvalConfig", "SelectConfig", "WaypointsConfig", "RunConfig", "EvalSplit", "ExpandSection", "TrainSection",
            "EvalSection", "section_values", "load_config", "save_config", "to_toml", "settings_changes",
-           "check_same_settings"]
+           "check_same_settings", "PRESETS", "preset_names", "resolve_config"]

@@ -1,7 +1,9 @@
-"""Config files: load (TOML + dotted overrides, errors naming file and key), save, compare."""
+"""Config files: load (a TOML file or a shipped preset by name, dotted overrides, errors naming file and key), save,
+compare."""
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 from typing import Any, TypeVar
@@ -11,10 +13,30 @@ from pydantic import BaseModel, ValidationError
 from ..data import atomic_write_text
 from .base import ConfigError
 
-__all__ = ["load_config", "to_toml", "save_config", "settings_changes", "check_same_settings"]
+__all__ = ["PRESETS", "preset_names", "resolve_config", "load_config", "to_toml", "save_config", "settings_changes",
+           "check_same_settings"]
 
 
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
+
+# Package data, so an installed wheel has them too; the checkout's configs/ links here.
+PRESETS = Path(__file__).resolve().parents[1] / "presets"
+
+
+def preset_names() -> list[str]:
+    """The shipped presets' names (`dail run --config NAME`)."""
+    return sorted(p.name.removesuffix(".toml") for p in PRESETS.glob("*.toml"))
+
+
+def resolve_config(path: str | Path) -> Path:
+    """`path` when that file exists, else the shipped preset it names (`demo` or `demo.toml`)."""
+    given = str(path)
+    if Path(given).is_file() or "/" in given or os.sep in given:
+        return Path(given)  # a path with a folder is never a preset name: a missing one is reported as missing
+    preset = PRESETS / f"{given.removesuffix('.toml')}.toml"
+    if preset.is_file():
+        return preset
+    raise ConfigError(f"{given}: no such config file or preset (presets: {', '.join(preset_names())})")
 
 
 def _error_lines(err: ValidationError, prefix: str = "") -> list[str]:
@@ -59,13 +81,14 @@ def load_config(
     *,
     section: str | None = None,
 ) -> ConfigT:
-    """Build a config from a TOML file (optionally one `[section]` of it) and dotted-key overrides.
+    """Build a config from a TOML file or preset name (optionally one `[section]` of it) and dotted-key overrides.
 
     Overrides whose value is None are ignored, so CLI flags left unset keep the file's values.
     """
     tree: dict[str, Any] = {}
     source = "flags"
     if path is not None:
+        path = resolve_config(path)
         source = str(path)
         try:
             tree = tomllib.loads(Path(path).read_text(encoding="utf-8"))
