@@ -8,6 +8,7 @@
               eval/METHOD/SPLIT/     samples.jsonl, metrics.json of one method on one split (`EvalDir`)
               metrics.json  report.html  report.md  plots/*.png  traces.html
               stages/STAGE.toml      the config of a stage launched under `accelerate launch`
+              trackers/              file-writing experiment trackers' logs of the run's pass@k (`report_to`)
               events.jsonl           one line per stage event (`RunLog`)
     runs/NAME.lock                   held by the `dail run` at work on it (and X.lock beside any output X
                                      being written: `dail.distributed.OutputLock`; gone when it ends)
@@ -31,6 +32,10 @@ from .data import JsonlAppender
 
 __all__ = ["AdapterDir", "CheckpointDir", "EvalDir", "RunDir", "RunLog", "config_path", "data_digest", "events_path",
            "provenance_path", "ReportDir", "selection_dir", "split_name"]
+
+
+# The folder of file-writing experiment trackers, in a run and in an adapter directory alike.
+TRACKERS = "trackers"
 
 
 def config_path(out: str | Path) -> Path:
@@ -153,6 +158,11 @@ class RunDir:
         """Every traces file of the run: the mixed rollout first, then the others by name."""
         return sorted(self.root.glob("traces*.jsonl"), key=lambda t: (t.name != self.MIXED, t.name))
 
+    @property
+    def trackers(self) -> Path:
+        """Where file-writing experiment trackers (TensorBoard) log the run's results (`report_to`)."""
+        return self.root / TRACKERS
+
     def stage_config(self, label: str) -> Path:
         """The config file a launched stage reads (`label` like 'expand:traces.jsonl')."""
         return self.root / "stages" / (label.replace(":", "-").replace("/", "-") + ".toml")
@@ -235,6 +245,11 @@ class AdapterDir:
 
     def checkpoint(self, step: int) -> Path:
         return self.checkpoints / f"step-{step}"
+
+    @property
+    def trackers(self) -> Path:
+        """Where file-writing experiment trackers (TensorBoard) log the training steps, unless `logging_dir` says."""
+        return self.root / TRACKERS
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,10 @@ def _check_section(cls: type[BaseModel], name: str, section: dict[str, Any], fil
         raise ValueError("; ".join(_error_lines(e, prefix=f"{name}."))) from None
 
 
-# Keys a run sets for every stage itself; a stage section may not repeat them.
+# Keys a run sets for every stage itself; a stage section may not repeat them. logging_dir stays at its
+# default, beside each adapter: one shared directory would mix the methods' steps in one tracker run.
 _RUN_KEYS = {"model", "seed", "device", "dtype", "data", "out", "problems", "traces", "adapter", "objective",
-             "prompts", "resume", "data_digest"}
+             "prompts", "resume", "data_digest", "report_to", "logging_dir"}
 
 
 def _section(cls: type[_Config], name: str) -> type[_Config]:
@@ -108,12 +109,22 @@ class RunConfig(_Config):
     launcher: Literal["none", "accelerate"] = Field("none", description="Run model stages in-process or via `accelerate launch`.")
     num_processes: int = Field(1, ge=1, description="Processes for launcher = accelerate.")
     prompts: PromptConfig = Field(default_factory=PromptConfig)
+    report_to: list[str] = Field(
+        default_factory=list, description="Experiment trackers, by accelerate's names (tensorboard, wandb, ...): every "
+                                          "trained method's steps, and the run's pass@k once its evaluations are in.")
     data_digests: dict[str, str] = Field(default_factory=dict, description="Set by the run, not by you: a digest of "
                                          "each data file's content, so that a rerun over other data at the same path "
                                          "is refused.")
     expand: ExpandSection = Field(default_factory=ExpandSection, description="ExpandConfig keys (n, tau, sampling, batch_size, limit, ...).")
     train: TrainSection = Field(default_factory=TrainSection, description="TrainConfig keys shared by every trained method (epochs, lr, lora, ...).")
     eval: EvalSection = Field(default_factory=EvalSection, description="EvalConfig keys (n, k, sampling, budgets, batch_size, limit, ...).")
+
+    @field_validator("report_to")
+    @classmethod
+    def _trackers(cls, v: list[str]) -> list[str]:
+        from ..trackers import check_names
+
+        return check_names(v)
 
     @field_validator("methods")
     @classmethod

@@ -216,9 +216,21 @@ class TrainConfig(_ModelStage):
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
     save_every: int = Field(50, ge=1, description="Checkpoint every N optimizer steps.")
     log_every: int = Field(1, ge=1, description="Log a JSONL line every N optimizer steps.")
+    report_to: list[str] = Field(
+        default_factory=list, description="Experiment trackers that get each logged step, by accelerate's names "
+                                          "(tensorboard, wandb, mlflow, ...; all: every one installed); empty: none.")
+    logging_dir: str | None = Field(None, description="Where trackers that write files (TensorBoard) write; "
+                                                      "None: OUT/trackers.")
     resume: bool = Field(False, description="Continue from the last checkpoint under `out`.")
     max_steps: int | None = Field(None, ge=1, description="Stop after N optimizer steps (overrides epochs).")
     kept_only: bool = Field(True, description="Train on traces the filters kept only.")
+
+    @field_validator("report_to")
+    @classmethod
+    def _trackers(cls, v: list[str]) -> list[str]:
+        from ..trackers import check_names
+
+        return check_names(v)
 
 
 class EvalConfig(_ModelStage):

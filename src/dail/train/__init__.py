@@ -2,10 +2,12 @@
 
 The recipe (`fit`): build the rows (`dail.rows`), set up a `Session` -- accelerator, the base model
 with a fresh LoRA adapter, AdamW, the LR schedule -- restore the latest checkpoint when resuming
-(`dail.checkpoint`), run `train_step` over the step plan, logging every `log_every` and checkpointing
-every `save_every` steps, and save the adapter with its provenance (`dail.provenance`: the base's
-weights fingerprint, the tokenizer, the prompts). Traces whose provenance names another model or
-tokenizer, or holding a token id past the model's vocabulary, are refused before the first step.
+(`dail.checkpoint`), run `train_step` over the step plan, logging every `log_every` (to `log.jsonl`, and
+to accelerate's trackers with `report_to`: `dail.trackers`) and checkpointing every `save_every` steps,
+and save the adapter with its provenance (`dail.provenance`: the base's weights fingerprint, the
+tokenizer, the prompts). Traces whose provenance names another model or
+tokenizer, or that have none, or holding a token id past the model's vocabulary, are refused before
+the first step.
 The learner is the base model with the adapter; the privileged student and the negative reference
 are the SAME weights with the adapter disabled (`peft_model.disable_adapter()`, no grad) and a
 different prompt -- no second copy of the model (docs/method.md, "The three roles"). The loss is the

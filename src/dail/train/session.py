@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from .. import distributed as dist
+from .. import trackers
 from ..config import ConfigError, TrainConfig
 from ..objectives import OBJECTIVES, Objective
 from ..rows import plan_steps
+from ..rundir import AdapterDir
 from ..seeding import seed_torch
 
 __all__ = ["Session", "TraceHidden", "lr_lambda", "setup"]
@@ -92,9 +95,10 @@ def setup(cfg: TrainConfig, n_rows: int) -> Session:
 
     on_cuda = cfg.resolved_device().startswith("cuda")
     bf16 = on_cuda and torch.cuda.is_bf16_supported() and cfg.dtype in ("auto", "bfloat16", "float32")
+    logging_dir = cfg.logging_dir if cfg.logging_dir is not None else AdapterDir(Path(cfg.out)).trackers
     # cpu=True on a CPU run: without it accelerate leaves a launched CPU process alone (world size 1).
     accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, mixed_precision="bf16" if bf16 else "no",
-                              cpu=not on_cuda)
+                              cpu=not on_cuda, **trackers.accelerator_kwargs(cfg.report_to, logging_dir))
     dist.check_launch(accelerator.num_processes)
     per_epoch, total_steps = plan_steps(n_rows, cfg, accelerator.num_processes)
     peft_model, tokenizer, made_by = _learner(cfg, accelerator.device)
