@@ -1,6 +1,7 @@
 """Shared fixtures and helpers: offline mode for every test, the embedded model's tokenizer, tiny
 random models (on the embedded tokenizer, on a 97-token vocabulary, on a word-level tokenizer),
-hand-written traces, and the comparison of output rows that must hold on any CPU.
+hand-written traces and their provenance records, and the comparison of output rows that must hold
+on any CPU.
 
 Test modules import the helpers from here (`from conftest import ...`), never from each other."""
 
@@ -51,6 +52,22 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def cli_commands() -> dict:
+    """Every leaf command of `dail` by its words ('expand', 'data generate') -> its command object."""
+    import typer
+
+    from dail.cli import app
+
+    def walk(cmd, words):
+        if hasattr(cmd, "commands"):
+            for name, sub in cmd.commands.items():
+                yield from walk(sub, (*words, name))
+        else:
+            yield " ".join(words), cmd
+
+    return dict(walk(typer.main.get_command(app), ()))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -146,6 +163,15 @@ def hand_trace(problem_id: str, ids: list[int], *, sample: int = 0, text: str = 
     return Trace(problem_id=problem_id, sample=sample, seed=0, text=text, token_ids=ids, source="P" * n,
                  logprob_learner=[0.0] * n, logprob_privileged=[0.0] * n, finish=finish, kept=kept,
                  reject_reason=None if kept else "wrong_answer")
+
+
+def write_provenance(target, spec: str, model, tokenizer) -> None:
+    """Beside a traces file or in an adapter directory, the provenance record the stage that writes it would:
+    what stages refuse to read or add to without one."""
+    from dail import provenance
+    from dail.rundir import provenance_path
+
+    provenance.write(provenance_path(target), provenance.record(spec, model, tokenizer))
 
 
 # Decode modes of dail.engine.Engine that must all give the same tokens as the slow references.

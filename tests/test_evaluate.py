@@ -236,6 +236,7 @@ def test_run_end_to_end_and_resume(tmp_path, tiny_model_dir, tokenizer) -> None:
     cut = tmp_path / "cut"
     cut.mkdir()
     shutil.copy(full / "config.toml", cut)
+    shutil.copy(full / "provenance.json", cut)  # a killed run had written it: rows are added only beside one
     content = (full / "samples.jsonl").read_bytes()
     (cut / "samples.jsonl").write_bytes(content[: int(len(content) * 0.45)])
     m2 = evaluate.run(config(tiny_model_dir, data, cut, sampling={"top_p": 0.95, "max_new_tokens": 8}))

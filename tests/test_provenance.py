@@ -2,7 +2,8 @@
 
 Two tiny random models with the embedded tokenizer, A (conftest's tiny_model_dir) and B (same shapes,
 other weights): traces and adapters made with A are refused by stages that load B, with one line
-naming both; corrupt adapters are one line too; a problem whose prompt cannot fit the context is
+naming both; traces and adapters without a record are refused the same way (unless expand starts
+afresh); corrupt adapters are one line too; a problem whose prompt cannot fit the context is
 skipped and counted by expand and eval without being decoded.
 """
 
@@ -21,7 +22,7 @@ from dail.config import EvalConfig, ExpandConfig, TrainConfig
 from dail.data import DataError, Problem, Trace, read_jsonl, write_jsonl
 from dail.rundir import provenance_path
 
-from conftest import hand_trace, save_tiny_llama
+from conftest import hand_trace, save_tiny_llama, write_provenance
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -101,6 +102,17 @@ def test_train_refuses_traces_of_another_model_naming_both(tmp_path, tiny_model_
     assert data["traces"] in msg and repr(tiny_model_dir) in msg and repr(model_b) in msg and "weights" in msg
 
 
+def test_train_refuses_traces_without_a_record_before_the_model_loads(tmp_path, tiny_model_dir, data, monkeypatch):
+    from dail.train import run
+
+    traces = shutil.copy(data["traces"], tmp_path / "traces.jsonl")  # the rows without their record
+    monkeypatch.setattr(models, "load", lambda *a, **k: pytest.fail("the model was loaded"))
+    with pytest.raises(provenance.ProvenanceError) as e:
+        run(_train_cfg(tiny_model_dir, {**data, "traces": str(traces)}, tmp_path / "out"))
+    _one_line(str(e.value))
+    assert f"{traces}: traces without a provenance record" in str(e.value) and "dail expand --fresh" in str(e.value)
+
+
 def test_train_writes_the_adapter_provenance(adapter_a, tiny_model_dir, data):
     rec = provenance.read(provenance_path(adapter_a))
     traces_rec = provenance.read(provenance_path(data["traces"]))
@@ -109,8 +121,9 @@ def test_train_writes_the_adapter_provenance(adapter_a, tiny_model_dir, data):
 
 
 def test_train_cli_refuses_token_ids_past_the_vocabulary_with_file_and_line(tmp_path, tiny_model_dir, data):
-    traces = tmp_path / "traces.jsonl"  # no provenance beside it: an older file, checked by its ids alone
+    traces = tmp_path / "traces.jsonl"  # recorded as model A's: only its ids are wrong
     write_jsonl(traces, [hand_trace("p0", [10, 11]), hand_trace("p1", [10, 10**6])])
+    shutil.copy(provenance_path(data["traces"]), provenance_path(traces))
     result = CliRunner().invoke(app, ["train", "--model", tiny_model_dir, "--traces", str(traces),
                                       "--problems", data["problems"], "--out", str(tmp_path / "out"),
                                       "--objective", "nll", "--max-steps", "1", "--device", "cpu"])
@@ -131,10 +144,20 @@ def test_eval_cli_refuses_an_adapter_of_another_base_in_one_line(tmp_path, adapt
     assert not (tmp_path / "eval" / "samples.jsonl").exists()
 
 
-def test_adapter_of_another_shape_without_provenance_is_one_line(tmp_path, adapter_a, tiny_model_dir):
+def test_an_adapter_without_provenance_is_refused_like_one_of_another_base(tmp_path, adapter_a, tiny_model_dir):
+    copy = shutil.copytree(adapter_a, tmp_path / "adapter")
+    (copy / "provenance.json").unlink()  # the right base, but nothing says so
+    with pytest.raises(models.AdapterError) as e:
+        models.load(tiny_model_dir, adapter=copy)
+    _one_line(str(e.value))
+    assert str(copy) in str(e.value) and "provenance.json is missing" in str(e.value) and "dail train" in str(e.value)
+
+
+def test_adapter_of_another_shape_is_one_line_even_when_its_record_is_wrong(tmp_path, adapter_a, tiny_model_dir):
     wide = save_tiny_llama(tmp_path / "wide", tiny_model_dir, seed=2, hidden=48)
     copy = shutil.copytree(adapter_a, tmp_path / "adapter")
-    (copy / "provenance.json").unlink()  # an older adapter: only loading it can tell
+    model, tok = models.load(wide)
+    write_provenance(copy, wide, model, tok)  # a record that lies: only loading the weights can tell
     with pytest.raises(models.AdapterError) as e:
         models.load(wide, adapter=copy)
     _one_line(str(e.value))
@@ -232,16 +255,40 @@ def test_eval_with_every_problem_too_long_is_a_data_error(tmp_path, tiny_model_d
     assert not decoded
 
 
-def test_expand_refuses_to_add_to_traces_of_other_weights(tmp_path, tiny_model_dir, model_b):
+def _expand_one_of_two(tmp_path: Path, model: str) -> ExpandConfig:
+    """Traces of the first of two problems, expanded with `model`; the config (limit 1) that made them."""
     from dail.expand import run
 
     rows = [Problem(id=f"q{i}", problem=f"What is {i} + 3?", solution="Add.", answer=str(i + 3)) for i in range(2)]
     write_jsonl(tmp_path / "problems.jsonl", rows)
-    model_dir = shutil.copytree(tiny_model_dir, tmp_path / "model")
-    cfg = ExpandConfig(model=str(model_dir), data=str(tmp_path / "problems.jsonl"), out=str(tmp_path / "traces.jsonl"),
+    cfg = ExpandConfig(model=model, data=str(tmp_path / "problems.jsonl"), out=str(tmp_path / "traces.jsonl"),
                        n=1, limit=1, keep="all-correct", device="cpu", sampling={"max_new_tokens": 2})
     run(cfg)
+    return cfg
+
+
+def test_expand_refuses_to_add_to_traces_of_other_weights(tmp_path, tiny_model_dir, model_b):
+    from dail.expand import run
+
+    model_dir = shutil.copytree(tiny_model_dir, tmp_path / "model")
+    cfg = _expand_one_of_two(tmp_path, str(model_dir))
     shutil.rmtree(model_dir)
     shutil.copytree(model_b, model_dir)  # same name, other weights
     with pytest.raises(provenance.ProvenanceError, match="different weights"):
         run(cfg.model_copy(update={"limit": None}))  # more problems: a resume that would add rows
+
+
+def test_expand_refuses_to_add_to_traces_without_a_record_unless_fresh(tmp_path, tiny_model_dir, monkeypatch):
+    from dail.expand import run
+
+    cfg = _expand_one_of_two(tmp_path, tiny_model_dir)
+    provenance_path(cfg.out).unlink()  # rows nothing says the origin of
+    real = models.load
+    monkeypatch.setattr(models, "load", lambda *a, **k: pytest.fail("the model was loaded"))
+    with pytest.raises(provenance.ProvenanceError) as e:
+        run(cfg.model_copy(update={"limit": None}))  # a resume that would add rows
+    _one_line(str(e.value))
+    assert f"{provenance_path(cfg.out)} is missing" in str(e.value) and "--fresh" in str(e.value)
+    monkeypatch.setattr(models, "load", real)
+    assert run(cfg.model_copy(update={"limit": None}), fresh=True)["traces"] == 2
+    assert provenance.read(provenance_path(cfg.out))["model"]["spec"] == tiny_model_dir

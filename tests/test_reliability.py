@@ -271,7 +271,7 @@ def test_run_may_change_where_and_how_it_runs(run_cfg, monkeypatch):
     root.root.mkdir(parents=True)
     root.config.write_text(to_toml(run_cfg))
     _stages_stop(monkeypatch)
-    moved = RunConfig.model_validate({**run_cfg.model_dump(), "device": "cuda", "launcher": "accelerate",
+    moved = RunConfig.model_validate({**run_cfg.model_dump(), "device": "auto", "launcher": "accelerate",
                                       "num_processes": 2, "methods": ["base"], "eval": {"batch_size": 3}})
     with pytest.raises(Stop):  # past the check: the first stage was reached
         pipeline.run(moved)

@@ -29,7 +29,7 @@ from dail.data import DataError, Trace, write_jsonl
 from dail.objectives import OBJECTIVES
 from dail.rows import build_rows, collate
 
-from conftest import hand_trace, save_tiny_llama
+from conftest import hand_trace, save_tiny_llama, write_provenance
 
 TRACE_LENGTHS = (5, 9, 7, 12)  # unequal on purpose: a per-micro-batch mean would weight rows differently
 
@@ -49,7 +49,7 @@ def tiny_dir(tmp_path_factory, embedded_path) -> str:
 
 @pytest.fixture(scope="module")
 def data(tiny_dir, tmp_path_factory) -> dict[str, str]:
-    """problems.jsonl (4 bundled problems), traces.jsonl (4 kept greedy traces + 1 rejected)."""
+    """problems.jsonl (4 bundled problems), traces.jsonl (4 kept greedy traces + 1 rejected) and its provenance."""
     from dail.datasets import resolve_problems
     from dail.prompts import render
 
@@ -67,6 +67,7 @@ def data(tiny_dir, tmp_path_factory) -> dict[str, str]:
             traces.append(_trace(tok, p.id, out))
     rejected = _trace(tok, problems[0].id, [5, 6, 7], sample=1, kept=False)
     write_jsonl(root / "traces.jsonl", traces + [rejected])
+    write_provenance(root / "traces.jsonl", tiny_dir, model, tok)  # as expand writes it: train needs it
     return {"problems": str(root / "problems.jsonl"), "traces": str(root / "traces.jsonl")}
 
 
@@ -238,6 +239,30 @@ def test_resume_gives_the_losses_of_an_uninterrupted_run(tiny_dir, data, tmp_pat
     # another plan is refused before the model loads, naming the setting (the checkpoint's plan check stays behind it)
     with pytest.raises(ConfigError, match="max_steps: 6 -> 8"):
         train.fit(cfg.model_copy(update={"resume": True, "max_steps": 8}))
+
+
+def test_tensorboard_holds_each_logged_step_as_the_jsonl_log_across_a_resume(tiny_dir, data, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from dail.rundir import AdapterDir
+    from dail.trackers import PROJECT
+
+    out = tmp_path / "run"
+    cfg = _cfg(tiny_dir, data, out, objective="sft-expert", traces=None, max_steps=4, save_every=2,
+               report_to=["tensorboard"])
+    train.fit(cfg)
+    # Killed after the checkpoint at step 2: the steps it logged past it are redone and must not show twice.
+    shutil.rmtree(out / "checkpoints" / "step-4")
+    for f in ("adapter_config.json", "adapter_model.safetensors"):
+        (out / f).unlink()
+    train.fit(cfg.model_copy(update={"resume": True}))
+    events = EventAccumulator(str(AdapterDir(out).trackers / PROJECT))
+    events.Reload()
+    log = _log(out)
+    assert [r["step"] for r in log] == [1, 2, 3, 4]
+    for key in ("loss", "lr", "grad_norm", "tokens", "tokens_seen", "nll"):
+        got = [(e.step, e.value) for e in events.Scalars(f"train/{key}")]
+        assert got == [(r["step"], pytest.approx(r[key], rel=1e-6)) for r in log], key  # float32 in the event file
 
 
 def _one_step(cfg: TrainConfig, rows) -> tuple[dict, dict]:

@@ -306,7 +306,8 @@ def run(cfg: EvalConfig, stage: str = EVAL_STAGE, progress: dist.Progress | None
     """Sample, grade and score `cfg.data`; write samples.jsonl, metrics.json and the config beside them.
 
     `fresh` deletes what an earlier run wrote to `cfg.out` first; without it a rerun resumes, and
-    refuses (ConfigError) when those samples were made with other `SAMPLE_KEYS` settings.
+    refuses (ConfigError) when those samples were made with other `SAMPLE_KEYS` settings, or (ProvenanceError)
+    by another model or with no record of which made them.
 
     `stage` salts the random streams (`dail.sampling.row_key`): another stage sampling through this one
     (`dail.pipeline.select`) draws its own samples, not the ones evaluation draws.
@@ -314,8 +315,9 @@ def run(cfg: EvalConfig, stage: str = EVAL_STAGE, progress: dist.Progress | None
     from .models import load
     from .prompts import render
     from .rundir import data_digest, provenance_path
-    from .stage import Sampled, run_sampled
+    from .stage import Sampled, check_inputs, run_sampled
 
+    check_inputs(cfg, "dir")
     out = EvalDir(Path(cfg.out))
     problems, skipped = _problems(cfg)  # before anything is written: a bad input leaves no directory behind
     cfg = cfg.model_copy(update={"data_digest": data_digest(cfg.data)})  # saved with the config, checked on resume

@@ -24,11 +24,11 @@ exceeds the model's context (`dail.models.context_length`) is not decoded at all
 row is a decoded trace -- and the summary counts it (`too_long`) and names it (`too_long_ids`); a
 rerun checks it again (so a rerun with such problems loads the model). Rank 0 records what made
 the traces beside them (`dail.provenance`, `<out>.provenance.json`) once the model has loaded; a
-rerun whose model or tokenizer differs from that record is refused before it adds a row. Then
-`keep` picks what training reads: every trace that passes ("all-correct"), only the first that
-passes per problem in sample order ("first-correct", later ones become "not_first"; the authors'
-non-reasoning data), or one seeded random sample per problem, ungraded ("one-random", the authors'
-reasoning-model prefixes; only that sample is decoded). Problems without an answer are kept without
+rerun whose model or tokenizer differs from that record, or that finds no record, is refused before
+it adds a row. Then `keep` picks what training reads: every trace that passes ("all-correct"), only
+the first that passes per problem in sample order ("first-correct", later ones become "not_first";
+the authors' non-reasoning data), or one seeded random sample per problem, ungraded ("one-random",
+the authors' reasoning-model prefixes; only that sample is decoded). Problems without an answer are kept without
 grading. The resolved config is saved as `<out>.config.toml` (`dail.rundir.config_path`) and a
 summary line is appended to `events.jsonl` beside the output (`dail.rundir.events_path`). A rerun
 resumes only with the same settings of everything that makes a row (`ROW_KEYS`; otherwise a ConfigError lists each change,
@@ -241,13 +241,15 @@ def run(cfg: ExpandConfig, progress: dist.Progress | None = None, *, fresh: bool
     """`dail expand`: decode problems x n mixed rollouts, write filtered traces, return the summary.
 
     `fresh` deletes what an earlier run wrote to `cfg.out` first; without it a rerun resumes, and
-    refuses (ConfigError) when those rows were made with other `ROW_KEYS` settings.
+    refuses (ConfigError) when those rows were made with other `ROW_KEYS` settings, or (ProvenanceError)
+    by another model or with no record of which made them.
     """
     from .models import load
     from .prompts import render
     from .rundir import RunLog, config_path, data_digest, events_path, provenance_path
-    from .stage import Sampled, run_sampled
+    from .stage import Sampled, check_inputs, run_sampled
 
+    check_inputs(cfg, "file")
     cfg = cfg.model_copy(update={"data_digest": data_digest(cfg.data)})  # saved with the config, checked on resume
     problems = _problems(cfg)
     leak = [re.compile(p) for p in cfg.leak_patterns]

@@ -9,8 +9,8 @@ weights: the reference roles are the same model with its adapter disabled.
 
 An adapter is refused (`AdapterError`, one line naming the adapter and the base) when its
 `adapter_config.json` is not peft's, when its `provenance.json` (`dail.provenance`, written by `dail
-train`) names other base weights or another tokenizer, or when peft cannot load it (truncated
-weights, shapes of another base). `context_length` is what the stages hold prompts against.
+train`) is missing or names other base weights or another tokenizer, or when peft cannot load it
+(truncated weights, shapes of another base). `context_length` is what the stages hold prompts against.
 """
 
 from __future__ import annotations
@@ -68,7 +68,11 @@ class ModelNotFoundError(FileNotFoundError):
 
 
 class AdapterError(ModelNotFoundError):
-    """An adapter that is corrupt or made for another base model; the message names the adapter and the base."""
+    """An adapter that is corrupt, made for another base model or without a record of its base; one line naming both."""
+
+
+# The way out of a refused adapter's record: `dail train` writes the record of the base it trained on.
+RETRAIN = "train it again with `dail train`, which records its base beside it"
 
 
 def cache_dir() -> Path:
@@ -140,6 +144,17 @@ def _hub_cached(name: str) -> bool:
     return isinstance(hit, str)
 
 
+def _repo_id(name: str) -> bool:
+    """Whether `name` may be a hub id at all (the hub refuses others with an error of its own)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
+
+
 def resolve(name_or_path: str) -> Resolved:
     """Resolve a model name: embedded alias, then local directory, then hub id."""
     tried: list[str] = []
@@ -154,7 +169,7 @@ def resolve(name_or_path: str) -> Resolved:
             return Resolved(name_or_path, str(path), "local")
         raise ModelNotFoundError(f"model {name_or_path!r}: directory {path} has no config.json")
     tried.append(f"local directory {str(path)!r} (does not exist)")
-    looks_like_id = name_or_path.count("/") == 1 and not name_or_path.startswith((".", "/", "~"))
+    looks_like_id = name_or_path.count("/") == 1 and _repo_id(name_or_path)
     offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
     if looks_like_id:
         if _hub_cached(name_or_path) or not offline:
@@ -220,7 +235,7 @@ def _with_adapter(model, tokenizer, name_or_path: str, adapter: Path, trainable:
     """The base wrapped with the adapter at `adapter`, refused (AdapterError) when corrupt or made for another base.
 
     The adapter's `provenance.json` (written by `dail train`) is compared with the loaded base; an adapter
-    without one (older, or not ours) is only checked by loading it.
+    without one is refused like one of another base: nothing would say which base it was trained on.
     """
     from peft import PeftModel
 
@@ -238,12 +253,15 @@ def _with_adapter(model, tokenizer, name_or_path: str, adapter: Path, trainable:
         raise AdapterError(f"adapter {str(adapter)!r} is corrupt: adapter_config.json has no 'peft_type'")
     base = adapter_config.get("base_model_name_or_path")
     made_by = provenance.read(provenance_path(adapter))
-    if made_by is not None:
-        loaded = provenance.record(name_or_path, model, tokenizer)
-        diff = provenance.differences(made_by, loaded)
-        if diff:
-            raise AdapterError(f"adapter {str(adapter)!r} was trained on {provenance.describe(made_by)}, not on the "
-                               f"base loaded here, {provenance.describe(loaded)} (different {' and '.join(diff)})")
+    if made_by is None:
+        raise AdapterError(f"adapter {str(adapter)!r} has no provenance record ({provenance_path(adapter)} is "
+                           f"missing), so nothing says which base it was trained on; {RETRAIN}")
+    loaded = provenance.record(name_or_path, model, tokenizer)
+    diff = provenance.differences(made_by, loaded)
+    if diff:
+        raise AdapterError(f"adapter {str(adapter)!r} was trained on {provenance.describe(made_by)}, not on the "
+                           f"base loaded here, {provenance.describe(loaded)} (different {' and '.join(diff)}); "
+                           f"{RETRAIN}")
     try:
         return PeftModel.from_pretrained(model, str(adapter), is_trainable=trainable)
     except Exception as e:  # size mismatches (RuntimeError), SafetensorError, missing keys: one line each

@@ -9,8 +9,10 @@
 `expand` writes it beside its traces (`X.jsonl` -> `X.provenance.json`, `dail.rundir.provenance_path`)
 and `train` in its adapter directory (`provenance.json`). `train` refuses traces whose record names
 other weights or another tokenizer (`check_same_model`), `eval --adapter` an adapter made for
-another base (`dail.models.load`). A file without a record (written before records existed) is
-accepted as it is: the record is evidence when present, never a requirement.
+another base (`dail.models.load`), and a resumed expand or eval rows made by another model. A file
+without a record is refused the same way (`require`): nothing then says which model made it, and
+accepting it would let exactly the mix-up the record exists to catch through. The way out is to make
+it again (`--fresh`, or rerunning the stage that writes it), which records it.
 
 The weights fingerprint is cheap, not cryptographic proof: blake2b over the architecture config
 (minus fields that change with how the model was loaded: dtype, path, versions, use_cache), every
@@ -30,7 +32,7 @@ from .config import ConfigError
 from .data import atomic_write_text
 
 __all__ = ["SAMPLE", "ProvenanceError", "weights_fingerprint", "tokenizer_hash", "record", "write", "read",
-           "differences", "describe", "check_same_model"]
+           "require", "differences", "describe", "check_same_model"]
 
 SAMPLE = 1024  # elements hashed from each end of every parameter
 
@@ -86,7 +88,7 @@ def write(path: str | Path, rec: dict[str, Any]) -> None:
 
 
 def read(path: str | Path) -> dict[str, Any] | None:
-    """The record at `path`; None when there is none (an older file). A broken one is an error."""
+    """The record at `path`; None when there is none. A broken one is an error."""
     path = Path(path)
     if not path.exists():
         return None
@@ -115,11 +117,19 @@ def describe(rec: dict[str, Any]) -> str:
             f"vocabulary {rec['tokenizer'].get('vocab_size')})")
 
 
-def check_same_model(path: str | Path, made_by: dict[str, Any] | None, loaded: dict[str, Any], what: str) -> None:
+def require(sidecar: str | Path, path: str | Path, what: str, remedy: str) -> dict[str, Any]:
+    """The record at `sidecar` of `what` at `path`; ProvenanceError naming the way out (`remedy`) when there is none."""
+    rec = read(sidecar)
+    if rec is None:
+        raise ProvenanceError(f"{path}: {what} without a provenance record ({sidecar} is missing), so nothing says "
+                              f"which model made them; {remedy}")
+    return rec
+
+
+def check_same_model(path: str | Path, made_by: dict[str, Any], loaded: dict[str, Any], what: str,
+                     remedy: str) -> None:
     """Refuse `what` at `path` when its record `made_by` names other weights or another tokenizer than `loaded`."""
-    if made_by is None:
-        return
     diff = differences(made_by, loaded)
     if diff:
         raise ProvenanceError(f"{path}: {what} made by {describe(made_by)}, but this run loads {describe(loaded)} "
-                              f"(different {' and '.join(diff)})")
+                              f"(different {' and '.join(diff)}); {remedy}")

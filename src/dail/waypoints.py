@@ -52,7 +52,7 @@ import re
 from collections.abc import Iterable
 from typing import Literal, get_args
 
-from dail.data import Problem, write_jsonl
+from dail.data import Problem, check_output, write_jsonl
 from dail.grading import matching_brace  # one brace matcher for the project
 
 __all__ = ["Mode", "MODES", "final_box", "intermediate_results", "solution_hint", "partial_solution",
@@ -224,6 +224,7 @@ def waypoints_for(problem: Problem, mode: Mode = "hint") -> str:
 
 def write_waypoints(problems: Iterable[Problem], out_path: str | os.PathLike, mode: Mode = "hint") -> int:
     """Write the problems as JSONL with `waypoints` filled in (atomically); the number written."""
+    check_output(out_path)  # one DataError naming a bad output, as every stage gives
     rows = [p.model_copy(update={"waypoints": waypoints_for(p, mode)}) for p in problems]
     write_jsonl(out_path, rows)
     return len(rows)

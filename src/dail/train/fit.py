@@ -9,13 +9,14 @@ from typing import Any
 
 from .. import checkpoint
 from .. import distributed as dist
-from .. import provenance
+from .. import provenance, trackers
 from ..config import TrainConfig, check_same_settings, save_config
 from ..data import JsonlAppender
 from ..distributed import Progress
 from ..objectives import OBJECTIVES
 from ..rows import TrainRow, build_rows, check_token_ids, step_rows
 from ..rundir import AdapterDir, provenance_path
+from ..stage import check_inputs
 from .session import Session, setup
 from .step import log_record, train_step
 
@@ -27,7 +28,11 @@ __all__ = ["RESUME_MAY_DIFFER", "fit", "run"]
 
 # TrainConfig fields a resumed run may change: they move no number of the run (accumulation is
 # exact, see tests/test_train.py), or say only how to run it.
-RESUME_MAY_DIFFER = ("resume", "device", "grad_accum", "gradient_checkpointing", "save_every", "log_every")
+RESUME_MAY_DIFFER = ("resume", "device", "grad_accum", "gradient_checkpointing", "save_every", "log_every",
+                     "report_to", "logging_dir")
+
+# The way out of traces refused for their record: expand makes them again, and records what made them.
+REMAKE_TRACES = "make them again with `dail expand --fresh`, which records the model beside them"
 
 
 def fit(cfg: TrainConfig, progress: Progress | None = None) -> tuple[Any, dict[str, Any]]:
@@ -38,22 +43,29 @@ def fit(cfg: TrainConfig, progress: Progress | None = None) -> tuple[Any, dict[s
     from ..models import load_tokenizer
 
     started = time.perf_counter()
+    trackers.require_installed(cfg.report_to)  # now, not silently dropped at the first step
     out = Path(cfg.out)
     resume_from = checkpoint.prepare_out(out, cfg.resume)
     if resume_from is not None:  # a resume goes on under the settings it started with, or not at all
         check_same_settings(AdapterDir(out).config, cfg, ignore=RESUME_MAY_DIFFER, output=out,
                             fresh="train into another --out, or delete it to start over")
     rows = build_rows(cfg, load_tokenizer(cfg.model))  # data errors before the model loads
+    made_by = _traces_record(cfg)  # traces without a record stop before the model loads, too
     session = setup(cfg, len(rows))
-    _check_traces(cfg, rows, session)  # before any step: traces of another model would train silently
+    _check_traces(cfg, rows, session, made_by)  # before any step: traces of another model would train silently
     plan = {"objective": cfg.objective, "rows": len(rows), "batch_size": cfg.batch_size, "seed": cfg.seed,
             "total_steps": session.total_steps}
     state = _resume(session, out, resume_from, plan)
+    # After the resume: the first step logged is known, and TensorBoard drops later ones a killed run left.
+    session.accelerator.init_trackers(trackers.PROJECT, config=trackers.hparams(cfg),
+                                      init_kwargs=trackers.init_kwargs(state["step"] + 1))
     last, tokens = _steps(session, rows, out, plan, state, progress)
     if session.accelerator.is_main_process:
         provenance.write(provenance_path(out), session.provenance)  # before the adapter's 'done' mark
         checkpoint.save_adapter(session.peft_model, out)
     session.accelerator.wait_for_everyone()
+    if cfg.report_to:  # last: it also destroys the process group a launched run joined
+        session.accelerator.end_training()
     session.peft_model.eval()
     summary = {"out": str(out), "objective": cfg.objective, "rows": len(rows), "steps": session.total_steps,
                "start_step": state["step"], "steps_per_epoch": session.steps_per_epoch, "tokens": tokens,
@@ -63,12 +75,18 @@ def fit(cfg: TrainConfig, progress: Progress | None = None) -> tuple[Any, dict[s
     return session.peft_model, summary
 
 
-def _check_traces(cfg: TrainConfig, rows: list[TrainRow], session: Session) -> None:
-    """Refuse traces recorded as made by other weights or another tokenizer, and token ids past the vocabulary."""
+def _traces_record(cfg: TrainConfig) -> dict[str, Any] | None:
+    """The provenance record of the traces trained on (ProvenanceError when missing); None when none are read."""
     if cfg.traces is None or OBJECTIVES[cfg.objective].target == "solution":
+        return None
+    return provenance.require(provenance_path(cfg.traces), cfg.traces, "traces", REMAKE_TRACES)
+
+
+def _check_traces(cfg: TrainConfig, rows: list[TrainRow], session: Session, made_by: dict[str, Any] | None) -> None:
+    """Refuse traces recorded as made by other weights or another tokenizer, and token ids past the vocabulary."""
+    if made_by is None:
         return
-    provenance.check_same_model(cfg.traces, provenance.read(provenance_path(cfg.traces)), session.provenance,
-                                "traces")
+    provenance.check_same_model(cfg.traces, made_by, session.provenance, "traces", REMAKE_TRACES)
     check_token_ids(rows, session.vocab_size, cfg.traces, cfg.model)
 
 
@@ -107,6 +125,7 @@ def _steps(session: Session, rows: list[TrainRow], out: Path, plan: dict[str, An
                 last["tokens_seen"] = tokens  # trained tokens so far: the compute a method used
                 if main:
                     log.write(last)
+                session.accelerator.log(trackers.step_scalars(last), step=step + 1)  # the main process's trackers
             report(step + 1, total, loss=last.get("loss"))
             if (step + 1) % cfg.save_every == 0 or step + 1 == total:
                 _save(session, out, step + 1, {"tokens": tokens, "elapsed": elapsed, "plan": plan})
@@ -123,7 +142,25 @@ def _save(session: Session, out: Path, step: int, state: dict[str, Any]) -> None
     session.accelerator.wait_for_everyone()
 
 
-def run(cfg: TrainConfig, progress: Progress | None = None) -> dict[str, Any]:
-    """The `dail train` stage: train, write `out/` (adapter, log.jsonl, config.toml); the summary."""
+def run(cfg: TrainConfig, progress: Progress | None = None, *, fresh: bool = False) -> dict[str, Any]:
+    """The `dail train` stage: train, write `out/` (adapter, log.jsonl, config.toml); the summary.
+
+    `fresh` deletes an earlier training run in `out/` first; a folder without a training run's files
+    is the user's and stays.
+    """
+    check_inputs(cfg, "dir")  # a device this machine lacks, or an output that cannot be, deletes nothing
+    if fresh:
+        _remove_training(Path(cfg.out))
     with dist.output_lock(cfg.out, main_only=True):  # one training run per adapter directory
         return fit(cfg, progress)[1]
+
+
+def _remove_training(out: Path) -> None:
+    """Delete the training run in `out` (rank 0, under its lock; every rank waits)."""
+    import shutil
+
+    adapter = AdapterDir(out)
+    if dist.is_main() and any(p.exists() for p in (adapter.done, adapter.log, adapter.config, adapter.checkpoints)):
+        with dist.output_lock(out):
+            shutil.rmtree(out)
+    dist.barrier()
