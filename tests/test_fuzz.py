@@ -8,10 +8,17 @@ file) or passes a directory instead, and for each stage it draws a bad flag. The
 * no traceback in the output, and the message names the file or the flag;
 * an output that existed before is byte for byte the same, and no new output appears;
 * `dail.models.load` is never called: inputs are checked before the expensive work.
+
+And the whole command line, read from the command tree rather than listed here: every command with
+any of its options and arguments drawn, each given a value of the wrong kind for its type (negative,
+huge, empty, not a number, a path that is not there, odd unicode). Whatever is drawn, the command
+ends with exit code 0, 1 or 2 and never with an exception; an input that is never there (or a config
+that cannot hold) keeps each one from starting real work.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import shutil
@@ -26,6 +33,8 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from dail.cli import app
+
+from conftest import cli_commands
 
 FUZZ = settings(max_examples=25, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -248,3 +257,91 @@ def test_a_failed_eval_leaves_no_directory_behind(tmp_path, no_model):
     bad.write_bytes(b"\xff\xfe")
     code, output = _run(["eval", "--data", str(bad), "--out", str(tmp_path / "ev"), "--device", "cpu"])
     assert code == 1 and str(bad) in output and not (tmp_path / "ev").exists()
+
+
+# --------------------------------------------------------------------------- every command, every option
+
+# Values no option should take, by the option's type; every one must end in an answer, not a crash.
+NASTY_TEXT = ["", " ", "missing/none.jsonl", "é/ü☃.jsonl", "\u202e\u200b", "😀", "a" * 300, "hub:nobody/none"]
+NASTY = {
+    int: ["-1", "0", "-99999999999999999999", "99999999999999999999", "", "x", "1.5", "٣"],
+    float: ["-1", "0", "nan", "inf", "-inf", "1e999", "", "x", "1,5"],
+    str: NASTY_TEXT,
+}
+# Per command, what makes it fail before any work whichever of its other options are drawn: a missing
+# input, a config that cannot hold, an output that cannot be made. An option drawn replaces its anchor,
+# and the values drawn for an input are never one that exists.
+ANCHORS = {
+    "waypoints": {"--data": "missing.jsonl", "--out": "w.jsonl"},
+    "expand": {"--data": "missing.jsonl", "--out": "t.jsonl"},
+    "eval": {"--data": "missing.jsonl", "--out": "ev"},
+    "select": {"--data": "missing.jsonl", "--out": "s.jsonl"},
+    "train": {"--traces": "missing.jsonl", "--problems": "missing.jsonl", "--out": "ad"},
+    "report": {"inputs": "missing-run"},
+    "run": {"--config": "run.toml"},
+    "study": {"--config": "study.toml"},
+    "demo": {},  # its config is run.toml (patched in below)
+    "data validate": {"file": "missing.jsonl"},
+    "data generate": {"--out": "afile/x.jsonl"},  # under a file: cannot be made
+    "data import": {"name": "no-such-set"},
+    "testbed build": {"--config": "build.toml", "--out": "tb"},
+    "testbed probe": {"--build": "missing-build"},
+}
+MODEL_STAGES = ("expand", "eval", "select", "train")
+
+
+def _nasty(param) -> st.SearchStrategy[list[str]]:
+    """How a drawn parameter appears on the command line: a flag, or the option (or argument) with a bad value."""
+    if param.param_type_name == "option" and param.is_flag:
+        return st.sampled_from([[o] for o in (*param.opts, *param.secondary_opts) if o.startswith("--")])
+    annotation = param.type_descriptor.annotation
+    values = NASTY.get(annotation, NASTY_TEXT)
+    if param.param_type_name == "argument":
+        return st.sampled_from(values).map(lambda v: [v])
+    return st.sampled_from(values).map(lambda v: [param.opts[0], v])
+
+
+def _line(name: str, drawn: dict[str, list[str]], model: str) -> list[str]:
+    """The whole command line: the anchors not drawn over, then the drawn options, then the arguments."""
+    anchors = {**ANCHORS[name], **({"--model": model} if name in MODEL_STAGES else {})}
+    options = [x for key, value in anchors.items() if key.startswith("--") and key not in drawn for x in (key, value)]
+    options += [x for key, v in drawn.items() if key.startswith("--") for x in v]
+    arguments = [v[0] for key, v in drawn.items() if not key.startswith("--")]
+    arguments += [value for key, value in anchors.items() if not key.startswith("--") and key not in drawn]
+    return [*name.split(), *options, "--", *arguments] if arguments else [*name.split(), *options]
+
+
+def _workspace(d: Path, model: str) -> None:
+    """The files the anchors name: configs that hold until their data is read, a file to put nothing under."""
+    (d / "afile").write_text("a file\n")
+    run = (f'model = "{model}"\ntrain_data = "missing.jsonl"\neval_data = ["missing-eval.jsonl"]\n'
+           'methods = ["base", "dail"]\ndevice = "cpu"\n')
+    (d / "run.toml").write_text(f'name = "r"\nout_dir = "runs"\n{run}')
+    (d / "study.toml").write_text(f'name = "s"\nout_dir = "studies"\nseeds = [0]\n[run]\n{run}')
+    (d / "build.toml").write_text("stesp = 3\n")
+
+
+COMMANDS = cli_commands()
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_no_flag_value_ends_in_a_traceback(name, tmp_path, monkeypatch, no_model, tiny_model_dir):
+    params = {p.opts[0] if p.param_type_name == "option" else p.name: p for p in COMMANDS[name].params
+              if p.name != "help"}
+    monkeypatch.setattr("dail.cli.runs.find_demo_config", lambda: Path("run.toml").resolve())
+
+    @FUZZ
+    @given(drawn=st.sets(st.sampled_from(sorted(params)), min_size=1).flatmap(
+        lambda keys: st.fixed_dictionaries({k: _nasty(params[k]) for k in sorted(keys)})))
+    def check(drawn: dict[str, list[str]]):
+        d = Path(tempfile.mkdtemp(dir=tmp_path))
+        _workspace(d, tiny_model_dir)
+        args = _line(name, drawn, tiny_model_dir)
+        with contextlib.chdir(d):  # only around the command: hypothesis resolves paths of its own
+            result = CliRunner().invoke(app, args)
+        crash = None if isinstance(result.exception, (SystemExit, type(None))) else result.exception
+        assert crash is None and result.exit_code in (0, 1, 2), f"{args}: {result.output}\n{crash!r}"
+        assert "Traceback" not in result.output, args
+        shutil.rmtree(d, ignore_errors=True)
+
+    check()

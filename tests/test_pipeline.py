@@ -78,8 +78,15 @@ def test_run_writes_everything_and_resumes(run_config, monkeypatch):
     traces_before = (root / "traces.jsonl").read_bytes()
     monkeypatch.undo()
 
+    n_events = len(_events(root))
     result = CliRunner().invoke(app, ["run", "--config", str(run_config)])
     assert result.exit_code == 0, result.output
+    # The plan names every stage the run goes through, in its order; the CLI counts them off.
+    plan = pipeline.plan(cfg)
+    assert [e["stage"] for e in _events(root)[n_events:] if e["event"] in ("start", "skip")] == plan
+    k = plan.index("train:dail") + 1
+    assert f"[stage {k}/{len(plan)}] train:dail · elapsed " in result.output
+    assert f"[stage 1/{len(plan)}] waypoints: complete, skipped" in result.output
     # Expansion was complete: the resumed run skipped it and left the traces untouched.
     resumed = _events(root)
     assert {"event": "skip", "stage": "expand:traces.jsonl"}.items() <= next(

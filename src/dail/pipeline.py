@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import json
 import os
-from collections import Counter
 import shutil
 import subprocess
 import sys
 import time
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-from collections.abc import Callable
 
 from pydantic import BaseModel
 
@@ -31,10 +30,13 @@ from .config import (ConfigError, EvalConfig, ExpandConfig, RunConfig, SelectCon
                      save_config, section_values, to_toml)
 from .data import DataError, Problem, atomic_write_text, read_done_keys, read_problems, write_jsonl
 from .distributed import Progress, output_lock
+from .results import four_traces, results_table
 from .roles import Role
 from .rundir import AdapterDir, EvalDir, RunDir, RunLog, config_path, data_digest, provenance_path, selection_dir
+from .stage import check_inputs
+from .trackers import log_results, require_installed
 
-__all__ = ["run", "select", "run_dir", "share_sampled", "TRAINED", "EXPANSIONS", "OnEvent"]
+__all__ = ["run", "plan", "select", "run_dir", "share_sampled", "TRAINED", "EXPANSIONS", "OnEvent"]
 
 OnEvent = Callable[[str, str, dict[str, Any]], None]
 """on_event(stage, event, fields): 'start' / 'end' / 'skip' of a stage, 'done' of the run, 'selected' of select."""
@@ -73,6 +75,14 @@ def run_dir(cfg: RunConfig) -> RunDir:
     return RunDir(Path(cfg.out_dir) / cfg.name)
 
 
+def plan(cfg: RunConfig) -> list[str]:
+    """Every stage a run goes through, in order, named as its events name them ('select', ..., 'report')."""
+    return [*(["select"] if cfg.select else []), "waypoints",
+            *(f"solutions:{m}" for m in SOLUTION_TRAINED if m in cfg.methods),
+            *(f"expand:{t}" for t in _expansions(cfg, run_dir(cfg))), *(f"train:{m}" for m in cfg.methods if m in TRAINED),
+            *(f"eval:{m}/{s.label}" for m in cfg.methods for s in cfg.eval_splits() if s.evaluates(m)), "report"]
+
+
 def _launch(cfg: RunConfig, config_file: Path, stage: str, config: BaseModel) -> None:
     """Run one model stage through `accelerate launch` with its config file."""
     save_config(config, config_file)
@@ -84,7 +94,10 @@ def _launch(cfg: RunConfig, config_file: Path, stage: str, config: BaseModel) ->
     if cfg.device == "cpu":  # keep a CPU run on the CPU even on a GPU host; `--cpu` would start one process
         env["ACCELERATE_USE_CPU"] = "true"
     command += ["-m", "dail", stage, "--config", str(config_file)]
-    subprocess.run(command, check=True, env=env)
+    try:
+        subprocess.run(command, check=True, env=env)
+    except subprocess.CalledProcessError as e:  # the processes printed their own error; the run says which stage
+        raise ConfigError(f"{stage}: its launched processes failed (exit {e.returncode}); their error is above") from None
 
 
 def _expansions(cfg: RunConfig, root: RunDir) -> dict[str, ExpandConfig]:
@@ -134,11 +147,12 @@ def _problems(spec: str) -> list[Problem]:
     return resolve_problems(spec)
 
 
-def select(cfg: SelectConfig, on_event: OnEvent | None = None) -> dict:
-    """Keep the problems the base model fails in all of `n` samples (the paper's training-set rule)."""
+def select(cfg: SelectConfig, on_event: OnEvent | None = None, *, fresh: bool = False) -> dict:
+    """Keep the problems the base model fails in all of `n` samples (the training-set rule); `fresh`: sample anew."""
     from .data import Sample, read_jsonl
     from .evaluate import run as evaluate
 
+    check_inputs(cfg, "file")
     out = Path(cfg.out)
     work = selection_dir(out)
     problems = _problems(cfg.data)[: cfg.limit]
@@ -147,7 +161,7 @@ def select(cfg: SelectConfig, on_event: OnEvent | None = None) -> dict:
     if checkable:
         eval_cfg = EvalConfig(**cfg.model_dump(exclude={"data", "out", "limit"}), data=cfg.data, out=str(work),
                               k=[1], budgets=[cfg.sampling.max_new_tokens], limit=cfg.limit)
-        evaluate(eval_cfg, stage="select")  # its own random streams, not evaluation's
+        evaluate(eval_cfg, stage="select", fresh=fresh)  # its own random streams, not evaluation's
         solved = {row.problem_id for row in read_jsonl(EvalDir(work).samples, Sample) if row.correct}
     # A problem without a checkable answer (a proof) cannot be selected by failure: it passes through.
     kept = [p for p in problems if p.id not in solved]
@@ -159,10 +173,12 @@ def select(cfg: SelectConfig, on_event: OnEvent | None = None) -> dict:
     return summary
 
 
-def _write_if_changed(path: Path, text: str) -> None:
+def _write_if_changed(path: Path, text: str) -> bool:
     # A rerun of a finished run must leave every file as it was.
-    if not path.exists() or path.read_text(encoding="utf-8") != text:
+    changed = not path.exists() or path.read_text(encoding="utf-8") != text
+    if changed:
         atomic_write_text(path, text)
+    return changed
 
 
 def _expand_done(cfg: ExpandConfig, problems: list[Problem]) -> bool:
@@ -202,7 +218,7 @@ class _Stages:
 
 # Run settings that change no row of any stage: where and how it runs, batch sizes of the sampling stages
 # (the engine's rows do not depend on the batch), and which methods and splits exist (each has its own files).
-RUN_IGNORED = ("name", "out_dir", "launcher", "num_processes", "device", "methods", "eval_data",
+RUN_IGNORED = ("name", "out_dir", "launcher", "num_processes", "device", "methods", "eval_data", "report_to",
                "expand.batch_size", "eval.batch_size", "data_digests")  # data_digests: compared per file below
 
 
@@ -226,6 +242,7 @@ def run(cfg: RunConfig, on_event: OnEvent | None = None, progress: Progress | No
     other settings (`RUN_IGNORED` aside) is refused with ConfigError naming each, unless `fresh`,
     which deletes it first.
     """
+    check_inputs(cfg)  # before the lock: a run on a device this machine lacks leaves nothing behind
     root = run_dir(cfg)
     with output_lock(root.root):
         if fresh:
@@ -252,6 +269,7 @@ def _run(cfg: RunConfig, root: RunDir, on_event: OnEvent | None, progress: Progr
     fresh = "rerun with --fresh to delete the run directory first, or use another --name"
     check_same_settings(root.config, cfg, ignore=RUN_IGNORED, output=root.root, fresh=fresh)
     cfg = _check_data(cfg, root, fresh)
+    require_installed(cfg.report_to)  # before hours of sampling, not at the first log
     _write_if_changed(root.config, to_toml(cfg))
     stage = _Stages(cfg, root, on_event)
     started = time.time()
@@ -261,11 +279,11 @@ def _run(cfg: RunConfig, root: RunDir, on_event: OnEvent | None, progress: Progr
     _train_all(cfg, root, stage, progress)
     _eval_all(cfg, root, stage, progress)
     _report(root, stage)
-    table = results_table(root, cfg)
-    used = compute(root, cfg)
+    table, used = results_table(root, cfg), compute(root, cfg)
     seconds = round(time.time() - started, 1)
     stage.event("run", "done", seconds=seconds)
-    _write_if_changed(root.metrics, json.dumps({"methods": table, "compute": used}, indent=2) + "\n")
+    if _write_if_changed(root.metrics, json.dumps({"methods": table, "compute": used}, indent=2) + "\n"):
+        log_results(cfg.report_to, root.trackers, table, cfg)  # once per new table, like metrics.json
     return {"run_dir": str(root.root), "report": str(root.report), "table": table, "compute": used, "seconds": seconds,
             "four_traces": four_traces(root)}
 
@@ -324,7 +342,8 @@ def _train_all(cfg: RunConfig, root: RunDir, stage: _Stages, progress: Progress 
         out = root.adapter(method)
         problems = root.solutions(method) if method in SOLUTION_TRAINED else root.waypoints
         tr = TrainConfig(**{**section_values(cfg.train), **_common(cfg), "resume": True}, objective=objective,
-                         problems=str(problems), traces=str(root.traces(traces)) if traces else None, out=str(out))
+                         problems=str(problems), traces=str(root.traces(traces)) if traces else None, out=str(out),
+                         report_to=cfg.report_to)
         stage(f"train:{method}", AdapterDir(out).done.exists(), tr, lambda c: train(c, progress=progress))
 
 
@@ -396,40 +415,3 @@ def compute(root: RunDir, cfg: RunConfig) -> dict[str, dict[str, int]]:
         trained = json.loads(lines[-1]).get("tokens_seen", 0) if lines else 0
         out[method] = {"selection": selection, "sampled": sampled, "trained": trained}
     return out
-
-
-def four_traces(root: RunDir) -> dict[str, Any] | None:
-    """One problem as each writer solves it: the expert's solution, and sample 0 of the privileged-only, mixed and
-    negative-reference rollouts (those the run made); None when the run made no negative rollout."""
-    from .data import read_traces
-
-    negative = root.traces(RunDir.NEGATIVE)
-    if not negative.exists():
-        return None
-    first = read_traces(negative, kept_only=False)
-    if not first:
-        return None
-    pid = first[0].problem_id
-    problem = next(p for p in read_problems(root.waypoints) if p.id == pid)
-    out: dict[str, Any] = {"problem": problem.problem, "expert": problem.solution}
-    for key, name in (("privileged_only", RunDir.PSD), ("mixed", RunDir.MIXED), ("negative", RunDir.NEGATIVE)):
-        path = root.traces(name)
-        trace = next((t for t in read_traces(path, kept_only=False) if t.problem_id == pid and t.sample == 0),
-                     None) if path.exists() else None
-        if trace is not None:
-            out[key] = trace.model_dump(include={"text", "token_ids", "source", "reject_reason"})
-    return out
-
-
-def results_table(root: RunDir, cfg: RunConfig) -> dict[str, dict[str, Any]]:
-    """pass@k and mean tokens per method and split, read back from the eval directories (config order)."""
-    rows: dict[str, dict[str, Any]] = {}
-    for method in cfg.methods:
-        for split in cfg.eval_splits():
-            path = EvalDir(root.eval_dir(method, split.label)).metrics
-            if not path.exists():
-                continue
-            m = json.loads(path.read_text())
-            pass_at = {str(k): v for k, v in m["pass_at_k"].items()}
-            rows.setdefault(method, {})[split.label] = {"pass_at_k": pass_at, "mean_tokens": m["mean_tokens"]}
-    return rows

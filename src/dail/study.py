@@ -38,7 +38,7 @@ from .config import RunConfig, StrictConfig
 from .data import atomic_write_text
 from .pipeline import run_dir, share_sampled
 
-__all__ = ["StudyConfig", "Comparison", "run", "aggregate", "markdown", "compare", "comparisons_table", "fill_readme"]
+__all__ = ["StudyConfig", "Comparison", "run", "plan", "aggregate", "markdown", "compare", "comparisons_table", "fill_readme"]
 
 
 class Comparison(StrictConfig):
@@ -155,6 +155,17 @@ def _point(name: str) -> str:
 OnRun = Callable[[str, RunConfig], dict]
 
 
+def _points(cfg: StudyConfig, seed: int) -> dict[str, tuple[list[str], RunConfig]]:
+    """The sweep points that accompany `seed`'s run (none where sweep_seeds leaves the seed out)."""
+    return cfg.sweep_configs(seed) if cfg.sweep_seeds is None or seed in cfg.sweep_seeds else {}
+
+
+def plan(cfg: StudyConfig) -> list[str]:
+    """Every run of the study in order, labelled as `run` labels them: a seed's run, then its sweep points."""
+    return [label for seed in cfg.seeds
+            for label in (f"seed {seed}", *(f"seed {seed}: {_point(name)}" for name in _points(cfg, seed)))]
+
+
 def run(cfg: StudyConfig, run_one: OnRun) -> dict[str, Any]:
     """Run (or resume) every seed and sweep point through `run_one(label, config)`; write and return the summary.
 
@@ -170,8 +181,7 @@ def run(cfg: StudyConfig, run_one: OnRun) -> dict[str, Any]:
         used[seed] = result.get("compute", {})
         root = Path(result["run_dir"])
         evals[seed] = {m: run_dir(main).root for m in main.methods}
-        points = cfg.sweep_configs(seed) if cfg.sweep_seeds is None or seed in cfg.sweep_seeds else {}
-        for name, (methods, sweep) in points.items():
+        for name, (methods, sweep) in _points(cfg, seed).items():
             share_sampled(main, sweep)
             point = _point(name)
             rows = run_one(f"seed {seed}: {point}", sweep)["table"]

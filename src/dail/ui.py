@@ -6,15 +6,19 @@ module turns that into rich output on stderr, on rank 0 only. Nothing here compu
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import statistics
+import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console, Group
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
-__all__ = ["console", "progress", "expand_summary", "eval_summary", "run_table", "four_traces", "RunEvents"]
+__all__ = ["console", "progress", "expand_summary", "eval_summary", "run_table", "four_traces", "RunEvents",
+           "Countdown", "announce", "progress_line", "clock"]
 
 console = Console(stderr=True)
 
@@ -117,7 +121,7 @@ def four_traces(traces: dict[str, Any], tokenizer=None) -> Group:
 
 
 def run_table(name: str, results: dict[str, dict[str, Any]]) -> Table:
-    """pass@k and mean tokens per method and split (`dail.pipeline.results_table`), methods in config order."""
+    """pass@k and mean tokens per method and split (`dail.results.results_table`), methods in config order."""
     # No rules and k alone as the header: seven k's, method, split and tokens fit 80 columns.
     table = Table(title=f"{name}: pass@k at each k, mean tokens", box=None, padding=(0, 1, 0, 0),
                   title_justify="left")
@@ -136,11 +140,63 @@ def run_table(name: str, results: dict[str, dict[str, Any]]) -> Table:
     return table
 
 
-class RunEvents:
-    """The `on_event` of `dail.pipeline.run`: a rule per stage, a line per skip, a bar while one samples."""
+def clock(seconds: float) -> str:
+    """Seconds as m:ss, or h:mm:ss from an hour on."""
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
-    def __init__(self):
+
+def progress_line(unit: str, k: int, n: int, name: str, elapsed: float, timed: Sequence[float]) -> str:
+    """`[stage 7/31] train:dail · elapsed 4:12 · est. left ~9:30` as step k of n starts."""
+    line = f"[{unit} {k}/{n}] {name} · elapsed {clock(elapsed)}"
+    if timed:  # a rough guess: the steps differ, and those timed so far stand for all that are left
+        line += f" · est. left ~{clock(statistics.fmean(timed) * (n - k + 1))}"
+    return line
+
+
+def announce(line: str) -> None:
+    """A rule, then `line` in bold: where a stage or a run starts."""
+    console.rule()
+    console.print(Text(line, style="bold"))
+
+
+class Countdown:
+    """Where a sequence of n steps stands (a run's stages, a study's runs): step k of n, elapsed, an estimate.
+
+    The estimate is the mean time of the steps that did work times the steps left, this one included;
+    a step found complete and skipped counts as done but not in the mean.
+    """
+
+    def __init__(self, unit: str, n: int):
+        self.unit, self.n, self.k, self.timed, self.started = unit, n, 0, [], time.monotonic()
+
+    def begin(self, name: str) -> str:
+        """The line for the next step, which starts now."""
+        self.k += 1
+        return progress_line(self.unit, self.k, self.n, name, time.monotonic() - self.started, self.timed)
+
+    def skip(self, name: str) -> str:
+        """The line for the next step, found complete."""
+        self.k += 1
+        return f"[{self.unit} {self.k}/{self.n}] {name}: complete, skipped"
+
+    def took(self, seconds: float) -> None:
+        """The step begun last did work for `seconds`."""
+        self.timed.append(seconds)
+
+
+class RunEvents:
+    """The `on_event` of `dail.pipeline.run`: a rule per stage, a line per skip, a bar while one samples.
+
+    Given the run's `plan` (`dail.pipeline.plan`), each stage's line says which of how many it is, with
+    the time so far and a rough estimate of the time left.
+    """
+
+    def __init__(self, plan: Sequence[str] | None = None):
         self._bar = None
+        self._countdown = Countdown("stage", len(plan)) if plan is not None else None
+        self.worked = False  # whether any stage ran rather than being skipped
 
     def progress(self, done: int, total: int, **fields: Any) -> None:
         """The progress callback the pipeline hands its sampling stages."""
@@ -149,12 +205,19 @@ class RunEvents:
 
     def __call__(self, stage: str, event: str, fields: dict[str, Any]) -> None:
         if event == "skip":
-            console.print(f"[dim]{stage}: complete, skipped[/]")
+            line = self._countdown.skip(stage) if self._countdown else f"{stage}: complete, skipped"
+            console.print(Text(line, style="dim"))
         elif event == "start":
-            console.rule(f"[bold]{stage}")
+            self.worked = True
+            if self._countdown:
+                announce(self._countdown.begin(stage))
+            else:
+                console.rule(f"[bold]{stage}")
             self._open = progress(stage)
             self._bar = self._open.__enter__()
         elif event == "end":
+            if self._countdown:
+                self._countdown.took(fields["seconds"])
             self._close()
         elif event == "result" and stage.startswith("expand"):
             console.print(expand_summary(fields["value"]))

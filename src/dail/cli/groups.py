@@ -10,7 +10,8 @@ from rich.console import Console
 from rich.table import Table
 
 from ..config import ExpandConfig, load_config
-from .common import ConfigOpt, console, data_app, find_demo_config, stage_config, testbed_app, user_errors
+from .common import (ConfigOpt, LimitOpt, OutOpt, SeedOpt, console, data_app, find_demo_config, stage_config,
+                     testbed_app, user_errors)
 
 # --------------------------------------------------------------------------- data
 
@@ -33,12 +34,15 @@ def data_validate(file: Annotated[Path, typer.Argument(help="Problems JSONL to c
 
 @data_app.command("generate")
 def data_generate(
-    out: Annotated[Path, typer.Option(help="Output JSONL.")],
-    n: Annotated[int, typer.Option(help="Number of problems.")] = 100,
-    seed: Annotated[int, typer.Option(help="Generator seed.")] = 0,
+    out: OutOpt,
+    n: Annotated[int, typer.Option(min=1, max=100_000, help="Number of problems.")] = 100,
+    seed: SeedOpt = 0,
     prefix: Annotated[str, typer.Option(help="Id prefix.")] = "arith",
 ) -> None:
-    """Generate multi-step arithmetic word problems with didactic expert solutions."""
+    """Generate multi-step arithmetic word problems with didactic expert solutions.
+
+    Writes --out: the problems JSONL.
+    """
     from ..data import check_output, write_jsonl
     from ..datasets import generate
 
@@ -52,9 +56,12 @@ def data_generate(
 def data_import(
     name: Annotated[str, typer.Argument(help="A known set (e.g. aime-2025, e1-verifiable, gpqa-diamond) or "
                                         "hub:owner/name[:config][@split][?problem=COLUMN&answer=COLUMN&...].")],
-    out: Annotated[Optional[Path], typer.Option(help="Also write the problems here as JSONL.")] = None,
+    out: OutOpt = None,
 ) -> None:
-    """Fetch a problem set from the Hugging Face Hub into the cache (and --out), and say what it holds."""
+    """Fetch a problem set from the Hugging Face Hub into the cache (and --out), and say what it holds.
+
+    Writes --out, when given: the problems as JSONL.
+    """
     from ..data import check_output, write_jsonl
     from ..datasets.hub import KNOWN, import_set
 
@@ -77,12 +84,16 @@ def data_import(
 
 @testbed_app.command("build")
 def testbed_build(
-    out: Annotated[Path, typer.Option(help="Directory to write: model/, data/*.jsonl, build.json.")],
+    out: OutOpt,
     config: ConfigOpt = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed of the splits, corpus and weights.")] = None,
+    seed: SeedOpt = None,
     steps: Annotated[Optional[int], typer.Option(help="Steps of pretraining phase 1.")] = None,
 ) -> None:
-    """Build the test-bed from a seed: tokenizer, model trained from scratch, splits (resumes a killed build)."""
+    """Build the test-bed from a seed: tokenizer, model trained from scratch, splits (resumes a killed build).
+
+    Writes --out: a directory of model/, data/*.jsonl and build.json. --seed seeds the splits, the corpus and
+    the weights.
+    """
     from .. import ui
     from ..testbed.build import BuildConfig, build, phases
 
@@ -97,13 +108,16 @@ def testbed_probe(
     build: Annotated[Optional[Path], typer.Option(help="A directory written by `dail testbed build` (default: the shipped one).")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="A run config whose \\[expand] section the "
                                                    "rollouts use (default: configs/demo.toml's settings).")] = None,
-    problems: Annotated[int, typer.Option(min=1, help="First N problems of the split.")] = 24,
-    samples: Annotated[int, typer.Option(min=1, help="Base-model samples per problem (pass@1 and pass@N).")] = 16,
+    limit: LimitOpt = 24,
+    n: Annotated[int, typer.Option(min=1, help="Base-model samples per problem (pass@1 and pass@N).")] = 16,
     split: Annotated[str, typer.Option(help="Split of the build to probe.")] = "val",
-    out: Annotated[Optional[Path], typer.Option(help="Also write the JSON here.")] = None,
+    out: OutOpt = None,
     figure: Annotated[Optional[Path], typer.Option(help="Also draw the first problem's four traces to this PNG.")] = None,
 ) -> None:
-    """Measure the premise of a test-bed build: what mixing and the contrast have to act on (asserts nothing)."""
+    """Measure the premise of a test-bed build: what mixing and the contrast have to act on (asserts nothing).
+
+    Probes the first --limit problems of --split. Writes --out, when given: the measures as JSON.
+    """
     import json
 
     from ..data import atomic_write_text
@@ -112,7 +126,7 @@ def testbed_probe(
 
     with user_errors():
         expand_cfg = _probe_expand(config)
-        result = probe(build or SHIPPED, expand_cfg, ProbeSizes(problems=problems, samples=samples, split=split),
+        result = probe(build or SHIPPED, expand_cfg, ProbeSizes(problems=limit, samples=n, split=split),
                        figure=figure)
     text = json.dumps(result, indent=1)
     if out:

@@ -8,7 +8,8 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ..config import ConfigError
-from .common import app, console, fail, find_demo_config, stage_config, user_errors
+from .common import (DeviceOpt, DtypeOpt, FreshOpt, ModelOpt, OutDirOpt, SeedOpt, app, console, fail, find_demo_config,
+                     stage_config, user_errors)
 
 
 def _tokenizer(model: str):
@@ -26,10 +27,10 @@ def _tokenizer(model: str):
 def _run(config: Path, overrides: dict[str, Any], fresh: bool = False) -> dict:
     from .. import ui
     from ..config import RunConfig
-    from ..pipeline import run as run_pipeline
+    from ..pipeline import plan, run as run_pipeline
 
     cfg = stage_config(RunConfig, config, overrides)
-    events = ui.RunEvents()
+    events = ui.RunEvents(plan(cfg))
     try:
         with user_errors():
             result = run_pipeline(cfg, on_event=events, progress=events.progress, fresh=fresh)
@@ -44,40 +45,44 @@ def _run(config: Path, overrides: dict[str, Any], fresh: bool = False) -> dict:
 
 @app.command()
 def run(
-    config: Annotated[Path, typer.Option("--config", "-c", help="Run config TOML (see configs/).")],
+    config: Annotated[Path, typer.Option("--config", "-c", help="Run config TOML, or a preset by name "
+                                         "(demo, paper-qwen2.5-7b, ...).")],
     name: Annotated[Optional[str], typer.Option(help="Override the run name.")] = None,
-    out_dir: Annotated[Optional[str], typer.Option(help="Override the parent directory of runs.")] = None,
-    device: Annotated[Optional[str], typer.Option()] = None,
-    fresh: Annotated[bool, typer.Option("--fresh", help="Delete the run directory first instead of resuming it.")] = False,
+    out_dir: OutDirOpt = None,
+    model: ModelOpt = None,
+    seed: SeedOpt = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    fresh: FreshOpt = False,
 ) -> None:
-    """A full experiment into runs/NAME/: select, waypoints, expand, train, eval, report."""
-    _run(config, {"name": name, "out_dir": out_dir, "device": device}, fresh=fresh)
+    """A full experiment into runs/NAME/: select, waypoints, expand, train, eval, report.
+
+    Each stage is skipped when complete, so a rerun resumes; --fresh deletes the run directory first.
+    Flags override the config's keys of the same name.
+    """
+    _run(config, {"name": name, "out_dir": out_dir, "model": model, "seed": seed, "device": device, "dtype": dtype},
+         fresh=fresh)
 
 
 @app.command()
 def study(
-    config: Annotated[Path, typer.Option("--config", "-c", help="Study config TOML (see configs/testbed-study.toml).")],
-    out_dir: Annotated[Optional[str], typer.Option(help="Override the parent directory of studies.")] = None,
+    config: Annotated[Path, typer.Option("--config", "-c", help="Study config TOML, or a preset by name "
+                                         "(testbed-study).")],
+    out_dir: OutDirOpt = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
     readme: Annotated[Optional[Path], typer.Option(help="Fill the <!-- study:KEY --> tables of this markdown file "
                                                    "from the finished study.")] = None,
 ) -> None:
-    """One run per seed plus DAIL's tau/gamma sweeps; tables and plots of the mean and spread across seeds."""
-    from .. import ui
-    from ..pipeline import run as run_pipeline
+    """One run per seed plus DAIL's tau/gamma sweeps; tables and plots of the mean and spread across seeds.
+
+    --device and --dtype set those of every run (the [run] table's keys).
+    """
     from ..study import StudyConfig, run as run_study
 
-    cfg = stage_config(StudyConfig, config, {"out_dir": out_dir})
-
-    def run_one(label: str, run_cfg) -> dict:
-        ui.console.rule(f"[bold]{label}")
-        events = ui.RunEvents()
-        try:
-            return run_pipeline(run_cfg, on_event=events, progress=events.progress)
-        finally:
-            events.close()
-
+    cfg = stage_config(StudyConfig, config, {"out_dir": out_dir, "run.device": device, "run.dtype": dtype})
     with user_errors(cfg.root):
-        summary = run_study(cfg, run_one)
+        summary = run_study(cfg, _study_runner(cfg))
         if readme is not None:
             from ..data import atomic_write_text
             from ..study import fill_readme
@@ -89,16 +94,46 @@ def study(
     console.print(f"study: {cfg.root / 'study.md'}  plots: {cfg.root / 'plots'}")
 
 
+def _study_runner(cfg):
+    """The study's `run_one`: each run drawn like `dail run`'s, under a line saying which run of how many it is."""
+    import time
+
+    from .. import ui
+    from ..pipeline import plan, run as run_pipeline
+    from ..study import plan as study_plan
+
+    runs = ui.Countdown("run", len(study_plan(cfg)))
+
+    def run_one(label: str, run_cfg) -> dict:
+        ui.announce(runs.begin(label))
+        events, started = ui.RunEvents(plan(run_cfg)), time.monotonic()
+        try:
+            result = run_pipeline(run_cfg, on_event=events, progress=events.progress)
+        finally:
+            events.close()
+        if events.worked:  # a run found complete says nothing about how long the next will take
+            runs.took(time.monotonic() - started)
+        return result
+
+    return run_one
+
+
 def _demo_config() -> Path:
     path = find_demo_config()
     if path is not None:
         return path
-    fail("configs/demo.toml not found: run `dail demo` from the dail checkout, or `dail run --config FILE`")
+    fail("dail/presets/demo.toml is missing from this install: reinstall dail, or `dail run --config FILE`")
 
 
 @app.command()
 def demo(
-    out_dir: Annotated[Optional[str], typer.Option(help="Override the parent directory of runs.")] = None,
+    out_dir: OutDirOpt = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    fresh: FreshOpt = False,
 ) -> None:
-    """The six-method comparison on the shipped test-bed model and its splits (configs/demo.toml)."""
-    _run(_demo_config(), {"out_dir": out_dir})
+    """The six-method comparison on the shipped test-bed model and its splits (configs/demo.toml).
+
+    Resumes like `dail run`; --fresh deletes the demo's run directory first.
+    """
+    _run(_demo_config(), {"out_dir": out_dir, "device": device, "dtype": dtype}, fresh=fresh)

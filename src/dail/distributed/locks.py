@@ -37,7 +37,9 @@ class OutputLock:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        self.file = self.path.with_name(self.path.name + ".lock")
+        # From the absolute path: '.' (an empty --out) names a folder too, and its lock goes beside it.
+        full = Path(os.path.abspath(path))
+        self.file = full.with_name(full.name + ".lock") if full.name else full / ".lock"
         self._fd: int | None = None
 
     def acquire(self) -> OutputLock:
