@@ -10,6 +10,8 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	# The packaging test builds a wheel with the venv's own setuptools (a 3.11 venv brings 65.5, which lacks bdist_wheel).
+	$(BIN)/pip install --quiet setuptools==84.2.1
 	# torch first and pinned: an unpinned resolve may pull a multi-GB CUDA build.
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[test]'
