@@ -228,13 +228,13 @@ def test_fresh_is_the_way_past_rows_without_a_record(configs, tmp_path):
 # once per launch
 
 
-def test_only_rank_zero_prints_a_refusal(tmp_path, monkeypatch):
+def test_only_the_first_process_of_a_machine_prints_a_refusal(tmp_path, monkeypatch):
     path = tmp_path / "c.toml"
     path.write_text('data = "d"\nout = "o"\ntua = 1\n')
-    monkeypatch.setenv("RANK", "1")  # another rank of a launch: it refuses too, and says nothing
+    monkeypatch.setenv("LOCAL_RANK", "1")  # another process of a launch: it refuses too, and says nothing
     result = CliRunner().invoke(app, ["expand", "--config", str(path)])
     assert result.exit_code == 1 and result.output == ""
-    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("LOCAL_RANK", "0")
     result = CliRunner().invoke(app, ["expand", "--config", str(path)])
     assert result.exit_code == 1 and result.output.count("unknown key 'tua'") == 1
 
@@ -247,6 +247,7 @@ def test_a_refusal_of_two_launched_processes_is_one_line(configs, tmp_path):
                ACCELERATE_CONFIG_FILE=str(tmp_path / "no-accelerate-config.yaml"))
     env.pop("WORLD_SIZE", None)
     env.pop("RANK", None)
+    env.pop("LOCAL_RANK", None)
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--multi_gpu",
               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
               "-m", "dail", "expand", "--config", str(tmp_path / "expand.toml")]

@@ -14,13 +14,13 @@ from dail.data import DataError, Problem, read_problems
 from dail.datasets import resolve_problems
 from dail.datasets.hub import KNOWN, import_set, is_hub_spec, parse_spec
 from dail.grading import last_boxed, problem_kind
-from dail.rundir import data_digest
+from dail.rundir import data_digest, data_revision
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 
 
 @pytest.fixture(autouse=True)
-def hub_cache(tmp_path, monkeypatch) -> Path:
+def hub_cache(tmp_path, monkeypatch):
     """An empty hub cache and datasets cache under tmp, offline, and no socket may connect."""
     import datasets.config
     import huggingface_hub.constants
@@ -35,7 +35,9 @@ def hub_cache(tmp_path, monkeypatch) -> Path:
         raise AssertionError("a test reached for the network")
 
     monkeypatch.setattr(socket.socket, "connect", no_network)
-    return cache
+    import_set.cache_clear()  # each test publishes its own snapshots
+    yield cache
+    import_set.cache_clear()
 
 
 def publish(cache: Path, repo: str, files: dict[str, object], sha: str = SHA) -> Path:
@@ -136,16 +138,22 @@ def test_a_set_the_project_does_not_know_maps_by_the_query_of_its_spec(hub_cache
         import_set("hub:someone/puzzles@test")
 
 
-def test_a_run_resolves_a_hub_name_like_a_file_and_its_digest_names_the_commit(hub_cache, tmp_path):
+def test_a_run_resolves_a_hub_name_like_a_file_its_digest_is_the_content_and_the_commit_is_recorded(hub_cache, tmp_path):
     publish(hub_cache, "MathArena/aime_2025", {"train.jsonl": [{"problem_idx": 1, "problem": "P", "answer": 70}]})
     assert is_hub_spec("aime-2025-matharena") and not is_hub_spec("testbed-test")
     (p,) = resolve_problems("aime-2025-matharena")
     assert (p.id, p.answer) == ("1", "70")
     digest = data_digest("aime-2025-matharena")
-    assert digest.startswith(f"hub:MathArena/aime_2025@{SHA}:")
+    assert digest.startswith("hub:MathArena/aime_2025:") and data_revision("aime-2025-matharena") == f"MathArena/aime_2025@{SHA}"
+    publish(hub_cache, "MathArena/aime_2025", {"train.jsonl": [{"problem_idx": 1, "problem": "P", "answer": 70}],
+                                               "README.md": "card edited"}, sha="e" * 40)
+    import_set.cache_clear()
+    assert data_digest("aime-2025-matharena") == digest  # a commit that leaves the rows alone blocks no resume
     publish(hub_cache, "MathArena/aime_2025", {"train.jsonl": [{"problem_idx": 1, "problem": "P", "answer": 71}]},
             sha="f" * 40)
-    assert data_digest("aime-2025-matharena").startswith(f"hub:MathArena/aime_2025@{'f' * 40}:")
+    import_set.cache_clear()  # a new process: the new revision and its content
+    assert data_revision("aime-2025-matharena") == f"MathArena/aime_2025@{'f' * 40}"
+    assert data_digest("aime-2025-matharena") != digest  # the content moved, so a resume would refuse
 
 
 def test_a_set_missing_from_the_cache_offline_is_one_clear_error():
@@ -193,8 +201,23 @@ def test_last_boxed_reads_boxes_only_and_keeps_nested_braces():
     assert last_boxed("\\boxed{unclosed") is None
 
 
-def test_a_declared_answer_type_must_be_a_known_one():
-    p = Problem(id="x", problem="q", answer="3", meta={"answer_type": "number"})
-    with pytest.raises(ValueError, match="answer_type 'number'"):
-        problem_kind(p)
+def test_a_declared_answer_type_must_be_a_known_one(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps({"id": "x", "problem": "q", "answer": "3", "meta": {"answer_type": "number"}}) + "\n")
+    with pytest.raises(DataError, match=r"p.jsonl:1: field 'meta': .*answer_type 'number' is not one of"):
+        read_problems(path)
     assert problem_kind(Problem(id="y", problem="q", answer="3")) == "integer"
+
+
+def test_a_misspelt_column_a_duplicate_id_and_a_bad_config_are_one_clear_error(hub_cache):
+    publish(hub_cache, "someone/dups", {"test.jsonl": [{"problem": "A", "answer": "1", "id": "same"},
+                                                       {"problem": "B", "answer": "2", "id": "same"},
+                                                       {"problem": "", "answer": "3", "id": "other"}]})
+    with pytest.raises(DataError, match="finall:1: field 'finall': no such column"):
+        import_set("hub:someone/dups@test?answer=finall")
+    with pytest.raises(DataError, match="@test:2: field 'id': duplicate id 'same'"):
+        import_set("hub:someone/dups@test")
+    got = import_set("hub:someone/dups@test?id=answer")
+    assert [p.id for p in got.problems] == ["1", "2"] and got.dropped == {"empty_problem": 1}
+    with pytest.raises(DataError, match="someone/dups@"):
+        import_set("hub:someone/dups:no-such-config@test")

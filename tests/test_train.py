@@ -407,3 +407,21 @@ def test_student_and_references_are_scored_at_the_positions_that_predict_each_tr
         torch.testing.assert_close(got[counted], want[role][counted], rtol=0, atol=1e-9, msg=role)
     for role in want:  # the check has teeth: one column late gives other log-probs of the trace tokens
         assert float((late[role] - want[role]).abs().max()) > 1e-2, role
+
+
+def test_fresh_deletes_a_training_runs_own_files_and_nothing_else(tmp_path):
+    from dail.train.fit import _remove_training
+
+    out = tmp_path / "adapter"
+    (out / "checkpoints" / "step-2").mkdir(parents=True)
+    for name in ("adapter_config.json", "adapter_model.safetensors", "log.jsonl", "config.toml", "provenance.json",
+                 "checkpoints/step-2/state.json", "notes.txt"):
+        (out / name).write_text("x")
+    _remove_training(out)
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+    mine = tmp_path / "project"  # a config.toml alone does not make a folder a training run's
+    mine.mkdir()
+    (mine / "config.toml").write_text("x")
+    _remove_training(mine)
+    assert (mine / "config.toml").exists()

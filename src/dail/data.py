@@ -50,6 +50,10 @@ class _Row(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+# The grading rules a row may declare in `meta.answer_type` (`dail.grading` implements them).
+ANSWER_TYPES: tuple[str, ...] = ("integer", "math", "choice")
+
+
 class Problem(_Row):
     """One problem with its expert solution; `answer` makes it verifiable."""
 
@@ -84,6 +88,15 @@ class Problem(_Row):
         answer = (info.data.get("answer") or "").strip().upper()
         if v is not None and len(answer) == 1 and "A" <= answer <= "Z" and ord(answer) - ord("A") >= len(v):
             raise ValueError(f"answer {answer!r} is outside the {len(v)} choices (A-{chr(ord('A') + len(v) - 1)})")
+        return v
+
+    @field_validator("meta")
+    @classmethod
+    def _known_answer_type(cls, v: dict[str, Any]) -> dict[str, Any]:
+        # Caught on reading, with file and line: at grading time it would stop a run midway.
+        declared = v.get("answer_type")
+        if declared is not None and declared not in ANSWER_TYPES:
+            raise ValueError(f"answer_type {declared!r} is not one of {', '.join(ANSWER_TYPES)}")
         return v
 
     @property

@@ -36,8 +36,10 @@ from typing import Literal
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 from math_verify.errors import TimeoutException
 
+from .data import ANSWER_TYPES
+
 Kind = Literal["integer", "math", "choice"]
-KINDS: tuple[str, ...] = ("integer", "math", "choice")
+KINDS: tuple[str, ...] = ANSWER_TYPES
 
 # Optional whitespace after the command is legal LaTeX (`\boxed {x}`).
 _BOX_OPEN = re.compile(r"\\(?:boxed|fbox)\s*\{")
@@ -93,7 +95,8 @@ def extract_answer_span(text: str) -> tuple[str | None, int | None]:
 
 
 def last_boxed(text: str) -> str | None:
-    """The content of the last closed `\\boxed{}` in `text` (nested braces kept whole), or None: boxes only."""
+    """The content of the last `\\boxed{}` in `text` (nested braces kept whole); None without a box or when the last
+    one never closes (an earlier box is not the answer). Boxes only: no "the answer is" phrases."""
     boxes = list(_BOX_OPEN.finditer(text))
     if not boxes:
         return None
@@ -171,12 +174,8 @@ def problem_kind(problem) -> Kind | None:
     """A problem's grading rule: the type its row declares (`meta.answer_type`), else `answer_kind`'s guess."""
     if problem.answer is None:
         return None
-    declared = (problem.meta or {}).get("answer_type")
-    if declared is not None:
-        if declared not in KINDS:
-            raise ValueError(f"problem {problem.id}: answer_type {declared!r} is not one of {', '.join(KINDS)}")
-        return declared
-    return answer_kind(problem.answer, problem.choices)
+    # A declared type was checked when the row was read (`Problem`).
+    return problem.meta.get("answer_type") or answer_kind(problem.answer, problem.choices)
 
 
 def is_correct(

@@ -32,7 +32,8 @@ from .data import DataError, Problem, atomic_write_text, read_done_keys, read_pr
 from .distributed import Progress, output_lock
 from .results import four_traces, results_table
 from .roles import Role
-from .rundir import AdapterDir, EvalDir, RunDir, RunLog, config_path, data_digest, provenance_path, selection_dir
+from .rundir import (AdapterDir, EvalDir, RunDir, RunLog, config_path, data_digest, data_revision, provenance_path,
+                     selection_dir)
 from .stage import check_inputs
 from .trackers import log_results, require_installed
 
@@ -272,6 +273,9 @@ def _run(cfg: RunConfig, root: RunDir, on_event: OnEvent | None, progress: Progr
     require_installed(cfg.report_to)  # before hours of sampling, not at the first log
     _write_if_changed(root.config, to_toml(cfg))
     stage = _Stages(cfg, root, on_event)
+    for spec in cfg.data_digests:  # the Hub commit each set was read at, in the run's event log
+        if revision := data_revision(spec):
+            stage.event("data", "revision", spec=spec, revision=revision)
     started = time.time()
     train_data = _select(cfg, root, stage, on_event)
     problems = _training_problems(cfg, root, stage, train_data)
@@ -282,8 +286,11 @@ def _run(cfg: RunConfig, root: RunDir, on_event: OnEvent | None, progress: Progr
     table, used = results_table(root, cfg), compute(root, cfg)
     seconds = round(time.time() - started, 1)
     stage.event("run", "done", seconds=seconds)
-    if _write_if_changed(root.metrics, json.dumps({"methods": table, "compute": used}, indent=2) + "\n"):
-        log_results(cfg.report_to, root.trackers, table, cfg)  # once per new table, like metrics.json
+    text = json.dumps({"methods": table, "compute": used}, indent=2) + "\n"
+    if not root.metrics.exists() or root.metrics.read_text(encoding="utf-8") != text:
+        # Logged before metrics.json is written: a tracker that fails leaves the table new, so a rerun logs it.
+        log_results(cfg.report_to, root.trackers, table, cfg)
+        _write_if_changed(root.metrics, text)
     return {"run_dir": str(root.root), "report": str(root.report), "table": table, "compute": used, "seconds": seconds,
             "four_traces": four_traces(root)}
 

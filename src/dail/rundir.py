@@ -30,7 +30,7 @@ from typing import Any
 
 from .data import JsonlAppender
 
-__all__ = ["AdapterDir", "CheckpointDir", "EvalDir", "RunDir", "RunLog", "config_path", "data_digest", "events_path",
+__all__ = ["AdapterDir", "CheckpointDir", "EvalDir", "RunDir", "RunLog", "config_path", "data_digest", "data_revision", "events_path",
            "provenance_path", "ReportDir", "selection_dir", "split_name"]
 
 
@@ -65,16 +65,29 @@ def data_digest(spec: str) -> str:
         from .datasets.hub import import_set, is_hub_spec
 
         if is_hub_spec(spec):
-            # The commit names the revision for a reader; the content digest catches a mapping change.
+            # The rows, not the commit: a commit that leaves them alone (a README edit) must not block a
+            # resume. The commit is recorded apart (`data_revision`).
             got = import_set(spec)
             text = "".join(p.model_dump_json() + "\n" for p in got.problems).encode()
-            return f"hub:{got.repo}@{got.revision}:{hashlib.blake2b(text, digest_size=12).hexdigest()}"
+            return f"hub:{got.repo}:{hashlib.blake2b(text, digest_size=12).hexdigest()}"
         return f"bundled:{spec}"
     h = hashlib.blake2b(digest_size=12)
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def data_revision(spec: str) -> str | None:
+    """`owner/name@commit` of the Hub revision a data spec reads, or None for a file or a bundled split."""
+    if Path(spec).is_file():
+        return None
+    from .datasets.hub import import_set, is_hub_spec
+
+    if not is_hub_spec(spec):
+        return None
+    got = import_set(spec)
+    return f"{got.repo}@{got.revision}"
 
 
 def split_name(spec: str) -> str:
@@ -250,6 +263,12 @@ class AdapterDir:
     def trackers(self) -> Path:
         """Where file-writing experiment trackers (TensorBoard) log the training steps, unless `logging_dir` says."""
         return self.root / TRACKERS
+
+    def own_files(self) -> list[Path]:
+        """Every file or folder a training run writes here (what `--fresh` deletes), and no other."""
+        peft = ("adapter_model.safetensors", "adapter_model.bin")  # peft's weights (its README.md may be the user's)
+        return [self.done, self.log, self.config, self.checkpoints, self.trackers, provenance_path(self.root),
+                *(self.root / name for name in peft)]
 
 
 @dataclass(frozen=True)

@@ -121,7 +121,9 @@ def log_results(names: list[str], logging_dir: str | Path, table: dict[str, dict
         extra = starts.get(str(kind), {})
         tracker = cls(PROJECT, str(logging_dir), **extra) if cls.requires_logging_directory else cls(PROJECT, **extra)
         tracker.start()
-        if config is not None:
-            tracker.store_init_configuration(hparams(config))
-        tracker.log(values, step=0)
-        tracker.finish()
+        try:
+            if config is not None:
+                tracker.store_init_configuration(hparams(config))
+            tracker.log(values, step=0)
+        finally:
+            tracker.finish()

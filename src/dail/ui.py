@@ -223,6 +223,8 @@ class RunEvents:
             console.print(expand_summary(fields["value"]))
         elif event == "result" and stage.startswith("eval"):
             console.print(eval_summary(fields["value"]))
+        elif event == "revision":
+            console.print(Text(f"data {fields['spec']}: {fields['revision']}", style="dim"))
         elif event == "selected":
             console.print(f"select: kept {fields['selected']} of {fields['candidates']} problems "
                           f"({fields['unverifiable']} without an answer to check pass through)")

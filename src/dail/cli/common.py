@@ -56,10 +56,11 @@ LimitOpt = Annotated[Optional[int], typer.Option(min=1, help="Use only the first
 
 
 def fail(message: str) -> None:
-    """Print `message` as one error line (rank 0 of a launch alone) and exit with code 1."""
-    # Every rank of an `accelerate launch` checks the same inputs and refuses them alike: one line, not
-    # one per process. Read from the launcher's RANK: a refused config has not joined a process group.
-    if os.environ.get("RANK", "0") == "0":
+    """Print `message` as one error line (the first process of each machine in a launch) and exit with code 1."""
+    # Every rank of an `accelerate launch` checks the same inputs and refuses them alike: one line per
+    # machine, not per process, and a machine-specific refusal (its cache, its device) is still shown.
+    # Read from the launcher's LOCAL_RANK: a refused config has not joined a process group.
+    if os.environ.get("LOCAL_RANK", "0") == "0":
         console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(1)
 

@@ -63,7 +63,7 @@ def data_import(
     Writes --out, when given: the problems as JSONL.
     """
     from ..data import check_output, write_jsonl
-    from ..datasets.hub import KNOWN, import_set
+    from ..datasets.hub import import_set
 
     with user_errors():
         if out is not None:
@@ -75,8 +75,6 @@ def data_import(
     dropped = ", ".join(f"{k} {v}" for k, v in got.dropped.items()) or "none"
     console.print(f"{name}: {len(got.problems)} problems ({verifiable} with an answer) from {got.repo}@{got.revision}; "
                   f"left out: {dropped}" + (f"; wrote {out}" if out else ""))
-    if name not in KNOWN and not name.startswith("hub:"):
-        console.print(f"known sets: {', '.join(KNOWN)}")
 
 
 # --------------------------------------------------------------------------- test-bed
@@ -140,6 +138,6 @@ def _probe_expand(config: Optional[Path]) -> ExpandConfig | None:
 
     path = config or find_demo_config()
     if path is None:
-        return None  # no checkout beside the package: ExpandConfig's defaults
+        return None  # a broken install without its presets: ExpandConfig's defaults
     run = load_config(RunConfig, path)
     return ExpandConfig(**section_values(run.expand), seed=run.seed, data="-", out="-", prompts=run.prompts.model_dump())

@@ -19,6 +19,7 @@ This module reads; it never writes into a run directory (`dail data import --out
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Callable
@@ -53,6 +54,7 @@ class HubSet:
     answer_type: str | None = None
     proof: bool = False
     drop_years: bool = False
+    required: tuple[str, ...] = ()  # columns named in the spec's query: a misspelt one is an error, not None
     gated: bool = False
     size: str = ""
     purpose: str = ""
@@ -126,17 +128,28 @@ def parse_spec(spec: str) -> HubSet:
     if not overrides:
         return base
     fields = {**base.fields, **{k: v for k, v in overrides.items() if k != "type"}}
-    return replace(base, fields=fields, answer_type=overrides.get("type", base.answer_type))
+    named = tuple(v for k, v in overrides.items() if k != "type")
+    return replace(base, fields=fields, answer_type=overrides.get("type", base.answer_type), required=named)
 
 
+@functools.lru_cache(maxsize=32)
 def import_set(spec: str, *, seed: int = 0) -> Imported:
-    """Fetch (or find in the cache) the revision of the set `spec` names and map its rows to problems."""
+    """Fetch (or find in the cache) the revision of the set `spec` names and map its rows to problems.
+
+    Once per process and spec: a stage reads the problems and digests them, and both must see one
+    revision even if the Hub moves in between (`import_set.cache_clear()` forgets).
+    """
     hub = parse_spec(spec)
     snapshot = _snapshot(spec, hub)
     rows = _read_rows(spec, hub, snapshot)
     problems, dropped = _map_rows(spec, hub, rows, seed)
     if not problems:
         raise DataError(spec, None, None, f"no problem left after mapping {len(rows)} rows ({dropped or 'none dropped'})")
+    seen: set[str] = set()
+    for p in problems:
+        if p.id in seen:
+            raise DataError(spec, p.meta["index"] + 1, "id", f"duplicate id {p.id!r}; name a unique column with ?id=")
+        seen.add(p.id)
     return Imported(problems, hub.repo, snapshot.name, dropped)
 
 
@@ -170,6 +183,13 @@ def _snapshot(spec: str, hub: HubSet) -> Path:
 
 def _read_rows(spec: str, hub: HubSet, snapshot: Path) -> list[dict[str, Any]]:
     """The rows of the set's split, read by `datasets` from the snapshot's files."""
+    try:
+        return _load_split(spec, hub, snapshot)
+    except ValueError as e:  # a config or split `datasets` does not find, a file it cannot parse
+        raise DataError(spec, None, None, f"{hub.repo}@{snapshot.name}: {e}") from None
+
+
+def _load_split(spec: str, hub: HubSet, snapshot: Path) -> list[dict[str, Any]]:
     import datasets
 
     datasets.disable_progress_bars()
@@ -223,17 +243,22 @@ def _meta(hub: HubSet, index: int, **extra: Any) -> dict[str, Any]:
 
 def _from_fields(hub: HubSet, spec: str, i: int, row: dict[str, Any]) -> Problem | str:
     f, line = hub.fields, i + 1
-    ident = _text(row.get(f["id"])) if f.get("id") in row else None
+
+    def optional(name: str | None) -> str | None:
+        # A column the spec's query names must exist (a misspelling is an error); a default may be absent.
+        return _text(_column(spec, row, name, line)) if name and (name in row or name in hub.required) else None
+
+    ident = optional(f.get("id"))
     if hub.drop_years and ident and any(year in ident for year in HELD_OUT_YEARS):
         return "held_out_year"
-    solution = _text(_column(spec, row, f["solution"], line)) if f.get("solution") in row else None
+    solution = optional(f.get("solution"))
     answer_from = f.get("answer")
     if answer_from and answer_from.startswith("boxed:"):
         answer = last_boxed(_text(_column(spec, row, answer_from[len("boxed:"):], line)) or "")
         if answer is None:
             return "no_boxed_answer"
     else:
-        answer = _text(row.get(answer_from)) if answer_from in row else None
+        answer = optional(answer_from)
     problem = _text(_column(spec, row, f["problem"], line))
     if not problem:
         return "empty_problem"
@@ -248,7 +273,9 @@ def _from_verl(hub: HubSet, spec: str, i: int, row: dict[str, Any]) -> Problem |
     user = [t["content"] for t in turns if t.get("role") == "user"]
     if not user:
         raise DataError(spec, line, "prompt", "no user turn in the chat prompt")
-    problem = _VERL_INSTRUCTION.sub("", user[-1]).strip()
+    problem = _VERL_INSTRUCTION.sub("", user[-1] or "").strip()
+    if not problem:
+        return "empty_problem"
     answer = _text((_column(spec, row, "reward_model", line) or {}).get("ground_truth"))
     index = (row.get("extra_info") or {}).get("index", i)
     return Problem(id=f"{hub.repo.split('/')[-1]}-{index}", problem=problem, answer=answer, source=hub.repo,
@@ -265,6 +292,9 @@ def _from_gpqa(hub: HubSet, spec: str, i: int, row: dict[str, Any], seed: int) -
     choices = [options[j] or "" for j in order]
     answer = "ABCD"[order.index(0)]
     ident = _text(row.get("Record ID")) or f"gpqa-diamond-{i}"
-    return Problem(id=ident, problem=_text(_column(spec, row, "Question", line)) or "", choices=choices, answer=answer,
+    question = _text(_column(spec, row, "Question", line))
+    if not question:
+        return "empty_problem"
+    return Problem(id=ident, problem=question, choices=choices, answer=answer,
                    solution=_text(row.get("Explanation")), source=hub.repo,
                    meta=_meta(hub, i, shuffle_seed=seed, order=order))

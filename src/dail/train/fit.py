@@ -59,13 +59,15 @@ def fit(cfg: TrainConfig, progress: Progress | None = None) -> tuple[Any, dict[s
     # After the resume: the first step logged is known, and TensorBoard drops later ones a killed run left.
     session.accelerator.init_trackers(trackers.PROJECT, config=trackers.hparams(cfg),
                                       init_kwargs=trackers.init_kwargs(state["step"] + 1))
-    last, tokens = _steps(session, rows, out, plan, state, progress)
-    if session.accelerator.is_main_process:
-        provenance.write(provenance_path(out), session.provenance)  # before the adapter's 'done' mark
-        checkpoint.save_adapter(session.peft_model, out)
-    session.accelerator.wait_for_everyone()
-    if cfg.report_to:  # last: it also destroys the process group a launched run joined
-        session.accelerator.end_training()
+    try:
+        last, tokens = _steps(session, rows, out, plan, state, progress)
+        if session.accelerator.is_main_process:
+            provenance.write(provenance_path(out), session.provenance)  # before the adapter's 'done' mark
+            checkpoint.save_adapter(session.peft_model, out)
+        session.accelerator.wait_for_everyone()
+    finally:  # a failed or interrupted run still flushes and closes its tracker runs
+        if cfg.report_to:  # last: it also destroys the process group a launched run joined
+            session.accelerator.end_training()
     session.peft_model.eval()
     summary = {"out": str(out), "objective": cfg.objective, "rows": len(rows), "steps": session.total_steps,
                "start_step": state["step"], "steps_per_epoch": session.steps_per_epoch, "tokens": tokens,
@@ -156,11 +158,17 @@ def run(cfg: TrainConfig, progress: Progress | None = None, *, fresh: bool = Fal
 
 
 def _remove_training(out: Path) -> None:
-    """Delete the training run in `out` (rank 0, under its lock; every rank waits)."""
+    """Delete the training run's own files in `out`, nothing else (rank 0, under its lock; every rank waits)."""
     import shutil
 
     adapter = AdapterDir(out)
-    if dist.is_main() and any(p.exists() for p in (adapter.done, adapter.log, adapter.config, adapter.checkpoints)):
+    # Only where a training run left its marks (config.toml alone is too common a name to tell), and only
+    # the run's named files: anything else the user keeps in `out` stays.
+    if dist.is_main() and any(p.exists() for p in (adapter.done, adapter.log, adapter.checkpoints)):
         with dist.output_lock(out):
-            shutil.rmtree(out)
+            for path in adapter.own_files():
+                if path.is_dir():
+                    shutil.rmtree(path)
+                elif path.exists():
+                    path.unlink()
     dist.barrier()
