@@ -55,7 +55,7 @@ def data_generate(
 @data_app.command("import")
 def data_import(
     name: Annotated[str, typer.Argument(help="A known set (e.g. aime-2025, e1-verifiable, gpqa-diamond) or "
-                                        "hub:owner/name[:config][@split][?problem=COLUMN&answer=COLUMN&...].")],
+                                        "hub:owner/name[:config]\\[@split][?problem=COLUMN&answer=COLUMN&...].")],
     out: OutOpt = None,
 ) -> None:
     """Fetch a problem set from the Hugging Face Hub into the cache (and --out), and say what it holds.
