@@ -181,3 +181,16 @@ def test_the_study_plan_is_the_runs_it_makes(tmp_path):
 
     study.run(cfg, run_one)
     assert labels == study.plan(cfg) == ["seed 0", "seed 0: tau=1", "seed 0: gamma=0", "seed 1"]
+
+
+def test_a_run_refused_before_any_stage_leaves_no_folder(tmp_path):
+    from typer.testing import CliRunner
+
+    from dail.cli import app
+
+    config = tmp_path / "run.toml"
+    config.write_text('name = "r"\ntrain_data = "hub:nobody/none"\neval_data = ["testbed-test"]\nmodel = "testbed"\n'
+                      'device = "cpu"\n')
+    result = CliRunner().invoke(app, ["run", "--config", str(config), "--out-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 1 and "nobody/none" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "runs").exists()

@@ -57,7 +57,7 @@ def events_path(out: str | Path) -> Path:
 
 
 def data_digest(spec: str) -> str:
-    """A digest of a data spec's content (blake2b of the file), a hub set's commit and content, or the bundled split's name."""
+    """A digest of a data spec's content: blake2b of the file or of a hub set's rows, or the bundled split's name."""
     import hashlib
 
     path = Path(spec)

@@ -26,7 +26,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-data_app = typer.Typer(help="Problem files: validate and generate.", no_args_is_help=True)
+data_app = typer.Typer(help="Problem files: validate, generate, and import from the Hugging Face Hub.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 testbed_app = typer.Typer(help="The test-bed: a model trained from scratch and splits where the method's premise holds.",
                           no_args_is_help=True)

@@ -27,12 +27,12 @@ def _tokenizer(model: str):
 def _run(config: Path, overrides: dict[str, Any], fresh: bool = False) -> dict:
     from .. import ui
     from ..config import RunConfig
-    from ..pipeline import plan, run as run_pipeline
+    from ..pipeline import plan, run as run_pipeline, run_dir
 
     cfg = stage_config(RunConfig, config, overrides)
     events = ui.RunEvents(plan(cfg))
     try:
-        with user_errors():
+        with user_errors(run_dir(cfg).root):  # a run refused before any stage leaves no empty folder
             result = run_pipeline(cfg, on_event=events, progress=events.progress, fresh=fresh)
     finally:
         events.close()
@@ -76,7 +76,7 @@ def study(
 ) -> None:
     """One run per seed plus DAIL's tau/gamma sweeps; tables and plots of the mean and spread across seeds.
 
-    --device and --dtype set those of every run (the [run] table's keys).
+    --device and --dtype set those of every run (the \\[run] table's keys).
     """
     from ..study import StudyConfig, run as run_study
 
@@ -132,7 +132,7 @@ def demo(
     dtype: DtypeOpt = None,
     fresh: FreshOpt = False,
 ) -> None:
-    """The six-method comparison on the shipped test-bed model and its splits (configs/demo.toml).
+    """The seven-row comparison on the shipped test-bed model and its splits (configs/demo.toml).
 
     Resumes like `dail run`; --fresh deletes the demo's run directory first.
     """

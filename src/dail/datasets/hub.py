@@ -3,8 +3,9 @@
 An import fetches one revision of a dataset repository into the hub cache (`huggingface_hub`, so
 `HF_TOKEN`, `HF_HUB_CACHE` and the offline switches behave as everywhere else), reads its files
 with the `datasets` library and maps every row to a `dail.data.Problem`. The repository's commit
-travels with the problems (`Imported.revision`) and into the spec's digest, so a run records the
-revision it used and a resumed run refuses data that moved underneath it.
+travels with the problems (`Imported.revision`) into the run's event log; the digest a resumed run
+checks is of the rows themselves, so a commit that changes them is refused and one that leaves them
+alone (a dataset card) is not.
 
 The known sets (`KNOWN`) map as their authors' pipeline reads them: the answer of a training
 solution is its last `\\boxed{}` (nested braces kept whole, where the authors' regex stops at the
@@ -121,7 +122,7 @@ def parse_spec(spec: str) -> HubSet:
     elif head.startswith(PREFIX):
         m = re.fullmatch(r"([\w.-]+/[\w.-]+)(?::([\w.-]+))?(?:@([\w.-]+))?", head[len(PREFIX):])
         if not m:
-            raise DataError(spec, None, None, "not a hub spec; expected hub:owner/name[:config][@split]")
+            raise DataError(spec, None, None, "not a hub spec; expected hub:owner/name[:config][@split][?field=column&...]")
         base = HubSet(m[1], "fields", config=m[2], split=m[3], fields={k: k for k in ("id", "problem", "solution", "answer")})
     else:
         raise DataError(spec, None, None, f"not a known set ({', '.join(KNOWN)}) nor hub:owner/name")
@@ -174,9 +175,9 @@ def _snapshot(spec: str, hub: HubSet) -> Path:
         raise DataError(spec, None, None, f"{hub.repo}: no such dataset on the Hub (or it is private: "
                         "`huggingface-cli login` or HF_TOKEN)") from None
     except LocalEntryNotFoundError:
-        raise DataError(spec, None, None, f"{hub.repo} is not in the hub cache and the network is off or unreachable "
-                        "(HF_HUB_OFFLINE / HF_DATASETS_OFFLINE); import it once with network: "
-                        f"`dail data import {spec}`") from None
+        raise DataError(spec, None, None, f"{hub.repo} is not in the hub cache, and the Hub is unreachable or "
+                        "switched off (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE); on a machine with network, "
+                        f"`dail data import {spec}` fills the cache") from None
     except OSError as e:  # connection errors of every kind
         raise DataError(spec, None, None, f"{hub.repo}: could not reach the Hub ({type(e).__name__}: {e})") from None
 
