@@ -28,6 +28,7 @@ def hub_cache(tmp_path, monkeypatch):
     cache = tmp_path / "hub"
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets")
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)  # read once at import: set where it is read
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
 
@@ -221,3 +222,27 @@ def test_a_misspelt_column_a_duplicate_id_and_a_bad_config_are_one_clear_error(h
     assert [p.id for p in got.problems] == ["1", "2"] and got.dropped == {"empty_problem": 1}
     with pytest.raises(DataError, match="someone/dups@"):
         import_set("hub:someone/dups:no-such-config@test")
+
+
+def test_imo_answerbench_from_its_published_csv(tmp_path, monkeypatch):
+    import dataclasses
+
+    from dail.datasets import hub
+
+    csv = tmp_path / "answerbench.csv"
+    csv.write_text('Problem ID,Problem,Short Answer,Category\n'
+                   'imo-bench-algebra-001,"Find all $f$, with commas, in one cell.",$f(x)=x$,Algebra\n'
+                   'imo-bench-nt-002,Find $n$.,3,Number theory\n')
+    # The same reading path as the published URL, pointed at a local copy.
+    monkeypatch.setitem(hub.KNOWN, "imo-answerbench-gdm", dataclasses.replace(hub.KNOWN["imo-answerbench-gdm"],
+                                                                              url=str(csv)))
+    got = import_set("imo-answerbench-gdm")
+    assert [(p.id, p.problem, p.answer, problem_kind(p)) for p in got.problems] == [
+        ("imo-bench-algebra-001", "Find all $f$, with commas, in one cell.", "$f(x)=x$", "math"),
+        ("imo-bench-nt-002", "Find $n$.", "3", "math")]
+    assert got.revision.startswith("content-") and got.repo == "google-deepmind/superhuman"
+
+
+def test_a_file_outside_the_hub_missing_offline_is_one_clear_error():
+    with pytest.raises(DataError, match="answerbench.csv: could not read it.*dail data import imo-answerbench-gdm"):
+        import_set("imo-answerbench-gdm")

@@ -38,6 +38,7 @@ __all__ = ["KNOWN", "HubSet", "Imported", "import_set", "is_hub_spec", "parse_sp
 PREFIX = "hub:"
 # The authors keep training problems from contests of the evaluation years out of training.
 HELD_OUT_YEARS = ("2024", "2025")
+_GITHUB_RAW = "https://raw.githubusercontent.com"
 # The instruction the verl copies append to every problem; our prompts carry their own.
 _VERL_INSTRUCTION = re.compile(r"\s*Let's think step by step and output the final answer within \\boxed\{\}\.?\s*$")
 
@@ -57,6 +58,7 @@ class HubSet:
     drop_years: bool = False
     required: tuple[str, ...] = ()  # columns named in the spec's query: a misspelt one is an error, not None
     gated: bool = False
+    url: str | None = None  # a file outside the Hub (read by `datasets` from the URL; `repo` names its home)
     size: str = ""
     purpose: str = ""
 
@@ -86,6 +88,10 @@ KNOWN: dict[str, HubSet] = {
                                   purpose="evaluation (upstream original)"),
     "beyond-aime-seed": HubSet("ByteDance-Seed/BeyondAIME", "fields", split="test", answer_type="integer", size="100",
                                fields={"problem": "problem", "answer": "answer"}, purpose="evaluation (upstream original)"),
+    "imo-answerbench-gdm": HubSet("google-deepmind/superhuman", "fields", answer_type="math", size="400",
+                                  url=f"{_GITHUB_RAW}/google-deepmind/superhuman/main/imobench/answerbench.csv",
+                                  fields={"id": "Problem ID", "problem": "Problem", "answer": "Short Answer"},
+                                  purpose="evaluation (upstream original: a CSV on GitHub, not a Hub dataset)"),
     "gpqa-diamond": HubSet("Idavidrein/gpqa", "gpqa", files="gpqa_diamond.csv", answer_type="choice", gated=True,
                            size="198", purpose="out of domain (multiple choice, gated)"),
 }
@@ -141,8 +147,11 @@ def import_set(spec: str, *, seed: int = 0) -> Imported:
     revision even if the Hub moves in between (`import_set.cache_clear()` forgets).
     """
     hub = parse_spec(spec)
-    snapshot = _snapshot(spec, hub)
-    rows = _read_rows(spec, hub, snapshot)
+    if hub.url:
+        rows, revision = _read_url(spec, hub)
+    else:
+        snapshot = _snapshot(spec, hub)
+        rows, revision = _read_rows(spec, hub, snapshot), snapshot.name
     problems, dropped = _map_rows(spec, hub, rows, seed)
     if not problems:
         raise DataError(spec, None, None, f"no problem left after mapping {len(rows)} rows ({dropped or 'none dropped'})")
@@ -151,7 +160,7 @@ def import_set(spec: str, *, seed: int = 0) -> Imported:
         if p.id in seen:
             raise DataError(spec, p.meta["index"] + 1, "id", f"duplicate id {p.id!r}; name a unique column with ?id=")
         seen.add(p.id)
-    return Imported(problems, hub.repo, snapshot.name, dropped)
+    return Imported(problems, hub.repo, revision, dropped)
 
 
 def _offline() -> bool:
@@ -180,6 +189,24 @@ def _snapshot(spec: str, hub: HubSet) -> Path:
                         f"`dail data import {spec}` fills the cache") from None
     except OSError as e:  # connection errors of every kind
         raise DataError(spec, None, None, f"{hub.repo}: could not reach the Hub ({type(e).__name__}: {e})") from None
+
+
+def _read_url(spec: str, hub: HubSet) -> tuple[list[dict[str, Any]], str]:
+    """The rows of a file outside the Hub (through `datasets`' download cache), and a digest of them as its revision."""
+    import hashlib
+    import json
+
+    import datasets
+
+    datasets.disable_progress_bars()
+    try:
+        rows = list(datasets.load_dataset("csv", data_files=hub.url, split="train"))
+    except (OSError, ValueError) as e:  # offline and not cached, unreachable, or not a CSV
+        raise DataError(spec, None, None, f"{hub.url}: could not read it ({type(e).__name__}: {e}); on a machine "
+                        f"with network, `dail data import {spec}` fills the cache") from None
+    # A raw file has no commit to name: the content stands for the revision.
+    text = json.dumps(rows, sort_keys=True, default=str).encode()
+    return rows, "content-" + hashlib.blake2b(text, digest_size=12).hexdigest()
 
 
 def _read_rows(spec: str, hub: HubSet, snapshot: Path) -> list[dict[str, Any]]:
