@@ -1,7 +1,7 @@
 """Shared fixtures and helpers: offline mode for every test, the embedded model's tokenizer, tiny
 random models (on the embedded tokenizer, on a 97-token vocabulary, on a word-level tokenizer),
-hand-written traces and their provenance records, and the comparison of output rows that must hold
-on any CPU.
+hand-written traces and their provenance records, another process holding a lock, and the comparison
+of output rows that must hold on any CPU.
 
 Test modules import the helpers from here (`from conftest import ...`), never from each other."""
 
@@ -326,3 +326,25 @@ def parse_html(path: Path) -> StrictHTML:
     assert parser.stack == [], f"unclosed: {parser.stack}"
     assert "script" not in parser.tags  # every piece of data text was escaped
     return parser
+
+
+@pytest.fixture
+def holder():
+    """`holder(path)`: another process holding the lock of `path` until the test ends (returns its Popen)."""
+    import subprocess
+    import sys
+
+    procs = []
+
+    def hold(path: Path) -> subprocess.Popen:
+        code = ("import sys; from dail.distributed import OutputLock; "
+                f"OutputLock({str(path)!r}).acquire(); print('locked', flush=True); sys.stdin.read()")
+        proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        procs.append(proc)
+        assert proc.stdout.readline().strip() == "locked"
+        return proc
+
+    yield hold
+    for proc in procs:
+        proc.kill()
+        proc.wait()

@@ -173,25 +173,6 @@ BAD = {
 CASES = [(stage, bad) for bad, (stages, _, _) in BAD.items() for stage in stages]
 
 
-@pytest.fixture
-def holder():
-    """`hold(path)`: another process holding the lock of `path` until the test ends."""
-    procs = []
-
-    def hold(path: Path) -> subprocess.Popen:
-        code = ("import sys; from dail.distributed import OutputLock; "
-                f"OutputLock({str(path)!r}).acquire(); print('locked', flush=True); sys.stdin.read()")
-        proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        procs.append(proc)
-        assert proc.stdout.readline().strip() == "locked"
-        return proc
-
-    yield hold
-    for proc in procs:
-        proc.kill()
-        proc.wait()
-
-
 def _cli(stage: str, cfg: BaseModel, tmp: Path, *flags: str) -> str:
     """The output of `dail STAGE --config FILE` on `cfg` (saved as that file), which must fail."""
     path = tmp / f"{stage}-cli.toml"

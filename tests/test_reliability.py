@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -30,25 +28,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def keys_of(path: Path) -> list[tuple[str, int]]:
     return [(r["problem_id"], r["sample"]) for r in map(json.loads, path.read_text().splitlines())]
-
-
-@pytest.fixture
-def holder(tmp_path):
-    """Another process holding the lock of a path: `holder(path)` starts it and returns it (a Popen)."""
-    procs = []
-
-    def start(path: Path) -> subprocess.Popen:
-        code = ("import sys; from dail.distributed import OutputLock; "
-                f"OutputLock({str(path)!r}).acquire(); print('locked', flush=True); sys.stdin.read()")
-        proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        procs.append(proc)
-        assert proc.stdout.readline().strip() == "locked"
-        return proc
-
-    yield start
-    for proc in procs:
-        proc.kill()
-        proc.wait()
 
 
 # --------------------------------------------------------------------------------------------------
