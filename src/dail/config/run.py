@@ -47,7 +47,7 @@ def section_values(section: BaseModel) -> dict[str, Any]:
 class EvalSplit(_Config):
     """One evaluation split of a run with settings of its own (e.g. more samples on a fixed subset)."""
 
-    data: str = Field(..., description="Problems JSONL or bundled split name.")
+    data: str = Field(..., description="Problems JSONL, bundled split name, or Hub set (aime-2025, hub:owner/name).")
     name: str | None = Field(None, description="Its name in the run (eval directory, tables); default: the data's.")
     n: int | None = Field(None, ge=1, description="Samples per problem (default: the [eval] section's).")
     k: list[int] | None = Field(None, description="The k of pass@k (default: the [eval] section's, else powers of two).")
@@ -77,7 +77,7 @@ class RunConfig(_Config):
     name: str = Field(..., description="Run name: the output goes to OUT_DIR/NAME.")
     out_dir: str = Field("runs", description="Parent directory of runs.")
     model: str = Field(DEFAULT_MODEL, description="Base model of every role and method.")
-    train_data: str = Field(..., description="Problems with expert solutions (JSONL or bundled split name).")
+    train_data: str = Field(..., description="Problems with expert solutions (JSONL, bundled split name, or Hub set).")
     eval_data: list[str | EvalSplit] = Field(..., min_length=1, description="Evaluation splits: JSONL paths or bundled "
                                              "split names, or tables {data, name, n, k, limit, methods} with settings of their "
                                              "own.")

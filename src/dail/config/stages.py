@@ -13,6 +13,9 @@ __all__ = ["SamplingConfig", "ExpandSampling", "EvalSampling", "PromptConfig", "
            "ExpandConfig", "TrainConfig", "EvalConfig", "SelectConfig"]
 
 
+# What a data argument may name, wherever one is taken (`dail.datasets.resolve_problems`).
+DATA_SPEC = "a bundled split name (arith-test, testbed-test, ...), or a Hub set (aime-2025, hub:owner/name)"
+
 class SamplingConfig(_Config):
     """The sampling transform T(logits; temperature, top_p, top_k) and the length limit."""
 
@@ -149,7 +152,7 @@ class _ModelStage(_Config):
 class WaypointsConfig(_Config):
     """`dail waypoints`: partial solutions for the negative reference."""
 
-    data: str = Field(..., description="Problems JSONL, or a bundled split name (arith-train, arith-test).")
+    data: str = Field(..., description=f"Problems JSONL, {DATA_SPEC}.")
     out: str = Field(..., description="Output JSONL: the problems with `waypoints` filled in.")
     mode: Literal["hint", "rule"] = Field(
         "hint", description="hint (the authors': final answer + intermediate results found by regex) or rule "
@@ -159,7 +162,7 @@ class WaypointsConfig(_Config):
 class ExpandConfig(_ModelStage):
     """`dail expand`: mixed-policy rollouts of learner and privileged student."""
 
-    data: str = Field(..., description="Problems JSONL (with solutions), or a bundled split name.")
+    data: str = Field(..., description=f"Problems JSONL (with solutions), {DATA_SPEC}.")
     data_digest: str | None = Field(None, description="Set by the stage, not by you: a digest of the data its rows came "
                                                       "from, so that a resume over other data at the same path is refused.")
     out: str = Field(..., description="Traces JSONL (append-only; rerun resumes).")
@@ -193,7 +196,7 @@ class TrainConfig(_ModelStage):
     """`dail train`: LoRA fine-tuning of the learner on kept traces."""
 
     traces: str | None = Field(None, description="Traces JSONL from expand (not needed by sft-expert).")
-    problems: str = Field(..., description="Problems JSONL (solutions, waypoints), or a bundled split name.")
+    problems: str = Field(..., description=f"Problems JSONL (solutions, waypoints), {DATA_SPEC}.")
     objective: Literal["contrastive", "contrastive-target", "nll", "sft-expert"] = Field(
         "contrastive", description="Training objective (docs/method.md, 'Training objectives')."
     )
@@ -237,7 +240,7 @@ class EvalConfig(_ModelStage):
     """`dail eval`: sample, grade, pass@k and token efficiency."""
 
     adapter: str | None = Field(None, description="LoRA adapter directory; None evaluates the base model.")
-    data: str = Field(..., description="Problems JSONL (with answers), or a bundled split name.")
+    data: str = Field(..., description=f"Problems JSONL (with answers), {DATA_SPEC}.")
     data_digest: str | None = Field(None, description="Set by the stage, not by you: a digest of the data its rows came "
                                                       "from, so that a resume over other data at the same path is refused.")
     out: str = Field(..., description="Output directory (samples.jsonl, metrics.json).")
@@ -299,7 +302,7 @@ class EvalConfig(_ModelStage):
 class SelectConfig(_ModelStage):
     """`dail select`: keep the problems the base model fails in all of n samples."""
 
-    data: str = Field(..., description="Candidate problems JSONL, or a bundled split name.")
+    data: str = Field(..., description=f"Candidate problems JSONL, {DATA_SPEC}.")
     out: str = Field(..., description="Selected problems JSONL.")
     n: int = Field(32, ge=1, description="Samples per problem; a problem is kept if none is correct.")
     sampling: EvalSampling = Field(default_factory=EvalSampling, description="The sampling transform and length limit.")
