@@ -33,6 +33,17 @@ def test_the_layout_doc_lists_every_module_and_no_other():
     assert listed | subpackages == _modules()
 
 
+def test_readme_tables_are_the_committed_study_json():
+    """The README's study tables are what `dail study --readme` writes from docs/testbed/study/study.json."""
+    import json
+
+    from dail.study import fill_readme
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    summary = json.loads((REPO / "docs" / "testbed" / "study" / "study.json").read_text(encoding="utf-8"))
+    assert fill_readme(text, summary) == text
+
+
 def test_every_readme_table_slot_is_one_the_study_fills():
     """`dail study --readme` fills each slot from study.json; a slot naming no split of the study would fail there."""
     from dail.config import load_config
