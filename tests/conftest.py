@@ -348,3 +348,17 @@ def holder():
     for proc in procs:
         proc.kill()
         proc.wait()
+
+
+def launch_two(tmp_path: Path, script: str, cfg) -> None:
+    """Run `script` under `torch.distributed.run` with 2 CPU processes (gloo), its argument the config `cfg` as JSON."""
+    import subprocess
+    import sys
+
+    (tmp_path / "cfg.json").write_text(cfg.model_dump_json())
+    (tmp_path / "launch.py").write_text(script)
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         str(tmp_path / "launch.py"), str(tmp_path / "cfg.json")],
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]

@@ -88,6 +88,8 @@ SAMPLING = set(VOCABULARY)
 CARRIES = {
     "select": SAMPLING, "expand": SAMPLING, "eval": SAMPLING,
     "train": SAMPLING - {"--data", "--limit"},
+    "rl": SAMPLING - {"--batch-size", "--limit"},
+    "hints": SAMPLING,
     "waypoints": {"--data", "--out"},
     "report": {"--out"},
     "run": {"--model", "--seed", "--device", "--dtype", "--fresh"},

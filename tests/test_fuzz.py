@@ -277,6 +277,8 @@ ANCHORS = {
     "eval": {"--data": "missing.jsonl", "--out": "ev"},
     "select": {"--data": "missing.jsonl", "--out": "s.jsonl"},
     "train": {"--traces": "missing.jsonl", "--problems": "missing.jsonl", "--out": "ad"},
+    "rl": {"--data": "missing.jsonl", "--out": "rlo"},
+    "hints": {"--data": "missing.jsonl", "--out": "h.jsonl"},
     "report": {"inputs": "missing-run"},
     "run": {"--config": "run.toml"},
     "study": {"--config": "study.toml"},
@@ -287,7 +289,7 @@ ANCHORS = {
     "testbed build": {"--config": "build.toml", "--out": "tb"},
     "testbed probe": {"--build": "missing-build"},
 }
-MODEL_STAGES = ("expand", "eval", "select", "train")
+MODEL_STAGES = ("expand", "eval", "select", "train", "rl", "hints")
 
 
 def _nasty(param) -> st.SearchStrategy[list[str]]:

@@ -176,3 +176,41 @@ def test_selection_samples_the_problems_evaluation_samples_from_a_stream_of_its_
     own = load_config(EvalConfig, root / "selected-samples" / "config.toml")
     evaluate.run(own.model_copy(update={"out": str(tmp_path / "control")}))
     assert drawn(tmp_path / "control") == evaluation
+
+
+def test_rl_methods_run_beside_the_others_with_their_compute(tmp_path, tiny_model_dir, one_thread):
+    """grpo, nurl (grpo's run continued from its checkpoint with hinted re-rolls) and rlvr (another file) train,
+    are evaluated like every method, and report the tokens they sampled and trained on."""
+    write_jsonl(tmp_path / "train.jsonl", resolve_problems("arith-train")[:4])
+    write_jsonl(tmp_path / "easy.jsonl", resolve_problems("arith-test")[:4])
+    cfg = RunConfig(name="rl", out_dir=str(tmp_path / "runs"), model=tiny_model_dir, train_data=str(tmp_path / "train.jsonl"),
+                    eval_data=[str(tmp_path / "easy.jsonl")], methods=["base", "grpo", "nurl", "rlvr"], device="cpu",
+                    rlvr_data=str(tmp_path / "easy.jsonl"), nurl_from=2,
+                    rl={"steps": 4, "problems_per_step": 2, "group_size": 2, "sampling": {"max_new_tokens": 4},
+                        "lora": {"r": 2, "alpha": 4}},
+                    hints={"mode": "partial", "attempts": 1, "sampling": {"max_new_tokens": 6}},
+                    eval={"n": 2, "k": [1, 2], "batch_size": 4, "force_answer_tokens": 2, "sampling": {"max_new_tokens": 4}})
+    result = pipeline.run(cfg)
+    root = Path(result["run_dir"])
+    assert [s for s in pipeline.plan(cfg) if s.startswith(("rl:", "hints"))] == ["hints", "rl:grpo", "rl:nurl", "rl:rlvr"]
+    for method in ("grpo", "nurl", "rlvr"):
+        assert (root / "adapter" / method / "adapter_config.json").is_file(), method
+        assert (root / "eval" / method / "easy" / "metrics.json").is_file(), method
+    assert (root / "adapter" / "grpo" / "checkpoints" / "step-2" / "provenance.json").is_file()  # nurl starts there
+    nurl_log = [json.loads(x) for x in (root / "adapter" / "nurl" / "log.jsonl").read_text().splitlines()]
+    assert [r["batch"] for r in nurl_log] == [3, 4]  # grpo's later batches, drawn by the hinted stage
+    assert sorted(p.name for p in (root / "adapter" / "nurl" / "rollouts").glob("step-??????.jsonl")) == \
+        ["step-000002.jsonl", "step-000003.jsonl"]
+    grpo_log = [json.loads(x) for x in (root / "adapter" / "grpo" / "log.jsonl").read_text().splitlines()]
+    used = result["compute"]
+    assert used["grpo"]["sampled"] == grpo_log[-1]["sampled_tokens_seen"] > 0
+    assert used["nurl"]["sampled"] >= grpo_log[1]["sampled_tokens_seen"] + nurl_log[-1]["sampled_tokens_seen"]
+    assert used["rlvr"]["sampled"] > 0 and used["base"]["sampled"] == 0
+    rlvr_problems = {json.loads(x)["problem_id"] for p in (root / "adapter" / "rlvr" / "rollouts").glob("*.jsonl")
+                     for x in p.read_text().splitlines()}
+    assert rlvr_problems <= {p.id for p in resolve_problems("arith-test")[:4]}
+
+    assert (root / "plots" / "rl_training.png").is_file() and "RL training" in (root / "report.html").read_text()
+
+    again = pipeline.run(cfg)  # finished: every stage skipped, the same table
+    assert again["compute"] == used

@@ -262,15 +262,16 @@ def test_temperature_is_applied_before_top_p_decides_the_kept_set(weights, tempe
 
 
 def test_role_is_its_config_name_with_a_row_a_letter_and_a_draw():
-    assert [str(r) for r in Role] == ["learner", "privileged", "negative", "rationalize"]
+    assert [str(r) for r in Role] == ["learner", "privileged", "negative", "rationalize", "hint"]
     assert Role("privileged") is Role.PRIVILEGED and Role.NEGATIVE == "negative"
     assert {"learner": 1}[Role.LEARNER] == 1
     assert json.dumps({Role.LEARNER: Role.PRIVILEGED}) == '{"learner": "privileged"}'
     assert (Role.LEARNER.row, Role.PRIVILEGED.row, Role.RATIONALIZE.row) == (0, 1, 1)  # rationalize: privileged slot
     assert (Role.LEARNER.letter, Role.PRIVILEGED.letter, Role.RATIONALIZE.letter) == ("L", "P", "P")
     assert (Role.LEARNER.draw, Role.PRIVILEGED.draw) == (0, PRIVILEGED_DRAW)
-    with pytest.raises(ValueError, match="no row"):
-        Role.NEGATIVE.row
+    for role in (Role.NEGATIVE, Role.HINT):  # they score or write hints; they never take a rollout row
+        with pytest.raises(ValueError, match="no row"):
+            role.row
     with pytest.raises(ValueError):
         Role("teacher")
 

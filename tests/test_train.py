@@ -14,8 +14,6 @@ import dataclasses
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -29,7 +27,7 @@ from dail.data import DataError, Trace, write_jsonl
 from dail.objectives import OBJECTIVES
 from dail.rows import build_rows, collate
 
-from conftest import hand_trace, save_tiny_llama, write_provenance
+from conftest import hand_trace, launch_two, save_tiny_llama, write_provenance
 
 TRACE_LENGTHS = (5, 9, 7, 12)  # unequal on purpose: a per-micro-batch mean would weight rows differently
 
@@ -303,15 +301,7 @@ def test_two_processes_with_accumulation_give_the_single_process_run(tiny_dir, d
     # DDP on CPU (gloo): 2 processes x 2 micro-batches of 1 row must log what 1 process x 4 rows logs.
     cfg = _cfg(tiny_dir, data, tmp_path / "one", objective="contrastive", dtype="float64", max_steps=3)
     one, _ = train.fit(cfg)
-    cfg_two = cfg.model_copy(update={"out": str(tmp_path / "two"), "grad_accum": 2})
-    (tmp_path / "cfg.json").write_text(cfg_two.model_dump_json())
-    (tmp_path / "launch.py").write_text(_LAUNCHED)
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         str(tmp_path / "launch.py"), str(tmp_path / "cfg.json")],
-        env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    launch_two(tmp_path, _LAUNCHED, cfg.model_copy(update={"out": str(tmp_path / "two"), "grad_accum": 2}))
     log_one, log_two = _log(tmp_path / "one"), _log(tmp_path / "two")
     for key in ("loss", "grad_norm", "kl_privileged", "kl_negative", "margin", "nll", "tokens"):
         torch.testing.assert_close(torch.tensor([r[key] for r in log_two]), torch.tensor([r[key] for r in log_one]),
@@ -410,18 +400,18 @@ def test_student_and_references_are_scored_at_the_positions_that_predict_each_tr
 
 
 def test_fresh_deletes_a_training_runs_own_files_and_nothing_else(tmp_path):
-    from dail.train.fit import _remove_training
+    from dail.checkpoint import remove_run
 
     out = tmp_path / "adapter"
     (out / "checkpoints" / "step-2").mkdir(parents=True)
     for name in ("adapter_config.json", "adapter_model.safetensors", "log.jsonl", "config.toml", "provenance.json",
                  "checkpoints/step-2/state.json", "notes.txt"):
         (out / name).write_text("x")
-    _remove_training(out)
+    remove_run(out)
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
 
     mine = tmp_path / "project"  # a config.toml alone does not make a folder a training run's
     mine.mkdir()
     (mine / "config.toml").write_text("x")
-    _remove_training(mine)
+    remove_run(mine)
     assert (mine / "config.toml").exists()

@@ -32,7 +32,8 @@ from .config import ConfigError
 from .data import atomic_write_text
 from .rundir import AdapterDir, CheckpointDir
 
-__all__ = ["checkpoints", "latest", "load", "prepare_out", "reset_to", "save", "save_adapter", "truncate_log"]
+__all__ = ["checkpoints", "latest", "load", "prepare_out", "remove_run", "reset_to", "save", "save_adapter",
+           "truncate_log"]
 
 _STEP_DIR = re.compile(r"step-(\d+)")
 
@@ -129,3 +130,20 @@ def truncate_log(path: Path, last_step: int) -> None:
     keep = [line for line in path.read_text(encoding="utf-8").splitlines(keepends=True)
             if line.endswith("\n") and json.loads(line).get("step", 0) <= last_step]
     atomic_write_text(path, "".join(keep))
+
+
+def remove_run(out: Path) -> None:
+    """Delete a training run's own files in `out`, nothing else (rank 0, under its lock; every rank waits)."""
+    from . import distributed as dist
+
+    adapter = AdapterDir(out)
+    # Only where a training run left its marks (config.toml alone is too common a name to tell), and only
+    # the run's named files: anything else the user keeps in `out` stays.
+    if dist.is_main() and any(p.exists() for p in (adapter.done, adapter.log, adapter.checkpoints, adapter.rollouts)):
+        with dist.output_lock(out):
+            for path in adapter.own_files():
+                if path.is_dir():
+                    shutil.rmtree(path)
+                elif path.exists():
+                    path.unlink()
+    dist.barrier()

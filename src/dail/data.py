@@ -21,8 +21,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 __all__ = [
     "DataError",
+    "Row",
     "Problem",
     "Trace",
+    "Rollout",
     "Sample",
     "read_jsonl",
     "read_problems",
@@ -45,7 +47,9 @@ class DataError(ValueError):
         super().__init__(f"{where}: {what}{message}")
 
 
-class _Row(BaseModel):
+class Row(BaseModel):
+    """A JSONL row schema: strict types, unknown keys refused."""
+
     # Unknown keys are an error: a typo such as "soluton" would otherwise silently drop data.
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -54,7 +58,7 @@ class _Row(BaseModel):
 ANSWER_TYPES: tuple[str, ...] = ("integer", "math", "choice")
 
 
-class Problem(_Row):
+class Problem(Row):
     """One problem with its expert solution; `answer` makes it verifiable."""
 
     id: str = Field(description="Unique id within the file.")
@@ -105,7 +109,7 @@ class Problem(_Row):
         return self.answer is not None and self.answer.strip() != ""
 
 
-class Trace(_Row):
+class Trace(Row):
     """One expansion trace (mixed-policy rollout) with its filter verdict."""
 
     problem_id: str
@@ -135,10 +139,10 @@ class Trace(_Row):
                 raise ValueError(f"{name} has {len(getattr(self, name))} entries for {n} tokens")
 
 
-class Sample(_Row):
+class Sample(Row):
     """One evaluation sample, graded; with its verdicts at the token budgets that cut it."""
 
-    class AtBudget(_Row):
+    class AtBudget(Row):
         """The verdict on a sample's first B tokens (plus a forced answer when they hold none)."""
 
         answer: str | None
@@ -160,6 +164,24 @@ class Sample(_Row):
     budgets: dict[str, AtBudget] = Field(
         default_factory=dict, description="Verdict at each budget B < n_tokens (keyed by str(B)); a sample that "
                                           "ended within B is judged by its own verdict.")
+
+
+class Rollout(Row):
+    """One rollout of a GRPO step (`dail rl`): its tokens, their log-probs when sampled, the reward grading gave."""
+
+    problem_id: str
+    sample: int = Field(description="g: the rollout's index in its problem's group.")
+    step: int = Field(description="The rollout batch (0-based) it belongs to.")
+    hinted: bool = Field(False, description="Sampled with the problem's hint in the prompt (NuRL's re-roll).")
+    token_ids: list[int]
+    logprobs: list[float] = Field(description="Log-prob of each token under the policy that sampled it.")
+    finish: Literal["eos", "length"]
+    answer: str | None
+    reward: float = Field(description="1.0 when the answer grades as correct, else 0.0.")
+
+    def model_post_init(self, __context: Any) -> None:
+        if len(self.logprobs) != len(self.token_ids):
+            raise ValueError(f"logprobs has {len(self.logprobs)} entries for {len(self.token_ids)} tokens")
 
 
 RowT = TypeVar("RowT", bound=BaseModel)

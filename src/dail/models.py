@@ -36,6 +36,7 @@ __all__ = [
     "load",
     "load_tokenizer",
     "attach_lora",
+    "attach_adapter",
     "default_target_modules",
     "pick_dtype",
     "context_length",
@@ -226,13 +227,13 @@ def load(
         resolved.path, dtype=pick_dtype(dtype, device), low_cpu_mem_usage=True
     ).to(device)
     if adapter is not None:
-        model = _with_adapter(model, tokenizer, name_or_path, Path(adapter), trainable_adapter)
+        model = attach_adapter(model, tokenizer, name_or_path, Path(adapter), trainable_adapter)
     model.eval()
     return model, tokenizer
 
 
-def _with_adapter(model, tokenizer, name_or_path: str, adapter: Path, trainable: bool):
-    """The base wrapped with the adapter at `adapter`, refused (AdapterError) when corrupt or made for another base.
+def attach_adapter(model, tokenizer, name_or_path: str, adapter: Path, trainable: bool = False):
+    """The base wrapped with the adapter at `adapter` (trainable if asked), refused (AdapterError) when corrupt or made for another base.
 
     The adapter's `provenance.json` (written by `dail train`) is compared with the loaded base; an adapter
     without one is refused like one of another base: nothing would say which base it was trained on.

@@ -26,50 +26,22 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from .config import (ConfigError, EvalConfig, ExpandConfig, RunConfig, SelectConfig, TrainConfig, check_same_settings,
-                     save_config, section_values, to_toml)
+from .config import (ConfigError, EvalConfig, ExpandConfig, HintConfig, RLConfig, RunConfig, SelectConfig, TrainConfig,
+                     check_same_settings, save_config, section_values, to_toml)
 from .data import DataError, Problem, atomic_write_text, read_done_keys, read_problems, write_jsonl
 from .distributed import Progress, output_lock
-from .results import four_traces, results_table
+from .methods import EVAL_ROLE, EXPANSIONS, RL_TRAINED, SOLUTION_TRAINED, TRAINED
+from .results import compute, four_traces, results_table
 from .roles import Role
 from .rundir import (AdapterDir, EvalDir, RunDir, RunLog, config_path, data_digest, data_revision, provenance_path,
                      selection_dir)
 from .stage import check_inputs
 from .trackers import log_results, require_installed
 
-__all__ = ["run", "plan", "select", "run_dir", "share_sampled", "TRAINED", "EXPANSIONS", "OnEvent"]
+__all__ = ["run", "plan", "select", "run_dir", "share_sampled", "TRAINED", "RL_TRAINED", "EXPANSIONS", "OnEvent"]  # the tables: dail.methods
 
 OnEvent = Callable[[str, str, dict[str, Any]], None]
 """on_event(stage, event, fields): 'start' / 'end' / 'skip' of a stage, 'done' of the run, 'selected' of select."""
-
-# method -> (traces it trains on, objective); "base" trains nothing.
-TRAINED: dict[str, tuple[str | None, str]] = {
-    "sft-expert": (None, "sft-expert"),
-    "star": (RunDir.STAR, "nll"),
-    "psd-nll": (RunDir.PSD, "nll"),
-    "dail-nll": (RunDir.MIXED, "nll"),
-    "dail": (RunDir.MIXED, "contrastive"),
-    "oracle-sft": (None, "sft-expert"),  # on solutions-oracle-sft.jsonl: each problem's full_solution
-    "rft": (None, "sft-expert"),  # on solutions-rft.jsonl: the base model's correct samples from select
-}
-SOLUTION_TRAINED = ("oracle-sft", "rft")  # trained on a problems file of their own (RunDir.solutions)
-EVAL_ROLE = {"oracle-prompt": Role.PRIVILEGED}  # evaluated without training, under another prompt
-
-# traces file -> how its expansion differs from the run's [expand] settings.
-#   traces.jsonl      the mixed rollout (DAIL)
-#   traces-psd.jsonl  privileged self-distillation: every token the privileged student's (tau >= 1)
-#   traces-star.jsonl STaR's rationalization: the privileged prompt holds only the final answer, every
-#                     token the privileged student's, correct ones kept (Zelikman et al. 2022; the
-#                     authors' answer_only option)
-EXPANSIONS: dict[str, dict[str, Any]] = {
-    RunDir.MIXED: {},
-    RunDir.PSD: {"rule": "threshold", "tau": 1.0},
-    RunDir.STAR: {"rule": "threshold", "tau": 1.0, "privileged_view": "answer"},
-    # to look at, not to train on: the negative reference's own rollouts of the first problem
-    RunDir.NEGATIVE: {"rule": "threshold", "tau": 1.0, "privileged_view": "waypoints", "limit": 1,
-                              "keep": "all-correct"},
-}
-
 
 def run_dir(cfg: RunConfig) -> RunDir:
     """The directory a run writes to."""
@@ -81,6 +53,7 @@ def plan(cfg: RunConfig) -> list[str]:
     return [*(["select"] if cfg.select else []), "waypoints",
             *(f"solutions:{m}" for m in SOLUTION_TRAINED if m in cfg.methods),
             *(f"expand:{t}" for t in _expansions(cfg, run_dir(cfg))), *(f"train:{m}" for m in cfg.methods if m in TRAINED),
+            *(["hints"] if "nurl" in cfg.methods else []), *(f"rl:{m}" for m in RL_TRAINED if m in cfg.methods),
             *(f"eval:{m}/{s.label}" for m in cfg.methods for s in cfg.eval_splits() if s.evaluates(m)), "report"]
 
 
@@ -281,6 +254,7 @@ def _run(cfg: RunConfig, root: RunDir, on_event: OnEvent | None, progress: Progr
     problems = _training_problems(cfg, root, stage, train_data)
     _expand_all(cfg, root, stage, problems, progress)
     _train_all(cfg, root, stage, progress)
+    _rl_all(cfg, root, stage, progress)
     _eval_all(cfg, root, stage, progress)
     _report(root, stage)
     table, used = results_table(root, cfg), compute(root, cfg)
@@ -354,12 +328,38 @@ def _train_all(cfg: RunConfig, root: RunDir, stage: _Stages, progress: Progress 
         stage(f"train:{method}", AdapterDir(out).done.exists(), tr, lambda c: train(c, progress=progress))
 
 
+def _rl_all(cfg: RunConfig, root: RunDir, stage: _Stages, progress: Progress | None) -> None:
+    """Stage 4b: the RL methods, each for the same rollout batches; nurl continues grpo's run with hints."""
+    from .rl import run as rl
+    from .rl.hints import make_hints
+
+    switch = cfg.nurl_switch()
+    runs = {"grpo": dict(data=str(root.waypoints), checkpoint_at=[switch] if "nurl" in cfg.methods else []),
+            "rlvr": dict(data=cfg.rlvr_data),
+            "nurl": dict(data=str(root.waypoints), adapter=str(AdapterDir(root.adapter("grpo")).checkpoint(switch)),
+                         first_step=switch, steps=cfg.rl_steps() - switch, hints=str(root.hints))}
+    for method in (m for m in RL_TRAINED if m in cfg.methods):
+        if method == "nurl":
+            hc = HintConfig(**{**section_values(cfg.hints), **_common(cfg)}, data=str(root.waypoints), out=str(root.hints))
+            stage("hints", _hints_done(hc), hc, lambda c: make_hints(c, progress=progress))
+        out = root.adapter(method)
+        rc = RLConfig(**{**section_values(cfg.rl), **_common(cfg), "resume": True, **runs[method]}, out=str(out),
+                      report_to=cfg.report_to)
+        stage(f"rl:{method}", AdapterDir(out).done.exists(), rc, lambda c: rl(c, progress=progress))
+
+
+def _hints_done(cfg: HintConfig) -> bool:
+    """Whether every (problem, attempt) of the hints stage is written."""
+    problems = [p for p in _problems(cfg.data)[: cfg.limit] if p.verifiable]
+    return {(p.id, a) for p in problems for a in range(cfg.attempts)} <= read_done_keys(cfg.out)
+
+
 def _eval_all(cfg: RunConfig, root: RunDir, stage: _Stages, progress: Progress | None) -> None:
     """Stage 5: every method on every split that evaluates it."""
     from .evaluate import run as evaluate
 
     for method in cfg.methods:
-        adapter = str(root.adapter(method)) if method in TRAINED else None
+        adapter = str(root.adapter(method)) if method in TRAINED or method in RL_TRAINED else None
         for split in (s for s in cfg.eval_splits() if s.evaluates(method)):
             out = root.eval_dir(method, split.label)
             ev = EvalConfig(**{**section_values(cfg.eval), **split.overrides(), **_common(cfg)}, adapter=adapter,
@@ -398,27 +398,3 @@ def _control_rows(method: str, problems: list[Problem], root: RunDir, cfg: RunCo
         raise DataError(root.selection_rows, None, "correct",
                         "rft: the base model solved no training problem in select's samples; nothing to train on")
     return rows
-
-
-def compute(root: RunDir, cfg: RunConfig) -> dict[str, dict[str, int]]:
-    """Tokens each method cost beyond the shared selection: those sampled for its training data, those trained on.
-
-    `sampled` counts trace tokens of its expansion (a mixed or privileged rollout runs two rows per
-    token); `rft` reuses selection's samples and the solution-trained methods sample nothing.
-    `trained` is the target tokens over all optimizer steps (a contrastive step runs two reference
-    forwards besides the student's). `selection` (in every row alike) is select's sampled tokens.
-    """
-    from .data import Sample, read_jsonl, read_traces
-
-    samples = root.selection_rows
-    selection = sum(s.n_tokens for s in read_jsonl(samples, Sample)) if samples.exists() else 0
-    out = {}
-    for method in cfg.methods:
-        traces, _ = TRAINED.get(method, (None, None))
-        path = root.traces(traces) if traces else None
-        sampled = sum(len(t.token_ids) for t in read_traces(path, kept_only=False)) if path and path.exists() else 0
-        log = AdapterDir(root.adapter(method)).log
-        lines = log.read_text(encoding="utf-8").splitlines() if method in TRAINED and log.exists() else []
-        trained = json.loads(lines[-1]).get("tokens_seen", 0) if lines else 0
-        out[method] = {"selection": selection, "sampled": sampled, "trained": trained}
-    return out

@@ -78,7 +78,7 @@ def prompt_text(role: Role | str, problem: Problem, templates: PromptConfig, way
         if wp is None:
             raise ValueError(f"problem {problem.id!r} has no waypoints: run `dail waypoints` or pass them")
         fields["waypoints"] = wp
-    elif role is Role.RATIONALIZE:
+    elif role in (Role.RATIONALIZE, Role.HINT):
         fields["answer"] = _answer(problem)
     # format_map with only the role's fields: a learner template cannot reach the solution.
     return getattr(templates, role.value).format_map(fields)

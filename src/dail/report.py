@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from .data import DataError, atomic_write_text
-from .report_inputs import EvalEntry, budget_curve, budget_top_k, find_evals, int_keyed, num, ordered
-from .report_plots import plot_pass_at_k, plot_token_budget
+from .report_inputs import EvalEntry, budget_curve, budget_top_k, find_evals, find_rl_logs, int_keyed, num, ordered
+from .report_plots import plot_pass_at_k, plot_rl, plot_token_budget
 from .rundir import ReportDir
 from .viewer import find_traces, write_traces
 
@@ -226,6 +226,9 @@ def run(inputs: list[str], out: str, *, traces: str | None = None, tokenizer: An
         plots = {"pass@k": files.plot("pass_at_k"), "token budget": files.plot("token_budget")}
         plot_pass_at_k(entries, plots["pass@k"])
         plot_token_budget(entries, plots["token budget"])
+    if rl_logs := find_rl_logs(inputs):
+        plots["RL training"] = files.plot("rl_training")
+        plot_rl(rl_logs, plots["RL training"])
     traces_path = None
     if sources:
         traces_path = files.traces_html

@@ -16,7 +16,7 @@ from typing import Any
 from .data import DataError
 from .rundir import EvalDir, RunDir, split_name
 
-__all__ = ["EvalEntry", "find_evals", "ordered", "int_keyed", "num", "budget_curve", "budget_top_k"]
+__all__ = ["EvalEntry", "find_evals", "find_rl_logs", "ordered", "int_keyed", "num", "budget_curve", "budget_top_k"]
 
 
 @dataclass
@@ -120,6 +120,27 @@ def find_evals(inputs: Iterable[str | Path]) -> list[EvalEntry]:
 
 
 # --------------------------------------------------------------------------- metrics.json's numbers
+
+
+def find_rl_logs(inputs: Iterable[str | Path]) -> dict[str, list[dict[str, Any]]]:
+    """The step logs of the RL methods (`dail rl`) of each run directory among `inputs`, by method
+    ("RUN/METHOD" when there are several runs); a torn last line is skipped."""
+    from .rundir import AdapterDir
+
+    runs = [Path(i) for i in inputs if RunDir(Path(i)).config.is_file()]
+    logs: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:
+        for log in sorted((run / "adapter").glob(f"*/{AdapterDir(run).log.name}")):
+            lines = []
+            for line in log.read_text(encoding="utf-8").splitlines():
+                try:
+                    lines.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+            if lines and "reward" in lines[0]:  # a `dail rl` log, not a `dail train` one
+                method = log.parent.name
+                logs[f"{run.name}/{method}" if len(runs) > 1 else method] = lines
+    return logs
 
 
 def ordered(values: Iterable[str]) -> list[str]:

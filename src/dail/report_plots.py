@@ -1,5 +1,6 @@
 """The report's figures: pass@k against k and pass@k against the token budget, one panel per split
-and one line per method (matplotlib without pyplot, imported only when a figure is drawn)."""
+and one line per method; the RL methods' training curves (matplotlib without pyplot, imported only
+when a figure is drawn)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 from .report_inputs import EvalEntry, budget_curve, budget_top_k, int_keyed, num, ordered
 
-__all__ = ["plot_pass_at_k", "plot_token_budget"]
+__all__ = ["plot_pass_at_k", "plot_rl", "plot_token_budget"]
 
 
 def _colours(entries: Sequence[EvalEntry]) -> dict[str, Any]:
@@ -109,3 +110,25 @@ def plot_token_budget(entries: Sequence[EvalEntry], path: str | Path) -> None:
 
     _plot(entries, path, "pass@k at a token budget B: each sample as if sampled with at most B tokens",
           budget_curve, "token budget B", "pass@1 (solid), pass@k (dashed), %", mark_mean=True, dashed=top_k)
+
+
+# The RL curves: (log key, panel title, as a percentage)
+_RL_PANELS = (("reward", "mean reward", True), ("all_fail", "groups where every rollout fails", True),
+              ("mean_length", "mean rollout length (tokens)", False))
+
+
+def plot_rl(logs: dict[str, list[dict[str, Any]]], path: str | Path) -> None:
+    """The RL methods' training: mean reward, share of all-fail groups and rollout length per rollout batch."""
+    from matplotlib import colormaps
+
+    fig, axes = _figure(len(_RL_PANELS), "RL training, per rollout batch (nurl starts where it leaves grpo's run)")
+    cmap = colormaps["tab10"]
+    for i, (method, lines) in enumerate(logs.items()):
+        xs = [r.get("batch", r["step"]) for r in lines]
+        for ax, (key, title, percent) in zip(axes, _RL_PANELS):
+            ax.plot(xs, [(100 if percent else 1) * r[key] for r in lines], label=method, color=cmap(i % 10), lw=1.5)
+            ax.set_title(title + (" (%)" if percent else ""), fontsize=10)
+            ax.set_xlabel("rollout batch")
+            ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.savefig(path)

@@ -1,4 +1,5 @@
-"""A finished run read back from its directory: the results table and one problem's four traces.
+"""A finished run read back from its directory: the results table, the compute each method used, and one
+problem's four traces.
 
 Nothing here runs a stage; `dail run` calls these once its stages are done, and the CLI draws
 what they return.
@@ -11,9 +12,10 @@ from typing import Any
 
 from .config import RunConfig
 from .data import read_problems
-from .rundir import EvalDir, RunDir
+from .methods import RL_TRAINED, TRAINED
+from .rundir import AdapterDir, EvalDir, RunDir
 
-__all__ = ["four_traces", "results_table"]
+__all__ = ["compute", "four_traces", "results_table"]
 
 
 def four_traces(root: RunDir) -> dict[str, Any] | None:
@@ -51,3 +53,54 @@ def results_table(root: RunDir, cfg: RunConfig) -> dict[str, dict[str, Any]]:
             pass_at = {str(k): v for k, v in m["pass_at_k"].items()}
             rows.setdefault(method, {})[split.label] = {"pass_at_k": pass_at, "mean_tokens": m["mean_tokens"]}
     return rows
+
+
+def compute(root: RunDir, cfg: RunConfig) -> dict[str, dict[str, int]]:
+    """Tokens each method cost beyond the shared selection: those sampled for its training data, those trained on.
+
+    `sampled` counts trace tokens of its expansion (a mixed or privileged rollout runs two rows per
+    token); `rft` reuses selection's samples and the solution-trained methods sample nothing.
+    `trained` is the target tokens over all optimizer steps (a contrastive step runs two reference
+    forwards besides the student's). `selection` (in every row alike) is select's sampled tokens.
+    """
+    from .data import Sample, read_jsonl, read_traces
+
+    samples = root.selection_rows
+    selection = sum(s.n_tokens for s in read_jsonl(samples, Sample)) if samples.exists() else 0
+    out = {}
+    for method in cfg.methods:
+        traces, _ = TRAINED.get(method, (None, None))
+        path = root.traces(traces) if traces else None
+        sampled = sum(len(t.token_ids) for t in read_traces(path, kept_only=False)) if path and path.exists() else 0
+        last = _last_log_line(root, method)
+        trained = last.get("tokens_seen", 0)
+        if method in RL_TRAINED:  # its rollouts (nurl: grpo's up to the switch, its own hinted stage after)
+            sampled = last.get("sampled_tokens_seen", 0)
+            trained += _rl_before(root, cfg, method)["tokens_seen"]
+            sampled += _rl_before(root, cfg, method)["sampled_tokens_seen"] + (
+                _hint_tokens(root) if method == "nurl" else 0)
+        out[method] = {"selection": selection, "sampled": sampled, "trained": trained}
+    return out
+
+
+def _last_log_line(root: RunDir, method: str, step: int | None = None) -> dict[str, Any]:
+    """A trained method's last log line (or its line of `step`); empty when it has none."""
+    log = AdapterDir(root.adapter(method)).log
+    lines = [json.loads(x) for x in log.read_text(encoding="utf-8").splitlines()] if log.exists() else []
+    if step is not None:
+        lines = [x for x in lines if x.get("step") == step]
+    return lines[-1] if lines else {}
+
+
+def _rl_before(root: RunDir, cfg: RunConfig, method: str) -> dict[str, int]:
+    """The compute nurl inherits from grpo's run up to its switch; nothing for the other methods."""
+    line = _last_log_line(root, "grpo", cfg.nurl_switch()) if method == "nurl" else {}
+    return {k: line.get(k, 0) for k in ("tokens_seen", "sampled_tokens_seen")}
+
+
+def _hint_tokens(root: RunDir) -> int:
+    """Tokens nurl's hints stage sampled: every attempt, leaking or not."""
+    from .data import read_jsonl
+    from .rl.hints import Hint
+
+    return sum(h.n_tokens for h in read_jsonl(root.hints, Hint)) if root.hints.exists() else 0

@@ -23,12 +23,13 @@ class Role(StrEnum):
     PRIVILEGED = "privileged"  # the privileged student: sees the full expert solution
     NEGATIVE = "negative"  # the negative reference: sees the waypoints only; scores traces, never samples
     RATIONALIZE = "rationalize"  # not a role of the method: STaR's privileged view (the final answer only)
+    HINT = "hint"  # not a role of the method: NuRL's hint writer (the problem and its final answer)
 
     @property
     def row(self) -> int:
         """The row of the role in a rollout group: learner 0, privileged 1 (rationalize takes the privileged row)."""
-        if self is Role.NEGATIVE:
-            raise ValueError("the negative reference has no row in a rollout")
+        if self in (Role.NEGATIVE, Role.HINT):
+            raise ValueError(f"the {self.value} role has no row in a rollout")
         return 0 if self is Role.LEARNER else 1
 
     @property

@@ -142,6 +142,11 @@ class RunDir:
     def adapter(self, method: str) -> Path:
         return self.root / "adapter" / method
 
+    @property
+    def hints(self) -> Path:
+        """NuRL's hints of the training problems (`dail hints`)."""
+        return self.root / "hints.jsonl"
+
     def eval_dir(self, method: str, split: str) -> Path:
         """The eval directory of a method on a split (a spec: bundled name or JSONL path)."""
         return self.eval_root / method / split_name(split)
@@ -264,11 +269,16 @@ class AdapterDir:
         """Where file-writing experiment trackers (TensorBoard) log the training steps, unless `logging_dir` says."""
         return self.root / TRACKERS
 
+    @property
+    def rollouts(self) -> Path:
+        """An RL run's rollouts, one file per rollout batch (`dail rl`)."""
+        return self.root / "rollouts"
+
     def own_files(self) -> list[Path]:
         """Every file or folder a training run writes here (what `--fresh` deletes), and no other."""
         peft = ("adapter_model.safetensors", "adapter_model.bin")  # peft's weights (its README.md may be the user's)
         return [self.done, self.log, self.config, self.checkpoints, self.trackers, provenance_path(self.root),
-                *(self.root / name for name in peft)]
+                self.rollouts, *(self.root / name for name in peft)]
 
 
 @dataclass(frozen=True)

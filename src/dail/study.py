@@ -123,7 +123,7 @@ class StudyConfig(StrictConfig):
 
     def sweep_configs(self, seed: int) -> dict[str, tuple[list[str], RunConfig]]:
         """name -> (the methods it trains, the run of one sweep point); the run's own setting is left out."""
-        from .pipeline import TRAINED
+        from .methods import TRAINED
 
         base = self.run_config(seed)
         points = [("tau", "expand", v, ["dail"]) for v in self.tau if v != base.expand.tau]

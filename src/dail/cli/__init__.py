@@ -6,14 +6,14 @@ and exit with code 1 -- never a traceback. Heavy imports (torch, transformers) h
 commands, so `dail --help` is instant.
 
 The package: `common` (the typer apps, the `--config` option, one-line errors, loading a config),
-`stages` (one command per stage), `runs` (`run`, `study`, `demo`), `groups` (`dail data`,
+`stages` (one command per stage), `rl` (`dail rl`, `dail hints`), `runs` (`run`, `study`, `demo`), `groups` (`dail data`,
 `dail testbed`).
 """
 
 from __future__ import annotations
 
 # Importing a module registers its commands, and --help lists them in that order: keep stages before runs.
-from . import stages, runs, groups  # noqa: F401
+from . import stages, rl, runs, groups  # noqa: F401
 from .common import app
 from .groups import _probe_expand  # noqa: F401 -- the shipped test-bed's tests read the probe's settings here
 

@@ -6,7 +6,7 @@ become the default `tau`). The resolved config is saved beside every output (`sa
 This package reads no data and loads no model.
 
 The classes live in `base` (the strict base, the error, the device check), `stages` (one config per
-stage), `files` (TOML in and out, comparing a saved config) and `run` (`dail run`'s config); this
+stage), `rl` (`dail rl`'s), `files` (TOML in and out, comparing a saved config) and `run` (`dail run`'s config); this
 package is their one public face.
 """
 
@@ -15,12 +15,13 @@ from __future__ import annotations
 from .base import DEFAULT_MODEL, ConfigError, StrictConfig, check_device, require_device
 from .files import (PRESETS, check_same_settings, load_config, preset_names, resolve_config, save_config,
                     settings_changes, to_toml)
-from .run import EvalSection, EvalSplit, ExpandSection, RunConfig, TrainSection, section_values
+from .rl import HintConfig, RLConfig, RLSampling
+from .run import EvalSection, EvalSplit, ExpandSection, HintSection, RLSection, RunConfig, TrainSection, section_values
 from .stages import (EvalConfig, EvalSampling, ExpandConfig, ExpandSampling, LoraSettings, PromptConfig, SamplingConfig,
                      SelectConfig, TrainConfig, WaypointsConfig)
 
 __all__ = ["ConfigError", "StrictConfig", "DEFAULT_MODEL", "check_device", "require_device", "SamplingConfig",
            "ExpandSampling", "EvalSampling", "PromptConfig", "LoraSettings", "ExpandConfig", "TrainConfig",
-           "EvalConfig", "SelectConfig", "WaypointsConfig", "RunConfig", "EvalSplit", "ExpandSection", "TrainSection",
-           "EvalSection", "section_values", "load_config", "save_config", "to_toml", "settings_changes",
+           "EvalConfig", "SelectConfig", "WaypointsConfig", "RLConfig", "RLSampling", "HintConfig", "RunConfig", "EvalSplit", "ExpandSection", "TrainSection",
+           "EvalSection", "RLSection", "HintSection", "section_values", "load_config", "save_config", "to_toml", "settings_changes",
            "check_same_settings", "PRESETS", "preset_names", "resolve_config"]

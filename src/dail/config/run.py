@@ -8,9 +8,11 @@ from pydantic import BaseModel, Field, ValidationError, create_model, field_vali
 
 from .base import DEFAULT_MODEL, _Config, check_device
 from .files import _error_lines
+from .rl import HintConfig, RLConfig
 from .stages import EvalConfig, ExpandConfig, PromptConfig, TrainConfig
 
-__all__ = ["RunConfig", "EvalSplit", "ExpandSection", "TrainSection", "EvalSection", "section_values"]
+__all__ = ["RunConfig", "EvalSplit", "ExpandSection", "TrainSection", "EvalSection", "RLSection", "HintSection",
+           "section_values"]
 
 
 def _check_section(cls: type[BaseModel], name: str, section: dict[str, Any], fill: dict[str, Any]) -> None:
@@ -24,7 +26,7 @@ def _check_section(cls: type[BaseModel], name: str, section: dict[str, Any], fil
 # Keys a run sets for every stage itself; a stage section may not repeat them. logging_dir stays at its
 # default, beside each adapter: one shared directory would mix the methods' steps in one tracker run.
 _RUN_KEYS = {"model", "seed", "device", "dtype", "data", "out", "problems", "traces", "adapter", "objective",
-             "prompts", "resume", "data_digest", "report_to", "logging_dir"}
+             "prompts", "resume", "data_digest", "report_to", "logging_dir", "hints", "first_step", "checkpoint_at"}
 
 
 def _section(cls: type[_Config], name: str) -> type[_Config]:
@@ -37,6 +39,8 @@ def _section(cls: type[_Config], name: str) -> type[_Config]:
 ExpandSection = _section(ExpandConfig, "ExpandSection")
 TrainSection = _section(TrainConfig, "TrainSection")
 EvalSection = _section(EvalConfig, "EvalSection")
+RLSection = _section(RLConfig, "RLSection")
+HintSection = _section(HintConfig, "HintSection")
 
 
 def section_values(section: BaseModel) -> dict[str, Any]:
@@ -82,7 +86,7 @@ class RunConfig(_Config):
                                              "split names, or tables {data, name, n, k, limit, methods} with settings of their "
                                              "own.")
     methods: list[Literal["base", "sft-expert", "star", "psd-nll", "dail-nll", "dail", "oracle-sft", "rft",
-                          "oracle-prompt"]] = Field(
+                          "oracle-prompt", "grpo", "nurl", "rlvr"]] = Field(
         default_factory=lambda: ["base", "sft-expert", "dail"],
         description="Methods to train and evaluate: base (no training), sft-expert (NLL on the expert solutions), "
                     "star (NLL on rationalizations: privileged-only traces from the final answer alone), psd-nll "
@@ -90,7 +94,12 @@ class RunConfig(_Config):
                     "dail (the contrastive objective on the mixed traces); controls: oracle-sft (NLL on each "
                     "problem's full_solution: the ceiling of imitation), rft (NLL on the base model's own correct "
                     "samples from selection: rejection-sampling fine-tuning), oracle-prompt (the base model "
-                    "evaluated with the expert solution in its prompt: an upper bound, not a method).")
+                    "evaluated with the expert solution in its prompt: an upper bound, not a method); reinforcement "
+                    "learning: grpo (online GRPO on the training problems), nurl (GRPO, then after nurl_from batches "
+                    "with NuRL's hinted re-rolls of all-fail groups; needs grpo), rlvr (GRPO on rlvr_data, an "
+                    "easier set).")
+    rlvr_data: str | None = Field(None, description="rlvr: its training problems (with answers), an easier set than "
+                                                    "train_data (the paper's DeepScaleR; on the test-bed: testbed-easy).")
     rft_per_problem: int = Field(4, ge=1, description="rft: at most this many distinct correct samples per problem.")
     select: bool = Field(False, description="Keep only training problems the base model fails in all of select_n samples.")
     select_n: int = Field(32, ge=1, description="Samples per problem for `select`.")
@@ -118,6 +127,12 @@ class RunConfig(_Config):
     expand: ExpandSection = Field(default_factory=ExpandSection, description="ExpandConfig keys (n, tau, sampling, batch_size, limit, ...).")
     train: TrainSection = Field(default_factory=TrainSection, description="TrainConfig keys shared by every trained method (epochs, lr, lora, ...).")
     eval: EvalSection = Field(default_factory=EvalSection, description="EvalConfig keys (n, k, sampling, budgets, batch_size, limit, ...).")
+    rl: RLSection = Field(default_factory=RLSection, description="RLConfig keys shared by grpo, nurl and rlvr (steps, "
+                                                                 "group_size, lr, lora, ...).")
+    nurl_from: int | None = Field(None, ge=1, description="nurl: the rollout batch its hinted stage starts after "
+                                                          "(grpo's checkpoint there); default: half of rl.steps.")
+    hints: HintSection = Field(default_factory=HintSection, description="HintConfig keys of nurl's hints (mode, "
+                                                                         "attempts, sampling, ...).")
 
     @field_validator("report_to")
     @classmethod
@@ -157,10 +172,30 @@ class RunConfig(_Config):
         return self
 
     @model_validator(mode="after")
+    def _rl_methods(self) -> RunConfig:
+        if "rlvr" in self.methods and self.rlvr_data is None:
+            raise ValueError("method rlvr trains on rlvr_data: name its (easier) problems")
+        if "nurl" in self.methods and "grpo" not in self.methods:
+            raise ValueError("method nurl continues grpo's run after nurl_from rollout batches: add grpo to methods")
+        if self.nurl_from is not None and self.nurl_from >= self.rl_steps():
+            raise ValueError(f"nurl_from: {self.nurl_from} must be below rl.steps ({self.rl_steps()})")
+        return self
+
+    def rl_steps(self) -> int:
+        """The rollout batches of each RL method."""
+        return self.rl.steps if "steps" in self.rl.model_fields_set else RLConfig.model_fields["steps"].default
+
+    def nurl_switch(self) -> int:
+        """The rollout batch after which nurl's hinted stage takes over from grpo."""
+        return self.nurl_from if self.nurl_from is not None else self.rl_steps() // 2
+
+    @model_validator(mode="after")
     def _sections(self) -> RunConfig:
         run_keys = {"model": self.model, "seed": self.seed, "device": self.device, "dtype": self.dtype}
         # The sections' own fields are typed; this catches what only the whole stage config checks (k <= n).
         _check_section(ExpandConfig, "expand", section_values(self.expand), {**run_keys, "data": "-", "out": "-"})
         _check_section(TrainConfig, "train", section_values(self.train), {**run_keys, "problems": "-", "out": "-"})
         _check_section(EvalConfig, "eval", section_values(self.eval), {**run_keys, "data": "-", "out": "-"})
+        _check_section(RLConfig, "rl", section_values(self.rl), {**run_keys, "data": "-", "out": "-"})
+        _check_section(HintConfig, "hints", section_values(self.hints), {**run_keys, "data": "-", "out": "-"})
         return self

@@ -90,6 +90,13 @@ class PromptConfig(_Config):
         description="Role `rationalize` (STaR's rationalization, the authors' answer_only): problem + the final "
                     "answer only ({answer}: the row's answer, else the solution's last box), never the solution.",
     )
+    hint: str = Field(
+        "{problem}\n\nThe final answer to this problem is {answer}.\n\n"
+        "Write a hint for a student who has not seen the answer: the one idea or fact that unlocks the problem, "
+        "in two or three sentences. Do not state the answer, any number it depends on, or the steps of a solution.",
+        description="Role `hint` (NuRL's self-hint, `dail hints`): problem + final answer -> an abstract hint "
+                    "that must not contain the answer.",
+    )
     max_prompt_tokens: int | None = Field(
         None, ge=1, description="Token budget of the privileged prompt: longer solutions lose their last "
                                 "'Solution N:' block, else their second half, until it fits; None = never cut.",
@@ -103,7 +110,8 @@ class PromptConfig(_Config):
     @model_validator(mode="after")
     def _placeholders(self) -> PromptConfig:
         need = {Role.LEARNER: ["{problem}"], Role.PRIVILEGED: ["{problem}", "{solution}"],
-                Role.NEGATIVE: ["{problem}", "{waypoints}"], Role.RATIONALIZE: ["{problem}", "{answer}"]}
+                Role.NEGATIVE: ["{problem}", "{waypoints}"], Role.RATIONALIZE: ["{problem}", "{answer}"],
+                Role.HINT: ["{problem}", "{answer}"]}
         for key, marks in need.items():
             for mark in marks:
                 if mark not in getattr(self, key):
@@ -127,7 +135,9 @@ class LoraSettings(_Config):
     )
 
 
-class _ModelStage(_Config):
+class ModelStage(_Config):
+    """What every stage that loads a model shares: which model, its dtype, the device, the seed."""
+
     model: str = Field(DEFAULT_MODEL, description="Hugging Face id, local directory, or 'smollm2-135m' (embedded).")
     dtype: Literal["auto", "float32", "bfloat16", "float16", "float64"] = Field(
         "auto", description="Weights dtype; auto = bf16 on a GPU that has it, float32 elsewhere."
@@ -159,7 +169,7 @@ class WaypointsConfig(_Config):
                             "(boxed answer + right-hand sides of key equations); a row's own waypoints win.")
 
 
-class ExpandConfig(_ModelStage):
+class ExpandConfig(ModelStage):
     """`dail expand`: mixed-policy rollouts of learner and privileged student."""
 
     data: str = Field(..., description=f"Problems JSONL (with solutions), {DATA_SPEC}.")
@@ -192,28 +202,17 @@ class ExpandConfig(_ModelStage):
     )
 
 
-class TrainConfig(_ModelStage):
-    """`dail train`: LoRA fine-tuning of the learner on kept traces."""
+class AdapterStage(ModelStage):
+    """What every stage that trains a LoRA adapter shares: the optimizer, its schedule, the adapter, saving and logging."""
 
-    traces: str | None = Field(None, description="Traces JSONL from expand (not needed by sft-expert).")
-    problems: str = Field(..., description=f"Problems JSONL (solutions, waypoints), {DATA_SPEC}.")
-    objective: Literal["contrastive", "contrastive-target", "nll", "sft-expert"] = Field(
-        "contrastive", description="Training objective (docs/method.md, 'Training objectives')."
-    )
     out: str = Field(..., description="Adapter output directory (checkpoints go under it).")
-    epochs: float = Field(2, gt=0, description="Passes over the training rows.")
     lr: float = Field(1e-4, gt=0, description="Peak learning rate (AdamW).")
-    batch_size: int = Field(8, ge=1, description="Rows per optimizer step (effective, across processes and accumulation).")
     grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     max_grad_norm: float | None = Field(1.0, gt=0, description="Gradient clipping norm; None disables.")
     schedule: Literal["cosine", "linear", "constant"] = Field("cosine", description="LR schedule after warm-up.")
     warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Share of steps spent warming up linearly.")
     warmup_steps: int | None = Field(None, ge=0, description="Warm-up steps; when set, wins over warmup_ratio (the authors': 5).")
-    gamma: float = Field(0.1, ge=0, lt=1, description="contrastive: weight of the negative reference, in [0, 1) "
-                                                      "(the authors' cheating_penalty, 0.1).")
-    alpha: float = Field(1.0, ge=0, description="contrastive-target: strength of the contrast.")
-    beta: float = Field(0.1, gt=0, le=1, description="contrastive-target: plausibility threshold.")
     lora: LoraSettings = Field(default_factory=LoraSettings)
     prompts: PromptConfig = Field(default_factory=PromptConfig)
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
@@ -225,8 +224,6 @@ class TrainConfig(_ModelStage):
     logging_dir: str | None = Field(None, description="Where trackers that write files (TensorBoard) write; "
                                                       "None: OUT/trackers.")
     resume: bool = Field(False, description="Continue from the last checkpoint under `out`.")
-    max_steps: int | None = Field(None, ge=1, description="Stop after N optimizer steps (overrides epochs).")
-    kept_only: bool = Field(True, description="Train on traces the filters kept only.")
 
     @field_validator("report_to")
     @classmethod
@@ -236,7 +233,25 @@ class TrainConfig(_ModelStage):
         return check_names(v)
 
 
-class EvalConfig(_ModelStage):
+class TrainConfig(AdapterStage):
+    """`dail train`: LoRA fine-tuning of the learner on kept traces."""
+
+    traces: str | None = Field(None, description="Traces JSONL from expand (not needed by sft-expert).")
+    problems: str = Field(..., description=f"Problems JSONL (solutions, waypoints), {DATA_SPEC}.")
+    objective: Literal["contrastive", "contrastive-target", "nll", "sft-expert"] = Field(
+        "contrastive", description="Training objective (docs/method.md, 'Training objectives')."
+    )
+    epochs: float = Field(2, gt=0, description="Passes over the training rows.")
+    batch_size: int = Field(8, ge=1, description="Rows per optimizer step (effective, across processes and accumulation).")
+    gamma: float = Field(0.1, ge=0, lt=1, description="contrastive: weight of the negative reference, in [0, 1) "
+                                                      "(the authors' cheating_penalty, 0.1).")
+    alpha: float = Field(1.0, ge=0, description="contrastive-target: strength of the contrast.")
+    beta: float = Field(0.1, gt=0, le=1, description="contrastive-target: plausibility threshold.")
+    max_steps: int | None = Field(None, ge=1, description="Stop after N optimizer steps (overrides epochs).")
+    kept_only: bool = Field(True, description="Train on traces the filters kept only.")
+
+
+class EvalConfig(ModelStage):
     """`dail eval`: sample, grade, pass@k and token efficiency."""
 
     adapter: str | None = Field(None, description="LoRA adapter directory; None evaluates the base model.")
@@ -299,7 +314,7 @@ class EvalConfig(_ModelStage):
         return v
 
 
-class SelectConfig(_ModelStage):
+class SelectConfig(ModelStage):
     """`dail select`: keep the problems the base model fails in all of n samples."""
 
     data: str = Field(..., description=f"Candidate problems JSONL, {DATA_SPEC}.")

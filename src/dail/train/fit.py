@@ -152,23 +152,6 @@ def run(cfg: TrainConfig, progress: Progress | None = None, *, fresh: bool = Fal
     """
     check_inputs(cfg, "dir")  # a device this machine lacks, or an output that cannot be, deletes nothing
     if fresh:
-        _remove_training(Path(cfg.out))
+        checkpoint.remove_run(Path(cfg.out))
     with dist.output_lock(cfg.out, main_only=True):  # one training run per adapter directory
         return fit(cfg, progress)[1]
-
-
-def _remove_training(out: Path) -> None:
-    """Delete the training run's own files in `out`, nothing else (rank 0, under its lock; every rank waits)."""
-    import shutil
-
-    adapter = AdapterDir(out)
-    # Only where a training run left its marks (config.toml alone is too common a name to tell), and only
-    # the run's named files: anything else the user keeps in `out` stays.
-    if dist.is_main() and any(p.exists() for p in (adapter.done, adapter.log, adapter.checkpoints)):
-        with dist.output_lock(out):
-            for path in adapter.own_files():
-                if path.is_dir():
-                    shutil.rmtree(path)
-                elif path.exists():
-                    path.unlink()
-    dist.barrier()

@@ -4,6 +4,7 @@ module that gives hidden states at trace positions only (the head runs in chunks
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from ..rows import plan_steps
 from ..rundir import AdapterDir
 from ..seeding import seed_torch
 
-__all__ = ["Session", "TraceHidden", "lr_lambda", "setup"]
+__all__ = ["Session", "TraceHidden", "lr_lambda", "open_session", "setup"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -91,6 +92,12 @@ def lr_lambda(schedule: str, warmup: int, total: int):
 
 def setup(cfg: TrainConfig, n_rows: int) -> Session:
     """Accelerator, step plan for `n_rows` rows, base model with a fresh LoRA adapter, AdamW over it, LR schedule."""
+    return open_session(cfg, lambda num_processes: plan_steps(n_rows, cfg, num_processes))
+
+
+def open_session(cfg, plan: Callable[[int], tuple[int, int]], adapter: str | None = None) -> Session:
+    """`setup` for any adapter-training config (`TrainConfig`, `RLConfig`): `plan(num_processes)` gives
+    (steps per epoch, total optimizer steps); `adapter` starts from a trained adapter instead of a fresh one."""
     from accelerate import Accelerator
 
     on_cuda = cfg.resolved_device().startswith("cuda")
@@ -100,8 +107,8 @@ def setup(cfg: TrainConfig, n_rows: int) -> Session:
     accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, mixed_precision="bf16" if bf16 else "no",
                               cpu=not on_cuda, **trackers.accelerator_kwargs(cfg.report_to, logging_dir))
     dist.check_launch(accelerator.num_processes)
-    per_epoch, total_steps = plan_steps(n_rows, cfg, accelerator.num_processes)
-    peft_model, tokenizer, made_by = _learner(cfg, accelerator.device)
+    per_epoch, total_steps = plan(accelerator.num_processes)
+    peft_model, tokenizer, made_by = _learner(cfg, accelerator.device, adapter)
     params = [p for p in peft_model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     # The schedule counts global optimizer steps; accelerate's prepared scheduler would step once per
@@ -115,19 +122,22 @@ def setup(cfg: TrainConfig, n_rows: int) -> Session:
                    vocab_size, per_epoch, total_steps, made_by)
 
 
-def _learner(cfg: TrainConfig, device) -> tuple[Any, Any, dict[str, Any]]:
-    """The base model with a fresh LoRA adapter (seeded by `cfg.seed`), in train mode; the tokenizer; the base's
-    provenance record (taken before the adapter renames its parameters)."""
+def _learner(cfg: TrainConfig, device, adapter: str | None = None) -> tuple[Any, Any, dict[str, Any]]:
+    """The base model with a fresh LoRA adapter (seeded by `cfg.seed`) or `adapter` made trainable, in train mode;
+    the tokenizer; the base's provenance record (taken before the adapter renames its parameters)."""
     from .. import provenance
-    from ..models import attach_lora, load
+    from ..models import attach_adapter, attach_lora, load
 
     model, tokenizer = load(cfg.model, dtype=cfg.dtype, device=device)
     made_by = provenance.record(cfg.model, model, tokenizer, cfg.prompts)
     model.config.use_cache = False
     seed_torch(cfg.seed)  # the adapter's initialisation
-    lora = cfg.lora
-    peft_model = attach_lora(model, r=lora.r, alpha=lora.alpha, dropout=lora.dropout,
-                             target_modules=lora.target_modules)
+    if adapter is not None:
+        peft_model = attach_adapter(model, tokenizer, cfg.model, Path(adapter), trainable=True)
+    else:
+        lora = cfg.lora
+        peft_model = attach_lora(model, r=lora.r, alpha=lora.alpha, dropout=lora.dropout,
+                                 target_modules=lora.target_modules)
     if cfg.gradient_checkpointing:
         # Non-reentrant: works with frozen inputs (no enable_input_require_grads) and with DDP.
         peft_model.get_base_model().activation_checkpointing_enable(

@@ -15,7 +15,8 @@ from ..rows import REFERENCE_ROLES, TrainRow, collate, micro_batches
 from ..seeding import seed_torch, step_seed
 from .session import Session
 
-__all__ = ["DIAGNOSTICS", "LOGIT_CHUNK_ELEMENTS", "StepStats", "train_step", "log_record"]
+__all__ = ["DIAGNOSTICS", "LOGIT_CHUNK_ELEMENTS", "StepStats", "backward_through_decoder", "log_record",
+           "optimizer_step", "train_step"]
 
 DIAGNOSTICS = ("kl_privileged", "kl_negative", "margin", "nll")
 # Logits are made and consumed a chunk of trace positions at a time: chunk = this // vocabulary size
@@ -57,17 +58,33 @@ def train_step(session: Session, step: int, rows: list[TrainRow], *, diagnose: b
                 micro_loss, micro_diag = _micro_batch(session, micro, num_tokens, diagnose)  # forwards, backward
                 loss += micro_loss
                 diag.update(micro_diag)
+    grad_norm, lr = optimizer_step(session)
+    # ----------------------------------------------------------------------------------------------
+    return StepStats(loss, grad_norm, num_tokens, lr, dict(diag))
+
+
+def optimizer_step(session: Session) -> tuple[torch.Tensor, float]:
+    """Clip the accumulated gradients, step AdamW and the schedule, clear the gradients; (grad norm, the LR used)."""
     params = [p for group in session.optimizer.param_groups for p in group["params"]]
-    if cfg.max_grad_norm is not None:
-        grad_norm = accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
+    if session.cfg.max_grad_norm is not None:
+        grad_norm = session.accelerator.clip_grad_norm_(params, session.cfg.max_grad_norm)
     else:
         grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
     lr = session.scheduler.get_last_lr()[0]  # the rate this step uses
     session.optimizer.step()
     session.scheduler.step()
     session.optimizer.zero_grad(set_to_none=True)
-    # ----------------------------------------------------------------------------------------------
-    return StepStats(loss, grad_norm, num_tokens, lr, dict(diag))
+    return grad_norm, lr
+
+
+def backward_through_decoder(session: Session, hidden: torch.Tensor, leaf: torch.Tensor) -> None:
+    """The decoder's backward once the chunked losses filled `leaf.grad` (d(hidden . g)/d(hidden) = g).
+
+    accelerate's backward divides by grad_accum and DDP averages over processes; both are undone: the
+    losses are already each process's share of the step's mean.
+    """
+    scale = session.cfg.grad_accum * session.accelerator.num_processes
+    session.accelerator.backward((hidden * leaf.grad).sum() * scale)
 
 
 def _micro_batch(session: Session, rows: list[TrainRow], num_tokens: int,
@@ -78,15 +95,13 @@ def _micro_batch(session: Session, rows: list[TrainRow], num_tokens: int,
     states (`_chunked_loss`), each chunk's backward filling that copy's gradient; then ONE backward
     runs through the decoder. The references keep only their hidden states `[N, H]`.
     """
-    accelerator, device = session.accelerator, session.accelerator.device
+    device = session.accelerator.device
     targets = torch.tensor([t for r in rows for t in r.target]).to(device, non_blocking=True)  # [N]
     refs = _reference_hidden(session, rows) if session.objective.needs_references else []
     hidden = session.wrapped(*collate(rows, Role.LEARNER, session.pad_id, device))  # [N, H], graph through the decoder
     leaf = hidden.detach().requires_grad_()  # [N, H]
     loss, diag = _chunked_loss(session, leaf, refs, targets, num_tokens, diagnose)
-    # The decoder's backward: d(hidden . g)/d(hidden) = g. accelerate's backward divides by
-    # grad_accum and DDP averages over processes; undo both, the loss is already a share of the step's mean.
-    accelerator.backward((hidden * leaf.grad).sum() * (session.cfg.grad_accum * accelerator.num_processes))
+    backward_through_decoder(session, hidden, leaf)
     return loss, diag
 
 
