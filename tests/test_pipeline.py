@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from dail import pipeline
 from dail.cli import app
-from dail.config import RunConfig, load_config
+from dail.config import ConfigError, RunConfig, load_config
 from dail.data import read_traces, write_jsonl
 from dail.datasets import resolve_problems
 
@@ -214,3 +214,6 @@ def test_rl_methods_run_beside_the_others_with_their_compute(tmp_path, tiny_mode
 
     again = pipeline.run(cfg)  # finished: every stage skipped, the same table
     assert again["compute"] == used
+    # the run ignores the RL settings (adding them to a finished run is allowed), each RL output does not
+    with pytest.raises(ConfigError, match=r"lr: 1e-05 -> 0.001"):
+        pipeline.run(cfg.model_copy(update={"rl": cfg.rl.model_copy(update={"lr": 1e-3})}))

@@ -192,8 +192,11 @@ class _Stages:
 
 # Run settings that change no row of any stage: where and how it runs, batch sizes of the sampling stages
 # (the engine's rows do not depend on the batch), and which methods and splits exist (each has its own files).
+# The RL methods' settings (rl, hints, rlvr_data, nurl_from) change only those methods' own outputs, so
+# adding them to a finished run is allowed; each RL stage's saved config guards its outputs (`_rl_all`).
 RUN_IGNORED = ("name", "out_dir", "launcher", "num_processes", "device", "methods", "eval_data", "report_to",
-               "expand.batch_size", "eval.batch_size", "data_digests")  # data_digests: compared per file below
+               "expand.batch_size", "eval.batch_size", "data_digests",  # data_digests: compared per file below
+               "rl", "hints", "rlvr_data", "nurl_from")
 
 
 def _remove_run(root: RunDir) -> None:
@@ -341,11 +344,21 @@ def _rl_all(cfg: RunConfig, root: RunDir, stage: _Stages, progress: Progress | N
     for method in (m for m in RL_TRAINED if m in cfg.methods):
         if method == "nurl":
             hc = HintConfig(**{**section_values(cfg.hints), **_common(cfg)}, data=str(root.waypoints), out=str(root.hints))
+            _same_as_before(config_path(root.hints), hc, root.hints)
             stage("hints", _hints_done(hc), hc, lambda c: make_hints(c, progress=progress))
         out = root.adapter(method)
         rc = RLConfig(**{**section_values(cfg.rl), **_common(cfg), "resume": True, **runs[method]}, out=str(out),
                       report_to=cfg.report_to)
+        _same_as_before(AdapterDir(out).config, rc, out)
         stage(f"rl:{method}", AdapterDir(out).done.exists(), rc, lambda c: rl(c, progress=progress))
+
+
+def _same_as_before(saved: Path, config: BaseModel, output: Path) -> None:
+    """Refuse settings other than those an RL stage's existing output was made with (the run ignores them)."""
+    from .rl.fit import RESUME_MAY_DIFFER
+
+    check_same_settings(saved, config, ignore=(*RESUME_MAY_DIFFER, "data_digest", "batch_size"), output=output,
+                        fresh="rerun with --fresh, or delete that output to make it again with these settings")
 
 
 def _hints_done(cfg: HintConfig) -> bool:

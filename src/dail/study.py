@@ -72,6 +72,8 @@ class StudyConfig(StrictConfig):
     tau: list[float] = Field(default_factory=list, description="expand.tau values of `dail` to sweep.")
     gamma: list[float] = Field(default_factory=list, description="train.gamma values of `dail` to sweep.")
     lr: list[float] = Field(default_factory=list, description="train.lr values to sweep, every trained method at each.")
+    rl_lr: list[float] = Field(default_factory=list, description="rl.lr values to sweep, every RL method (grpo, nurl, "
+                                                                 "rlvr) at each.")
     sweep_seeds: list[int] | None = Field(None, description="The seeds whose runs the sweeps accompany (default: all).")
     run: dict[str, Any] = Field(..., description="The run config of every seed (all `dail run` keys but name, "
                                                  "out_dir, seed).")
@@ -85,7 +87,7 @@ class StudyConfig(StrictConfig):
         if own:
             raise ValueError(f"run.{sorted(own)[0]} is set by the study, not in [run]")
         cfg = self.run_config(self.seeds[0])  # every key checked once, with the run's own messages
-        if (self.tau or self.gamma or self.lr) and self.sweep_split(cfg) is None:
+        if (self.tau or self.gamma or self.lr or self.rl_lr) and self.sweep_split(cfg) is None:
             raise ValueError(f"sweep_data {self.sweep_data!r} must name one of run.eval_data "
                              f"{[s.label for s in cfg.eval_splits()]}")
         if (self.tau or self.gamma) and "dail" not in cfg.methods:
@@ -123,21 +125,24 @@ class StudyConfig(StrictConfig):
 
     def sweep_configs(self, seed: int) -> dict[str, tuple[list[str], RunConfig]]:
         """name -> (the methods it trains, the run of one sweep point); the run's own setting is left out."""
-        from .methods import TRAINED
+        from .methods import RL_TRAINED, TRAINED
 
         base = self.run_config(seed)
-        points = [("tau", "expand", v, ["dail"]) for v in self.tau if v != base.expand.tau]
-        points += [("gamma", "train", v, ["dail"]) for v in self.gamma if v != base.train.gamma]
+        # (name in the run's directory, section, key, value, the methods a point trains)
+        points = [("tau", "expand", "tau", v, ["dail"]) for v in self.tau if v != base.expand.tau]
+        points += [("gamma", "train", "gamma", v, ["dail"]) for v in self.gamma if v != base.train.gamma]
         trained = [m for m in base.methods if m in TRAINED]
-        points += [("lr", "train", v, trained) for v in self.lr if v != base.train.lr]
+        points += [("lr", "train", "lr", v, trained) for v in self.lr if v != base.train.lr]
+        rl = [m for m in base.methods if m in RL_TRAINED]
+        points += [("rl.lr", "rl", "lr", v, rl) for v in self.rl_lr if v != _rl_lr(base)]
         out = {}
-        for key, section, value, methods in points:
+        for name_key, section, key, value, methods in points:
             values = copy.deepcopy(self.run)
             values[section] = {**values.get(section, {}), key: value}
             # the point's own methods are evaluated on the sweep split, whichever the seed's run evaluates there
             values.update(methods=methods, eval_data=[self.sweep_split(base).model_dump(exclude_none=True,
                                                                                        exclude={"methods"})])
-            name = f"seed-{seed}-{key}-{value:g}"
+            name = f"seed-{seed}-{name_key}-{value:g}"
             out[name] = methods, RunConfig(**values, name=name, out_dir=str(self.root), seed=seed)
         return out
 
@@ -145,6 +150,13 @@ class StudyConfig(StrictConfig):
         """Every sweep point's row label ('dail tau=0.5', 'rft lr=0.0003')."""
         return [f"{m} {_point(n)}"
                 for n, (methods, _) in self.sweep_configs(self.seeds[0]).items() for m in methods]
+
+
+def _rl_lr(run: RunConfig) -> float:
+    """The learning rate a run's RL methods train at."""
+    from .config import RLConfig
+
+    return run.rl.lr if "lr" in run.rl.model_fields_set else RLConfig.model_fields["lr"].default
 
 
 def _point(name: str) -> str:
@@ -191,7 +203,7 @@ def run(cfg: StudyConfig, run_one: OnRun) -> dict[str, Any]:
         per_seed[seed] = _with_budgets(table, root)
     summary = {"name": cfg.name, "seeds": cfg.seeds, "sweep_data": cfg.sweep_data and cfg.sweep_split(main).label,
                "tau": cfg.tau, "gamma": cfg.gamma, "lr": cfg.lr, "base_tau": main.expand.tau,
-               "base_gamma": main.train.gamma, "base_lr": main.train.lr,
+               "base_gamma": main.train.gamma, "base_lr": main.train.lr, "rl_lr": cfg.rl_lr, "base_rl_lr": _rl_lr(main),
                "per_seed": {str(s): t for s, t in per_seed.items()}, "mean": aggregate(per_seed),
                "compute": {m: {k: statistics.fmean(used[s][m][k] for s in used) for k in used[cfg.seeds[0]][m]}
                            for m in used[cfg.seeds[0]]},
@@ -369,7 +381,8 @@ def _sweeps(summary: dict[str, Any], out: Path) -> None:
     from matplotlib.figure import Figure
 
     mean, split = summary["mean"], summary["sweep_data"]
-    sweeps = [(p, summary[p], summary[f"base_{p}"]) for p in ("tau", "gamma", "lr") if summary.get(p)]
+    sweeps = [(p.replace("rl_", "rl."), summary[p], summary[f"base_{p}"]) for p in ("tau", "gamma", "lr", "rl_lr")
+              if summary.get(p)]
     if not sweeps or split is None:
         return
     fig = Figure(figsize=(0.5 + 4.6 * len(sweeps), 4.2), layout="constrained", dpi=110)
@@ -384,7 +397,7 @@ def _sweeps(summary: dict[str, Any], out: Path) -> None:
                 mu = [100 * e["pass_at_k"][k]["mean"] for _, e in points if e]
                 sd = [100 * e["pass_at_k"][k]["std"] for _, e in points if e]
                 ax.errorbar(xs, mu, yerr=sd, marker="o", capsize=3, label=f"{method} pass@{k}")
-        if param == "lr":
+        if param in ("lr", "rl.lr"):
             ax.set_xscale("log")
         ax.set(title=f"{param} ({split})", xlabel=param, ylabel="%")
         ax.grid(alpha=0.3)
