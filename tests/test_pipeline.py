@@ -192,7 +192,10 @@ def test_rl_methods_run_beside_the_others_with_their_compute(tmp_path, tiny_mode
                     eval={"n": 2, "k": [1, 2], "batch_size": 4, "force_answer_tokens": 2, "sampling": {"max_new_tokens": 4}})
     result = pipeline.run(cfg)
     root = Path(result["run_dir"])
-    assert [s for s in pipeline.plan(cfg) if s.startswith(("rl:", "hints"))] == ["hints", "rl:grpo", "rl:nurl", "rl:rlvr"]
+    plan = [s for s in pipeline.plan(cfg) if s.startswith(("rl:", "hints"))]
+    assert plan == ["rl:grpo", "hints", "rl:nurl", "rl:rlvr"]
+    events = [json.loads(x) for x in (root / "events.jsonl").read_text().splitlines()]
+    assert [e["stage"] for e in events if e["event"] == "start" and e["stage"] in plan] == plan  # the order they ran
     for method in ("grpo", "nurl", "rlvr"):
         assert (root / "adapter" / method / "adapter_config.json").is_file(), method
         assert (root / "eval" / method / "easy" / "metrics.json").is_file(), method

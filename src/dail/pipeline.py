@@ -53,7 +53,7 @@ def plan(cfg: RunConfig) -> list[str]:
     return [*(["select"] if cfg.select else []), "waypoints",
             *(f"solutions:{m}" for m in SOLUTION_TRAINED if m in cfg.methods),
             *(f"expand:{t}" for t in _expansions(cfg, run_dir(cfg))), *(f"train:{m}" for m in cfg.methods if m in TRAINED),
-            *(["hints"] if "nurl" in cfg.methods else []), *(f"rl:{m}" for m in RL_TRAINED if m in cfg.methods),
+            *(s for m in RL_TRAINED if m in cfg.methods for s in (["hints"] if m == "nurl" else []) + [f"rl:{m}"]),
             *(f"eval:{m}/{s.label}" for m in cfg.methods for s in cfg.eval_splits() if s.evaluates(m)), "report"]
 
 
