@@ -33,7 +33,7 @@ from ..roles import Role
 from ..rundir import AdapterDir, data_digest, provenance_path
 from ..train.session import Session, open_session
 from .rollouts import roll_out, step_problems
-from .update import Batch, UpdateStats, old_logprobs, rollout_record, score, update
+from .update import SURROGATE_STATS, Batch, UpdateStats, old_logprobs, rollout_record, score, update
 
 __all__ = ["Context", "RESUME_MAY_DIFFER", "fit"]
 
@@ -218,7 +218,7 @@ def _log_record(ctx: Context, stats: UpdateStats, rollouts: list[Rollout], batch
                 elapsed: float) -> dict[str, Any]:
     """A step's log line: the rollouts' figures, the loss summed over processes, the surrogate's diagnostics."""
     acc = ctx.session.accelerator
-    names = ("kl", "clip_fraction", "ratio")
+    names = SURROGATE_STATS
     local = torch.tensor([float(stats.loss), stats.forwarded, *(stats.sums.get(k, 0.0) for k in names)],
                          dtype=torch.float64, device=acc.device)
     total = acc.reduce(local, "sum") if acc.num_processes > 1 else local

@@ -30,9 +30,9 @@ from ..seeding import seed_torch, step_seed
 from ..train.session import Session
 from ..train.step import LOGIT_CHUNK_ELEMENTS, backward_through_decoder, optimizer_step
 
-__all__ = ["Batch", "UpdateStats", "old_logprobs", "rollout_record", "score", "update"]
+__all__ = ["Batch", "SURROGATE_STATS", "UpdateStats", "old_logprobs", "rollout_record", "score", "update"]
 
-_SUMS = ("kl", "clip_fraction", "ratio")  # token-weighted diagnostics of the surrogate
+SURROGATE_STATS = ("kl", "clip_fraction", "ratio")  # token-weighted diagnostics of the surrogate
 
 
 @dataclass
@@ -93,29 +93,29 @@ def update(session: Session, batch: Batch, step: int) -> UpdateStats:
     seed_torch(step_seed(cfg.seed, step, acc.process_index))  # LoRA dropout: the same draws after a resume
     num_tokens = sum(len(r.target) for r in batch.rows)
     mine = _share(session, batch)
-    zero = [i for i in mine if batch.advantages[i] == 0.0 and cfg.kl_coef == 0]
     loss = torch.zeros((), dtype=torch.float64, device=acc.device)
     sums: Counter = Counter()
     forwarded = 0
     for micro in micro_batches(mine, cfg.grad_accum):
         with acc.accumulate(session.wrapped):
             if micro:
-                part_loss, part_sums = _micro_batch(session, batch, micro, num_tokens, set(zero))
+                part_loss, part_sums = _micro_batch(session, batch, micro, num_tokens)
                 loss += part_loss
                 sums.update(part_sums)
                 forwarded += sum(len(batch.rows[i].target) for i in micro)
     grad_norm, lr = optimizer_step(session)
-    return UpdateStats(loss, grad_norm, lr, num_tokens, forwarded, dict(sums))
+    # sync point: the diagnostics once per update, not once per chunk
+    return UpdateStats(loss, grad_norm, lr, num_tokens, forwarded, {k: float(v) for k, v in sums.items()})
 
 
-def _micro_batch(session: Session, batch: Batch, idx: list[int], num_tokens: int,
-                 zero: set[int]) -> tuple[torch.Tensor, dict[str, float]]:
+def _micro_batch(session: Session, batch: Batch, idx: list[int],
+                 num_tokens: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Forward, chunked surrogate and backward of the rows `idx`; the loss share and token-weighted diagnostics."""
     device, cfg = session.accelerator.device, session.cfg
     rows = [batch.rows[i] for i in idx]
     ids, index = collate(rows, Role.LEARNER, session.pad_id, device)
     targets = torch.tensor([t for r in rows for t in r.target], device=device)  # [N]
-    adv = torch.tensor([0.0 if i in zero else batch.advantages[i] for i, r in zip(idx, rows) for _ in r.target],
+    adv = torch.tensor([batch.advantages[i] for i, r in zip(idx, rows) for _ in r.target],
                        dtype=torch.float64, device=device)  # [N]
     old = torch.cat([batch.old[i] for i in idx]).to(device) if batch.old is not None else None
     ref = _base_hidden(session, ids, index) if cfg.kl_coef > 0 else None
@@ -136,7 +136,8 @@ def _micro_batch(session: Session, batch: Batch, idx: list[int], num_tokens: int
         part_loss.backward()
         loss += part_loss.detach()
         n = min(start + chunk, len(targets)) - start
-        sums.update({k: float(stats[k]) * n for k in _SUMS})  # sync point (floats)
+        for k in SURROGATE_STATS:
+            sums[k] = sums.get(k, 0) + stats[k].detach() * n  # token-weighted, on the device
     backward_through_decoder(session, hidden, leaf)
     return loss, dict(sums)
 
