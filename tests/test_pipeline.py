@@ -220,3 +220,21 @@ def test_rl_methods_run_beside_the_others_with_their_compute(tmp_path, tiny_mode
     # the run ignores the RL settings (adding them to a finished run is allowed), each RL output does not
     with pytest.raises(ConfigError, match=r"lr: 1e-05 -> 0.001"):
         pipeline.run(cfg.model_copy(update={"rl": cfg.rl.model_copy(update={"lr": 1e-3})}))
+
+
+def test_a_run_that_differs_in_rl_settings_only_reuses_the_hints(tmp_path):
+    """share_sampled copies NuRL's hints into a run whose hint settings match, and only then."""
+    base = dict(out_dir=str(tmp_path), model="testbed", train_data="testbed-train", eval_data=["testbed-val"],
+                methods=["base", "grpo", "nurl"], hints={"mode": "partial", "attempts": 2})
+    source = RunConfig(name="a", **base)
+    root = pipeline.run_dir(source)
+    root.root.mkdir(parents=True)
+    for name in ("waypoints.jsonl", "hints.jsonl", "hints.config.toml"):
+        (root.root / name).write_text(f"{name}\n")
+    other_lr = RunConfig(name="b", **{**base, "rl": {"lr": 3e-4}})
+    assert sorted(pipeline.share_sampled(source, other_lr)) == ["hints.config.toml", "hints.jsonl", "waypoints.jsonl"]
+    assert (tmp_path / "b" / "hints.jsonl").read_text() == "hints.jsonl\n"
+    other_hints = RunConfig(name="c", **{**base, "hints": {"mode": "partial", "attempts": 3}})
+    assert pipeline.share_sampled(source, other_hints) == ["waypoints.jsonl"]
+    without_nurl = RunConfig(name="d", **{**base, "methods": ["base", "grpo"]})
+    assert pipeline.share_sampled(source, without_nurl) == ["waypoints.jsonl"]

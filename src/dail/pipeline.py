@@ -87,8 +87,9 @@ def share_sampled(source: RunConfig, target: RunConfig) -> list[str]:
     """Copy into `target`'s run directory the sampled outputs of `source` that `target` would sample again.
 
     Selection, waypoints and the controls' solution files when both runs select alike; each traces
-    file whose expansion settings are the same in both (paths aside). A run that differs from
-    another only in training settings then trains and evaluates without sampling a token twice.
+    file whose expansion settings are the same in both (paths aside), and NuRL's hints likewise. A
+    run that differs from another only in training settings then trains and evaluates without
+    sampling a token twice.
     Copies, never links: the target may resume and append. Returns the names copied.
     """
     src, dst = run_dir(source), run_dir(target)
@@ -104,6 +105,9 @@ def share_sampled(source: RunConfig, target: RunConfig) -> list[str]:
     paths = {"data", "out"}
     names += [src.traces(n) for n, ex in ours.items()
               if n in theirs and theirs[n].model_dump(exclude=paths) == ex.model_dump(exclude=paths)]
+    if "nurl" in source.methods and "nurl" in target.methods and \
+            _hint_config(source, src).model_dump(exclude=paths) == _hint_config(target, dst).model_dump(exclude=paths):
+        names.append(src.hints)
     copied = []
     dst.root.mkdir(parents=True, exist_ok=True)
     for path in names:
@@ -343,7 +347,7 @@ def _rl_all(cfg: RunConfig, root: RunDir, stage: _Stages, progress: Progress | N
                          first_step=switch, steps=cfg.rl_steps() - switch, hints=str(root.hints))}
     for method in (m for m in RL_TRAINED if m in cfg.methods):
         if method == "nurl":
-            hc = HintConfig(**{**section_values(cfg.hints), **_common(cfg)}, data=str(root.waypoints), out=str(root.hints))
+            hc = _hint_config(cfg, root)
             _same_as_before(config_path(root.hints), hc, root.hints)
             stage("hints", _hints_done(hc), hc, lambda c: make_hints(c, progress=progress))
         out = root.adapter(method)
@@ -351,6 +355,11 @@ def _rl_all(cfg: RunConfig, root: RunDir, stage: _Stages, progress: Progress | N
                       report_to=cfg.report_to)
         _same_as_before(AdapterDir(out).config, rc, out)
         stage(f"rl:{method}", AdapterDir(out).done.exists(), rc, lambda c: rl(c, progress=progress))
+
+
+def _hint_config(cfg: RunConfig, root: RunDir) -> HintConfig:
+    """The hints stage of a run with `nurl`: hints for the run's own (selected) training problems."""
+    return HintConfig(**{**section_values(cfg.hints), **_common(cfg)}, data=str(root.waypoints), out=str(root.hints))
 
 
 def _same_as_before(saved: Path, config: BaseModel, output: Path) -> None:

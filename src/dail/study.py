@@ -17,8 +17,8 @@ Per seed, `OUT/NAME/seed-S` is an ordinary `dail run` (every method on every eva
 sweep point other than the run's own setting is a run of its own (`seed-S-tau-0.5`): of `dail`
 alone for tau and gamma, of every trained method for lr, evaluated on `sweep_data` only. A sweep
 point starts from a copy of what the seed's run sampled that it would sample alike (selection,
-waypoints, traces: `dail.pipeline.share_sampled`), so a gamma or lr point only trains and
-evaluates. Each is resumable like any run, so a killed study picks up where it stopped. Outputs: `study.json` (every seed's
+waypoints, traces, NuRL's hints: `dail.pipeline.share_sampled`), so a gamma or lr point only
+trains and evaluates. Each is resumable like any run, so a killed study picks up where it stopped. Outputs: `study.json` (every seed's
 numbers, their mean and standard deviation), `study.md`, and `plots/` (pass@k with the spread
 across seeds, the token-budget curves, the sweeps).
 """
