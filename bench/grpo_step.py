@@ -35,7 +35,7 @@ def _grpo(ctx, out: Path, step: int):
     from dail.rl.update import score, update
 
     t0 = time.perf_counter()
-    rollouts, _ = _rollouts(ctx, out, step)
+    rollouts, *_ = _rollouts(ctx, out, step)
     t1 = time.perf_counter()
     batch = score(rollouts, ctx.prompts, scale=True)
     ctx.session.peft_model.train()

@@ -207,7 +207,16 @@ def test_rl_methods_run_beside_the_others_with_their_compute(tmp_path, tiny_mode
     grpo_log = [json.loads(x) for x in (root / "adapter" / "grpo" / "log.jsonl").read_text().splitlines()]
     used = result["compute"]
     assert used["grpo"]["sampled"] == grpo_log[-1]["sampled_tokens_seen"] > 0
-    assert used["nurl"]["sampled"] >= grpo_log[1]["sampled_tokens_seen"] + nurl_log[-1]["sampled_tokens_seen"]
+    assert used["grpo"]["trained"] == grpo_log[-1]["tokens_seen"]
+    # nurl: grpo's batches up to the switch, its own hinted stage, and every hint attempt
+    from dail.data import read_jsonl
+    from dail.rl.hints import Hint
+
+    hint_tokens = sum(h.n_tokens for h in read_jsonl(root / "hints.jsonl", Hint))
+    assert hint_tokens > 0
+    assert used["nurl"]["sampled"] == \
+        grpo_log[1]["sampled_tokens_seen"] + nurl_log[-1]["sampled_tokens_seen"] + hint_tokens
+    assert used["nurl"]["trained"] == grpo_log[1]["tokens_seen"] + nurl_log[-1]["tokens_seen"]
     assert used["rlvr"]["sampled"] > 0 and used["base"]["sampled"] == 0
     rlvr_problems = {json.loads(x)["problem_id"] for p in (root / "adapter" / "rlvr" / "rollouts").glob("*.jsonl")
                      for x in p.read_text().splitlines()}

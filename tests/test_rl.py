@@ -185,7 +185,27 @@ def test_zero_variance_groups_give_no_gradient_and_are_not_run(tiny_dir, problem
     assert (batch.all_fail, batch.all_pass) == (1, 1)
     got, stats = _grads_of_update(session, batch, monkeypatch)
     assert all(float(g.abs().max()) == 0.0 for g in got.values())
-    assert stats.forwarded == 2  # one row kept for the all-reduce, nothing else run
+    assert stats.forwarded == 0  # the one row run for the all-reduce is not compute the batch used
+
+
+def test_an_idle_process_adds_nothing_through_the_row_it_runs_for_the_all_reduce(tiny_dir, problems, tmp_path,
+                                                                                monkeypatch):
+    # Five processes, two rows with a gradient: process 4 has none of its own and runs row 0 (process 0's,
+    # advantage 1) only to join the all-reduce; that row must not count twice.
+    from dail.rl.update import score
+
+    session = _session(tiny_dir, problems, tmp_path)
+    prompts = {("a", False): [1, 2, 3], ("b", False): [4, 5]}
+    rollouts = [_rollout("a", 0, [10, 11], 1.0), _rollout("a", 1, [12, 13], 0.0),
+                _rollout("b", 0, [20, 21], 0.0), _rollout("b", 1, [22, 23], 0.0)]
+    batch = score(rollouts, prompts, scale=True)
+    assert batch.advantages[0] != 0.0
+    kind = type(session.accelerator)
+    monkeypatch.setattr(kind, "process_index", property(lambda _: 4))
+    monkeypatch.setattr(kind, "num_processes", property(lambda _: 5))
+    got, stats = _grads_of_update(session, batch, monkeypatch)
+    assert all(float(g.abs().max()) == 0.0 for g in got.values())
+    assert stats.forwarded == 0 and stats.sums == {}
 
 
 def test_a_second_update_on_the_same_batch_is_off_policy(tiny_dir, problems, tmp_path):
@@ -218,6 +238,12 @@ def test_rewards_rise_when_the_model_can_earn_them(tiny_dir, problems, tmp_path,
     assert last > first + 0.2  # measured: 0.43 -> 0.81
     assert all(r["ratio"] == pytest.approx(1.0) for r in log)
     assert summary["sampled_tokens_seen"] == sum(r["sampled_tokens"] for r in log)
+    # the compute a run's table reads back from the rollout files is what the run counted as it went
+    from dail.rl.rollouts import compute_from_files
+
+    assert compute_from_files(tmp_path / "run") == {"sampled": summary["sampled_tokens_seen"],
+                                                   "trained": log[-1]["tokens_seen"]}
+    assert 0 < log[-1]["tokens_seen"] < summary["sampled_tokens_seen"]  # some groups were flat: not trained on
 
 
 def test_a_killed_run_resumes_with_the_rollouts_an_uninterrupted_run_drew(tiny_dir, problems, tmp_path,
@@ -330,6 +356,14 @@ def test_nurl_rolls_all_fail_groups_again_with_the_hint(tiny_dir, problems, tmp_
     hinted = read_jsonl(out / "rollouts" / "step-000000.hinted.jsonl", Rollout)
     assert sorted({r.sample for r in hinted}) == [1, 2, 3] and all(r.hinted for r in hinted)
     assert all(r["all_fail"] == 0.0 and r["grad_norm"] > 0 for r in log)  # the nudged groups carry signal
+    # sampled: the plain rollouts the re-rolls replaced were drawn too
+    drawn = [sum(len(r.token_ids) for f in (f"step-{i:06d}.jsonl", f"step-{i:06d}.hinted.jsonl")
+                 for r in read_jsonl(out / "rollouts" / f, Rollout)) for i in (0, 1)]
+    assert [r["sampled_tokens"] for r in log] == drawn
+    assert log[-1]["sampled_tokens_seen"] == sum(drawn)
+    from dail.rl.rollouts import compute_from_files
+
+    assert compute_from_files(out) == {"sampled": sum(drawn), "trained": log[-1]["tokens_seen"]}
 
 
 def test_the_hinted_prompt_holds_the_hint_and_the_plain_one_does_not(tiny_dir, problems, tmp_path):
@@ -353,6 +387,17 @@ def test_problems_without_answers_are_refused_before_a_model_loads(tmp_path):
     write_jsonl(path, [Problem(id="x", problem="what?", solution="so")])
     with pytest.raises(DataError, match="answer"):
         load_problems(str(path))
+
+
+@pytest.mark.parametrize(("steps", "nurl_from", "switch"), [(1, None, 0), (4, 4, 4)])
+def test_nurl_needs_grpo_batches_before_its_own_and_after(steps, nurl_from, switch):
+    from dail.config import RunConfig
+
+    with pytest.raises(ValueError, match=rf"nurl_from: {switch} must be at least 1 and below rl.steps \({steps}\)"):
+        RunConfig(name="r", model="testbed", train_data="testbed-train", eval_data=["testbed-val"],
+                  methods=["base", "grpo", "nurl"], rl={"steps": steps}, nurl_from=nurl_from)
+    RunConfig(name="r", model="testbed", train_data="testbed-train", eval_data=["testbed-val"],  # without nurl: no switch
+              methods=["base", "grpo"], rl={"steps": steps})
 
 
 def test_sampling_other_than_the_policy_is_refused():

@@ -61,7 +61,8 @@ def compute(root: RunDir, cfg: RunConfig) -> dict[str, dict[str, int]]:
     `sampled` counts trace tokens of its expansion (a mixed or privileged rollout runs two rows per
     token); `rft` reuses selection's samples and the solution-trained methods sample nothing.
     `trained` is the target tokens over all optimizer steps (a contrastive step runs two reference
-    forwards besides the student's). `selection` (in every row alike) is select's sampled tokens.
+    forwards besides the student's). An RL method's are read from its rollout files (`_rl_compute`).
+    `selection` (in every row alike) is select's sampled tokens.
     """
     from .data import Sample, read_jsonl, read_traces
 
@@ -72,30 +73,34 @@ def compute(root: RunDir, cfg: RunConfig) -> dict[str, dict[str, int]]:
         traces, _ = TRAINED.get(method, (None, None))
         path = root.traces(traces) if traces else None
         sampled = sum(len(t.token_ids) for t in read_traces(path, kept_only=False)) if path and path.exists() else 0
-        last = _last_log_line(root, method)
-        trained = last.get("tokens_seen", 0)
-        if method in RL_TRAINED:  # its rollouts (nurl: grpo's up to the switch, its own hinted stage after)
-            sampled = last.get("sampled_tokens_seen", 0)
-            trained += _rl_before(root, cfg, method)["tokens_seen"]
-            sampled += _rl_before(root, cfg, method)["sampled_tokens_seen"] + (
-                _hint_tokens(root) if method == "nurl" else 0)
+        trained = _last_log_line(root, method).get("tokens_seen", 0)
+        if method in RL_TRAINED:
+            sampled, trained = _rl_compute(root, cfg, method)
         out[method] = {"selection": selection, "sampled": sampled, "trained": trained}
     return out
 
 
-def _last_log_line(root: RunDir, method: str, step: int | None = None) -> dict[str, Any]:
-    """A trained method's last log line (or its line of `step`); empty when it has none."""
+def _last_log_line(root: RunDir, method: str) -> dict[str, Any]:
+    """A trained method's last log line; empty when it has none."""
     log = AdapterDir(root.adapter(method)).log
-    lines = [json.loads(x) for x in log.read_text(encoding="utf-8").splitlines()] if log.exists() else []
-    if step is not None:
-        lines = [x for x in lines if x.get("step") == step]
-    return lines[-1] if lines else {}
+    lines = log.read_text(encoding="utf-8").splitlines() if log.exists() else []
+    return json.loads(lines[-1]) if lines else {}
 
 
-def _rl_before(root: RunDir, cfg: RunConfig, method: str) -> dict[str, int]:
-    """The compute nurl inherits from grpo's run up to its switch; nothing for the other methods."""
-    line = _last_log_line(root, "grpo", cfg.nurl_switch()) if method == "nurl" else {}
-    return {k: line.get(k, 0) for k in ("tokens_seen", "sampled_tokens_seen")}
+def _rl_compute(root: RunDir, cfg: RunConfig, method: str) -> tuple[int, int]:
+    """An RL method's sampled and trained tokens, from its rollout files: nurl's are grpo's up to the switch,
+    its own hinted stage's after, and its hints."""
+    from .rl.rollouts import compute_from_files
+
+    def read(method: str, upto: int | None = None) -> dict[str, int]:
+        out = root.adapter(method)
+        return compute_from_files(out, upto) if AdapterDir(out).config.exists() else {"sampled": 0, "trained": 0}
+
+    own = read(method)
+    if method != "nurl":
+        return own["sampled"], own["trained"]
+    before = read("grpo", upto=cfg.nurl_switch())
+    return own["sampled"] + before["sampled"] + _hint_tokens(root), own["trained"] + before["trained"]
 
 
 def _hint_tokens(root: RunDir) -> int:

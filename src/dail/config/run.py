@@ -177,8 +177,9 @@ class RunConfig(_Config):
             raise ValueError("method rlvr trains on rlvr_data: name its (easier) problems")
         if "nurl" in self.methods and "grpo" not in self.methods:
             raise ValueError("method nurl continues grpo's run after nurl_from rollout batches: add grpo to methods")
-        if self.nurl_from is not None and self.nurl_from >= self.rl_steps():
-            raise ValueError(f"nurl_from: {self.nurl_from} must be below rl.steps ({self.rl_steps()})")
+        if "nurl" in self.methods and not 1 <= self.nurl_switch() < self.rl_steps():
+            raise ValueError(f"nurl_from: {self.nurl_switch()} must be at least 1 and below rl.steps "
+                             f"({self.rl_steps()}): nurl needs a grpo stage before its hinted one")
         return self
 
     def rl_steps(self) -> int:

@@ -32,7 +32,7 @@ from ..distributed import Progress
 from ..roles import Role
 from ..rundir import AdapterDir, data_digest, provenance_path
 from ..train.session import Session, open_session
-from .rollouts import roll_out, step_problems
+from .rollouts import merge_hinted, roll_out, step_problems
 from .update import SURROGATE_STATS, Batch, UpdateStats, old_logprobs, rollout_record, score, update
 
 __all__ = ["Context", "RESUME_MAY_DIFFER", "fit"]
@@ -162,16 +162,17 @@ def _steps(ctx: Context, out: Path, plan: dict[str, Any], state: dict[str, Any],
     with (JsonlAppender(AdapterDir(out).log) if main else contextlib.nullcontext()) as log:
         t0 = time.perf_counter()
         for step in range(state["step"], cfg.steps):
-            rollouts, rerolled = _rollouts(ctx, out, cfg.first_step + step)  # batch index of the whole run
+            rollouts, rerolled, drawn = _rollouts(ctx, out, cfg.first_step + step)  # batch index of the whole run
             batch = score(rollouts, ctx.prompts, scale=cfg.scale_rewards)
             stats, trained = _updates(ctx, batch, cfg.first_step + step)
             tokens += trained  # the compute of the updates: rows of zero-variance groups are never run
-            sampled += sum(len(r.token_ids) for r in rollouts)
+            sampled += drawn
             elapsed = state["elapsed"] + time.perf_counter() - t0
-            if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
+            # a checkpoint's line is always written: a later stage that starts there reads its compute
+            if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps or step + 1 in cfg.checkpoint_at:
                 last = _log_record(ctx, stats, rollouts, batch, step + 1, elapsed)
-                last.update(batch=cfg.first_step + step + 1, rerolled=rerolled, tokens_seen=tokens,
-                            sampled_tokens_seen=sampled)
+                last.update(batch=cfg.first_step + step + 1, rerolled=rerolled, sampled_tokens=drawn,
+                            tokens_seen=tokens, sampled_tokens_seen=sampled)
                 if main:
                     log.write(last)
                 session.accelerator.log(trackers.step_scalars(last), step=step + 1)
@@ -181,21 +182,24 @@ def _steps(ctx: Context, out: Path, plan: dict[str, Any], state: dict[str, Any],
     return last
 
 
-def _rollouts(ctx: Context, out: Path, step: int) -> tuple[list[Rollout], int]:
-    """Step `step`'s rollouts; with hints, each all-fail group's rollouts 1..G-1 replaced by hinted ones."""
+def _rollouts(ctx: Context, out: Path, step: int) -> tuple[list[Rollout], int, int]:
+    """Step `step`'s rollouts; with hints, each all-fail group's rollouts 1..G-1 replaced by hinted ones.
+
+    Also the groups re-rolled and the tokens sampled: the replaced plain rollouts were drawn too.
+    """
     cfg = ctx.cfg
     chosen = step_problems(ctx.problems, cfg.problems_per_step, cfg.seed, step)
     plain = {p.id: ctx.prompts[(p.id, False)] for p in chosen}
     rollouts = roll_out(ctx, step, chosen, plain, AdapterDir(out).rollouts / f"step-{step:06d}.jsonl")
     failed = {r.problem_id for r in rollouts} - {r.problem_id for r in rollouts if r.reward > 0}
     again = [p for p in chosen if p.id in failed and (p.id, True) in ctx.prompts]
+    drawn = sum(len(r.token_ids) for r in rollouts)
     if not again:
-        return rollouts, 0
+        return rollouts, 0, drawn
     hinted = roll_out(ctx, step, again, {p.id: ctx.prompts[(p.id, True)] for p in again},
                       AdapterDir(out).rollouts / f"step-{step:06d}.hinted.jsonl", hinted=True, first=1)
     # NuRL keeps one rollout of the plain prompt in a nudged group and gives the other G-1 the hint.
-    by_key = {(r.problem_id, r.sample): r for r in hinted}
-    return [by_key.get((r.problem_id, r.sample), r) for r in rollouts], len(again)
+    return merge_hinted(rollouts, hinted), len(again), drawn + sum(len(r.token_ids) for r in hinted)
 
 
 def _updates(ctx: Context, batch: Batch, step: int) -> tuple[UpdateStats, int]:

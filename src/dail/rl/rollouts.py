@@ -21,7 +21,7 @@ from ..data import Problem, Rollout, read_jsonl
 from ..grading import grade, problem_kind, token_pieces
 from ..rows import step_rows
 
-__all__ = ["step_problems", "roll_out", "ROLLOUT_KEYS"]
+__all__ = ["step_problems", "roll_out", "merge_hinted", "compute_from_files", "ROLLOUT_KEYS"]
 
 # RLConfig keys that change a rollout: a resumed run must share them with the one that began the files.
 ROLLOUT_KEYS = ("model", "adapter", "data", "data_digest", "seed", "sampling", "prompts", "group_size",
@@ -78,3 +78,36 @@ def _sample(ctx: Any, step: int, by_id: dict[str, Problem], sink: dist.ShardedJs
             sink.put(start + gen.index, Rollout(
                 problem_id=pid, sample=g, step=step, hinted=hinted, token_ids=gen.token_ids,
                 logprobs=gen.logprobs[0], finish=gen.finish, answer=answer, reward=1.0 if correct else 0.0))
+
+
+def merge_hinted(rollouts: list[Rollout], hinted: list[Rollout]) -> list[Rollout]:
+    """A step's rollouts with each hinted re-roll in place of the plain rollout of its (problem, g)."""
+    by_key = {(r.problem_id, r.sample): r for r in hinted}
+    return [by_key.get((r.problem_id, r.sample), r) for r in rollouts]
+
+
+def compute_from_files(out: Path, upto: int | None = None) -> dict[str, int]:
+    """The tokens an RL stage's rollout batches sampled and trained on, read back from its files in `out`.
+
+    The record a compute table can trust whatever wrote the log: `sampled` counts every rollout file
+    (NuRL's replaced plain rollouts too); `trained` the rollouts of groups whose rewards differ (every
+    rollout when the KL term is on), once per update. `upto`: only the batches before it.
+    """
+    from ..config import RLConfig, load_config
+    from ..rundir import AdapterDir
+
+    cfg = load_config(RLConfig, AdapterDir(out).config)
+    sampled = trained = 0
+    for plain in sorted(AdapterDir(out).rollouts.glob("step-??????.jsonl")):
+        if upto is not None and int(plain.stem.removeprefix("step-")) >= upto:
+            continue
+        hinted_path = plain.with_suffix(".hinted.jsonl")
+        hinted = list(read_jsonl(hinted_path, Rollout)) if hinted_path.exists() else []
+        rollouts = list(read_jsonl(plain, Rollout))
+        sampled += sum(len(r.token_ids) for r in rollouts + hinted)
+        groups: dict[str, list[Rollout]] = {}
+        for r in merge_hinted(rollouts, hinted):
+            groups.setdefault(r.problem_id, []).append(r)
+        live = [g for g in groups.values() if cfg.kl_coef > 0 or len({r.reward for r in g}) > 1]
+        trained += cfg.updates_per_batch * sum(len(r.token_ids) for g in live for r in g)
+    return {"sampled": sampled, "trained": trained}

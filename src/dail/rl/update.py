@@ -77,14 +77,15 @@ class UpdateStats:
     sums: dict[str, float] = field(default_factory=dict)
 
 
-def _share(session: Session, batch: Batch) -> list[int]:
-    """The row indices this process trains on: its interleaved share of the rows that carry a gradient."""
+def _share(session: Session, batch: Batch) -> tuple[list[int], bool]:
+    """The row indices this process trains on (its interleaved share of the rows that carry a gradient), and
+    whether they carry one."""
     cfg, acc = session.cfg, session.accelerator
     live = [i for i, a in enumerate(batch.advantages) if a != 0.0 or cfg.kl_coef > 0]
     mine = live[acc.process_index::acc.num_processes]
-    # A process with nothing to train on still runs one row, at advantage 0 (a zero contribution), so
-    # that it joins the gradient all-reduce its peers wait in.
-    return mine or [acc.process_index % len(batch.rows)]
+    # A process with nothing to train on still runs one row, its loss times 0, so that it joins the
+    # gradient all-reduce its peers wait in; the row may be a peer's, so it must add nothing.
+    return (mine, True) if mine else ([acc.process_index % len(batch.rows)], False)
 
 
 def update(session: Session, batch: Batch, step: int) -> UpdateStats:
@@ -92,25 +93,27 @@ def update(session: Session, batch: Batch, step: int) -> UpdateStats:
     acc, cfg = session.accelerator, session.cfg
     seed_torch(step_seed(cfg.seed, step, acc.process_index))  # LoRA dropout: the same draws after a resume
     num_tokens = sum(len(r.target) for r in batch.rows)
-    mine = _share(session, batch)
+    mine, live = _share(session, batch)
     loss = torch.zeros((), dtype=torch.float64, device=acc.device)
     sums: Counter = Counter()
     forwarded = 0
     for micro in micro_batches(mine, cfg.grad_accum):
         with acc.accumulate(session.wrapped):
             if micro:
-                part_loss, part_sums = _micro_batch(session, batch, micro, num_tokens)
-                loss += part_loss
-                sums.update(part_sums)
-                forwarded += sum(len(batch.rows[i].target) for i in micro)
+                part_loss, part_sums = _micro_batch(session, batch, micro, num_tokens, weight=1.0 if live else 0.0)
+                if live:  # the stand-in row of an idle process is neither loss nor compute
+                    loss += part_loss
+                    sums.update(part_sums)
+                    forwarded += sum(len(batch.rows[i].target) for i in micro)
     grad_norm, lr = optimizer_step(session)
     # sync point: the diagnostics once per update, not once per chunk
     return UpdateStats(loss, grad_norm, lr, num_tokens, forwarded, {k: float(v) for k, v in sums.items()})
 
 
-def _micro_batch(session: Session, batch: Batch, idx: list[int],
-                 num_tokens: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Forward, chunked surrogate and backward of the rows `idx`; the loss share and token-weighted diagnostics."""
+def _micro_batch(session: Session, batch: Batch, idx: list[int], num_tokens: int,
+                 weight: float = 1.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Forward, chunked surrogate (times `weight`) and backward of the rows `idx`; the loss share and
+    token-weighted diagnostics."""
     device, cfg = session.accelerator.device, session.cfg
     rows = [batch.rows[i] for i in idx]
     ids, index = collate(rows, Role.LEARNER, session.pad_id, device)
@@ -133,6 +136,7 @@ def _micro_batch(session: Session, batch: Batch, idx: list[int],
         part_loss, stats = grpo_loss(lp[:, None], old_lp[:, None], adv[part], torch.ones_like(lp[:, None], dtype=torch.bool),
                                      epsilon=cfg.epsilon, kl_coef=cfg.kl_coef,
                                      ref_logprobs=None if ref_lp is None else ref_lp[:, None], num_tokens=num_tokens)
+        part_loss = part_loss * weight
         part_loss.backward()
         loss += part_loss.detach()
         n = min(start + chunk, len(targets)) - start
@@ -178,5 +182,4 @@ def rollout_record(rollouts: list[Rollout], batch: Batch) -> dict[str, Any]:
             "all_fail": batch.all_fail / batch.groups, "all_pass": batch.all_pass / batch.groups,
             "zero_variance": batch.all_fail + batch.all_pass,
             "mean_length": sum(len(r.token_ids) for r in rollouts) / n,
-            "sampled_tokens": sum(len(r.token_ids) for r in rollouts),
             "hinted": sum(r.hinted for r in rollouts)}
