@@ -405,6 +405,12 @@ def test_sampling_other_than_the_policy_is_refused():
         RLConfig(data="x", out="y", sampling={"temperature": 0.7})
 
 
+@pytest.mark.parametrize("template", ["{problem}", "Hint: {hint}", "{problem} {hint} {answer}", "{problem {hint}"])
+def test_a_hint_template_without_both_fields_is_refused_before_a_model_loads(template):
+    with pytest.raises(ValueError, match="hint_template"):
+        RLConfig(data="x", out="y", hint_template=template)
+
+
 # --------------------------------------------------------------------------------------------------
 # NuRL's hints
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from .stages import DATA_SPEC, PromptConfig, SamplingConfig, ModelStage, AdapterStage
 
@@ -57,6 +57,16 @@ class RLConfig(AdapterStage):
         if (s.temperature, s.top_p, s.top_k) != (1.0, 1.0, 0):
             raise ValueError("sampling: GRPO samples the policy itself (temperature 1, top_p 1, top_k 0)")
         return self
+
+    @field_validator("hint_template")
+    @classmethod
+    def _fields_of_the_hint(cls, v: str) -> str:
+        import string
+
+        names = {name for _, name, _, _ in string.Formatter().parse(v) if name is not None}
+        if names != {"problem", "hint"}:
+            raise ValueError(f"hint_template: must hold {{problem}} and {{hint}} and no other field, not {sorted(names)}")
+        return v
 
 
 class HintConfig(ModelStage):

@@ -199,7 +199,9 @@ def _rollouts(ctx: Context, out: Path, step: int) -> tuple[list[Rollout], int, i
     hinted = roll_out(ctx, step, again, {p.id: ctx.prompts[(p.id, True)] for p in again},
                       AdapterDir(out).rollouts / f"step-{step:06d}.hinted.jsonl", hinted=True, first=1)
     # NuRL keeps one rollout of the plain prompt in a nudged group and gives the other G-1 the hint.
-    return merge_hinted(rollouts, hinted), len(again), drawn + sum(len(r.token_ids) for r in hinted)
+    # a problem whose hinted prompt outgrows the context has no hinted rows: it keeps its plain group
+    nudged = len({r.problem_id for r in hinted})
+    return merge_hinted(rollouts, hinted), nudged, drawn + sum(len(r.token_ids) for r in hinted)
 
 
 def _updates(ctx: Context, batch: Batch, step: int) -> tuple[UpdateStats, int]:

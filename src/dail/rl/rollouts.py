@@ -5,7 +5,9 @@ keys (problem, g) in canonical order, sharded over the ranks, appended to `rollo
 as they finish, resumable. The model is the policy the run is training, already loaded (the stage's
 `load` hands it over), so nothing reloads between steps. Rollout g of problem p at step N draws the
 stream `row_key(seed, p, g, "rl-N")`: a step's rollouts depend on the policy's weights and on nothing
-else -- not on the batch they were decoded in, not on whether the run was killed and resumed.
+else -- not on the batch they were decoded in, not on whether the run was killed and resumed (to the
+last bit where the kernels are batch-invariant, as on CPU; in bf16 on a GPU a logit may differ in its
+last bits with the batch's make-up, see `dail.engine`, and so may a sampled token where two are that close).
 
 NuRL's re-roll (`hinted`): a group whose G rollouts all failed is rolled again with its problem's
 hint in the prompt, into `step-N.hinted.jsonl`, from the stream `row_key(seed, p, g, "rl-N-hint")`.
