@@ -185,7 +185,7 @@ def test_rl_methods_run_beside_the_others_with_their_compute(tmp_path, tiny_mode
     write_jsonl(tmp_path / "easy.jsonl", resolve_problems("arith-test")[:4])
     cfg = RunConfig(name="rl", out_dir=str(tmp_path / "runs"), model=tiny_model_dir, train_data=str(tmp_path / "train.jsonl"),
                     eval_data=[str(tmp_path / "easy.jsonl")], methods=["base", "grpo", "nurl", "rlvr"], device="cpu",
-                    rlvr_data=str(tmp_path / "easy.jsonl"), nurl_from=2,
+                    rlvr_data=str(tmp_path / "easy.jsonl"), rlvr_steps=3, nurl_from=2,
                     rl={"steps": 4, "problems_per_step": 2, "group_size": 2, "sampling": {"max_new_tokens": 4},
                         "lora": {"r": 2, "alpha": 4}},
                     hints={"mode": "partial", "attempts": 1, "sampling": {"max_new_tokens": 6}},
@@ -221,6 +221,8 @@ def test_rl_methods_run_beside_the_others_with_their_compute(tmp_path, tiny_mode
     rlvr_problems = {json.loads(x)["problem_id"] for p in (root / "adapter" / "rlvr" / "rollouts").glob("*.jsonl")
                      for x in p.read_text().splitlines()}
     assert rlvr_problems <= {p.id for p in resolve_problems("arith-test")[:4]}
+    rlvr_log = [json.loads(x) for x in (root / "adapter" / "rlvr" / "log.jsonl").read_text().splitlines()]
+    assert [r["batch"] for r in rlvr_log] == [1, 2, 3]  # rlvr_steps: its own number of batches
 
     assert (root / "plots" / "rl_training.png").is_file() and "RL training" in (root / "report.html").read_text()
 

@@ -200,7 +200,7 @@ class _Stages:
 # adding them to a finished run is allowed; each RL stage's saved config guards its outputs (`_rl_all`).
 RUN_IGNORED = ("name", "out_dir", "launcher", "num_processes", "device", "methods", "eval_data", "report_to",
                "expand.batch_size", "eval.batch_size", "data_digests",  # data_digests: compared per file below
-               "rl", "hints", "rlvr_data", "nurl_from")
+               "rl", "hints", "rlvr_data", "rlvr_steps", "nurl_from")
 
 
 def _remove_run(root: RunDir) -> None:
@@ -342,7 +342,7 @@ def _rl_all(cfg: RunConfig, root: RunDir, stage: _Stages, progress: Progress | N
 
     switch = cfg.nurl_switch()
     runs = {"grpo": dict(data=str(root.waypoints), checkpoint_at=[switch] if "nurl" in cfg.methods else []),
-            "rlvr": dict(data=cfg.rlvr_data),
+            "rlvr": dict(data=cfg.rlvr_data, **({"steps": cfg.rlvr_steps} if cfg.rlvr_steps else {})),
             "nurl": dict(data=str(root.waypoints), adapter=str(AdapterDir(root.adapter("grpo")).checkpoint(switch)),
                          first_step=switch, steps=cfg.rl_steps() - switch, hints=str(root.hints))}
     for method in (m for m in RL_TRAINED if m in cfg.methods):

@@ -100,6 +100,9 @@ class RunConfig(_Config):
                     "easier set).")
     rlvr_data: str | None = Field(None, description="rlvr: its training problems (with answers), an easier set than "
                                                     "train_data (the paper's DeepScaleR; on the test-bed: testbed-easy).")
+    rlvr_steps: int | None = Field(None, ge=1, description="rlvr: its rollout batches; default rl.steps. A batch of "
+                                                          "easier problems samples shorter answers, so matching "
+                                                          "another method's compute may take more batches.")
     rft_per_problem: int = Field(4, ge=1, description="rft: at most this many distinct correct samples per problem.")
     select: bool = Field(False, description="Keep only training problems the base model fails in all of select_n samples.")
     select_n: int = Field(32, ge=1, description="Samples per problem for `select`.")
