@@ -184,3 +184,14 @@ def test_report_paths_are_relative_so_a_moved_run_still_reads(tmp_path) -> None:
     page = (moved / "report" / "report.html").read_text()
     assert 'href="../eval/star/arith-test/metrics.json"' in page
     assert (moved / "report" / "../eval/star/arith-test/metrics.json").is_file()
+
+
+@pytest.mark.parametrize("n", [1, 10, 11, 20])
+def test_every_method_gets_its_own_colour_and_the_first_ten_keep_tab10s(n):
+    from matplotlib import colormaps
+
+    from dail.report_plots import method_colours
+
+    colours = method_colours([f"m{i}" for i in range(n)])
+    assert len(set(colours.values())) == n
+    assert [colours[f"m{i}"] for i in range(min(n, 10))] == [colormaps["tab10"](i) for i in range(min(n, 10))]

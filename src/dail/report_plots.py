@@ -11,14 +11,19 @@ from typing import Any
 
 from .report_inputs import EvalEntry, budget_curve, budget_top_k, int_keyed, num, ordered
 
-__all__ = ["plot_pass_at_k", "plot_rl", "plot_token_budget"]
+__all__ = ["method_colours", "plot_pass_at_k", "plot_rl", "plot_token_budget"]
+
+
+def method_colours(methods: Sequence[str]) -> dict[str, Any]:
+    """A distinct colour per method: tab20's ten dark hues (tab10's), then its ten light ones (a run with the
+    RL methods has eleven)."""
+    from matplotlib import colormaps
+
+    return {m: colormaps["tab20"]((2 * i + i // 10) % 20) for i, m in enumerate(methods)}
 
 
 def _colours(entries: Sequence[EvalEntry]) -> dict[str, Any]:
-    from matplotlib import colormaps
-
-    cmap = colormaps["tab10"]
-    return {m: cmap(i % 10) for i, m in enumerate(ordered(e.method for e in entries))}
+    return method_colours(ordered(e.method for e in entries))
 
 
 def _figure(n_panels: int, title: str):

@@ -347,13 +347,14 @@ def plot(summary: dict[str, Any], out: Path) -> None:
 
 def _curves(summary: dict[str, Any], out: Path) -> None:
     """pass_at_k.png and token_budget.png: one panel per split, a line and a ± 1 std band per main method."""
-    from matplotlib import colormaps
     from matplotlib.figure import Figure
+
+    from .report_plots import method_colours
 
     mean = summary["mean"]
     main = [m for m in mean if " " not in m]  # sweep points ('dail tau=0.5') have their own plot
     splits = list(dict.fromkeys(s for m in main for s in mean[m]))
-    colours = {m: colormaps["tab10"](i % 10) for i, m in enumerate(main)}
+    colours = method_colours(main)
     for name, key, xlabel in (("pass_at_k", "pass_at_k", "k (samples)"),
                               ("token_budget", "budget_pass_at_1", "token budget B (pass@1)")):
         fig = Figure(figsize=(0.5 + 4.6 * len(splits), 4.2), layout="constrained", dpi=110)
