@@ -22,4 +22,8 @@ __all__ = ["app", "main"]
 
 def main() -> None:
     """Entry point of the `dail` script."""
+    import warnings
+
+    # peft reads a property transformers has deprecated: a warning no user of dail can act on
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
     app()
