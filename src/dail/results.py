@@ -92,8 +92,8 @@ def _rl_compute(root: RunDir, cfg: RunConfig, method: str) -> tuple[int, int]:
     its own hinted stage's after, and its hints."""
     from .rl.rollouts import compute_from_files
 
-    def read(method: str, upto: int | None = None) -> dict[str, int]:
-        out = root.adapter(method)
+    def read(name: str, upto: int | None = None) -> dict[str, int]:
+        out = root.adapter(name)
         return compute_from_files(out, upto) if AdapterDir(out).config.exists() else {"sampled": 0, "trained": 0}
 
     own = read(method)
